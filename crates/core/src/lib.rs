@@ -1,0 +1,23 @@
+//! The shared runtime every service is built on: settings, telemetry, the error taxonomy,
+//! `serve()`, the SQL pool, the artifact store and name/id helpers.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+pub mod watch;
+
+pub use error::{ApiError, ErrorKind};
+pub use tokio_util::sync::CancellationToken;
+
+/// Milliseconds since the Unix epoch, the one timestamp format of every contract.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

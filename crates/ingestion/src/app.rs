@@ -1,0 +1,61 @@
+use std::net::SocketAddr;
+
+use mlops_core::storage::ArtifactStore;
+use mlops_core::{ApiError, CancellationToken, client::MAX_MESSAGE_BYTES, server};
+use mlops_proto::v1::ingestion_service_server::IngestionServiceServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::Settings;
+use crate::grpc::Ingestion;
+use crate::store::Store;
+
+/// A bound, ready-to-run ingestion service.
+pub struct Application {
+    listener: TcpListener,
+    api: Ingestion,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let storage = &settings.storage;
+        tokio::fs::create_dir_all(storage.tmp_dir()).await?;
+        let store = Store::open(&storage.database_path("ingestion")).await?;
+        let artifacts = ArtifactStore::local(&storage.artifacts_dir())?;
+        let listener = server::bind(settings.ingestion.listen).await?;
+        let api = Ingestion {
+            store,
+            artifacts,
+            tmp_dir: storage.tmp_dir(),
+            max_upload_bytes: settings.ingestion.max_upload_bytes,
+        };
+        Ok(Self { listener, api })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        tracing::info!(addr = %self.grpc_addr(), "ingestion serving");
+        let service =
+            IngestionServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        server::serve(
+            self.listener,
+            Routes::new(service),
+            &["mlops.v1.IngestionService"],
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Builds and runs the service until `shutdown`.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiError> {
+    Application::build(settings)
+        .await?
+        .run_until(shutdown)
+        .await
+}

@@ -1,0 +1,30 @@
+use std::net::SocketAddr;
+
+use mlops_core::config::{StorageSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// The sections of `mlops.toml` this service reads; other sections are left to other services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub ingestion: IngestionSettings,
+    pub storage: StorageSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestionSettings {
+    pub listen: SocketAddr,
+    /// Largest CSV upload accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for IngestionSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            max_upload_bytes: 1 << 30,
+        }
+    }
+}

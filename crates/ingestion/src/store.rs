@@ -1,0 +1,214 @@
+//! Dataset metadata in SQL. Versions are immutable rows; the next number is taken inside an
+//! immediate transaction so concurrent uploads never collide.
+
+use std::path::Path;
+
+use mlops_core::db::{self, Pool};
+use mlops_core::{ApiError, now_ms};
+use mlops_proto::v1::{Column, DataType, Dataset, DatasetVersion};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "datasets", include_str!("migrations/0001_datasets.sql"))];
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredColumn {
+    name: String,
+    data_type: i32,
+}
+
+/// A version to record, already stored as a blob.
+pub struct NewVersion<'a> {
+    pub dataset: &'a str,
+    pub description: &'a str,
+    pub digest: &'a str,
+    pub row_count: u64,
+    pub columns: Vec<Column>,
+    pub size_bytes: u64,
+}
+
+impl Store {
+    pub async fn open(path: &Path) -> Result<Self, ApiError> {
+        Ok(Self {
+            pool: db::open(path, MIGRATIONS).await?,
+        })
+    }
+
+    /// Records a new version, or returns the latest one unchanged when it has the same digest.
+    pub async fn add_version(
+        &self,
+        new: NewVersion<'_>,
+    ) -> Result<(DatasetVersion, bool), ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO datasets (name, description, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(new.dataset)
+            .bind(new.description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let latest = sqlx::query(
+            "SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(new.dataset)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = latest {
+            let latest = version_from_row(&row)?;
+            if latest.digest == new.digest {
+                return Ok((latest, false));
+            }
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset = ?",
+        )
+        .bind(new.dataset)
+        .fetch_one(&mut *tx)
+        .await?;
+        let columns: Vec<StoredColumn> = new
+            .columns
+            .iter()
+            .map(|c| StoredColumn {
+                name: c.name.clone(),
+                data_type: c.data_type,
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO dataset_versions (dataset, version, digest, row_count, columns, size_bytes, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.dataset)
+        .bind(version)
+        .bind(new.digest)
+        .bind(new.row_count as i64)
+        .bind(serde_json::to_string(&columns).expect("columns serialize"))
+        .bind(new.size_bytes as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            DatasetVersion {
+                id: format!("{}@{version}", new.dataset),
+                dataset: new.dataset.to_string(),
+                version: version as u32,
+                digest: new.digest.to_string(),
+                row_count: new.row_count,
+                column_count: new.columns.len() as u32,
+                columns: new.columns,
+                size_bytes: new.size_bytes,
+                created_at_ms: now,
+            },
+            true,
+        ))
+    }
+
+    pub async fn dataset(&self, name: &str) -> Result<Dataset, ApiError> {
+        let row = sqlx::query(
+            "SELECT d.name, d.description, d.created_at_ms, \
+             (SELECT COALESCE(MAX(version), 0) FROM dataset_versions v WHERE v.dataset = d.name) AS latest \
+             FROM datasets d WHERE d.name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+        dataset_from_row(&row)
+    }
+
+    pub async fn datasets(&self) -> Result<Vec<Dataset>, ApiError> {
+        sqlx::query(
+            "SELECT d.name, d.description, d.created_at_ms, \
+             (SELECT COALESCE(MAX(version), 0) FROM dataset_versions v WHERE v.dataset = d.name) AS latest \
+             FROM datasets d ORDER BY d.name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(dataset_from_row)
+        .collect()
+    }
+
+    /// `version` 0 is the latest.
+    pub async fn version(&self, dataset: &str, version: u32) -> Result<DatasetVersion, ApiError> {
+        let row = if version == 0 {
+            sqlx::query(
+                "SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(dataset)
+            .fetch_optional(&self.pool)
+            .await?
+        } else {
+            sqlx::query("SELECT * FROM dataset_versions WHERE dataset = ? AND version = ?")
+                .bind(dataset)
+                .bind(version as i64)
+                .fetch_optional(&self.pool)
+                .await?
+        };
+        match row {
+            Some(row) => version_from_row(&row),
+            None if version == 0 => Err(not_found(dataset)),
+            None => {
+                self.dataset(dataset).await?;
+                Err(ApiError::not_found(format!(
+                    "dataset {dataset:?} has no version {version}"
+                )))
+            }
+        }
+    }
+
+    pub async fn versions(&self, dataset: &str) -> Result<Vec<DatasetVersion>, ApiError> {
+        self.dataset(dataset).await?;
+        sqlx::query("SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version")
+            .bind(dataset)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect()
+    }
+}
+
+fn not_found(dataset: &str) -> ApiError {
+    ApiError::not_found(format!("dataset {dataset:?} not found"))
+}
+
+fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Dataset, ApiError> {
+    Ok(Dataset {
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        latest_version: row.try_get::<i64, _>("latest")? as u32,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetVersion, ApiError> {
+    let dataset: String = row.try_get("dataset")?;
+    let version = row.try_get::<i64, _>("version")? as u32;
+    let columns: Vec<StoredColumn> = serde_json::from_str(&row.try_get::<String, _>("columns")?)
+        .map_err(|e| ApiError::internal(format!("stored columns of {dataset}@{version}: {e}")))?;
+    let columns: Vec<Column> = columns
+        .into_iter()
+        .map(|c| Column {
+            name: c.name,
+            data_type: DataType::try_from(c.data_type).unwrap_or_default() as i32,
+        })
+        .collect();
+    Ok(DatasetVersion {
+        id: format!("{dataset}@{version}"),
+        version,
+        digest: row.try_get("digest")?,
+        row_count: row.try_get::<i64, _>("row_count")? as u64,
+        column_count: columns.len() as u32,
+        columns,
+        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+        created_at_ms: row.try_get("created_at_ms")?,
+        dataset,
+    })
+}

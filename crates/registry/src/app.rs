@@ -1,0 +1,52 @@
+use std::net::SocketAddr;
+
+use mlops_core::{ApiError, CancellationToken, server};
+use mlops_proto::v1::registry_service_server::RegistryServiceServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::Settings;
+use crate::grpc::Registry;
+use crate::store::Store;
+
+/// A bound, ready-to-run registry service.
+pub struct Application {
+    listener: TcpListener,
+    api: Registry,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let store = Store::open(&settings.storage.database_path("registry")).await?;
+        let listener = server::bind(settings.registry.listen).await?;
+        Ok(Self {
+            listener,
+            api: Registry { store },
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        tracing::info!(addr = %self.grpc_addr(), "registry serving");
+        server::serve(
+            self.listener,
+            Routes::new(RegistryServiceServer::new(self.api)),
+            &["mlops.v1.RegistryService"],
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Builds and runs the service until `shutdown`.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiError> {
+    Application::build(settings)
+        .await?
+        .run_until(shutdown)
+        .await
+}

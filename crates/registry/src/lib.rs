@@ -1,0 +1,10 @@
+//! The registry service: registered models, immutable numbered versions with metrics, params
+//! and lineage, and aliases that move between versions.
+
+mod app;
+mod grpc;
+mod settings;
+mod store;
+
+pub use app::{Application, serve};
+pub use settings::{RegistrySettings, Settings};

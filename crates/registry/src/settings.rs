@@ -1,0 +1,27 @@
+use std::net::SocketAddr;
+
+use mlops_core::config::{StorageSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// The sections of `mlops.toml` this service reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub registry: RegistrySettings,
+    pub storage: StorageSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    pub listen: SocketAddr,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50054)),
+        }
+    }
+}

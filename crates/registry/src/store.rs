@@ -1,0 +1,277 @@
+//! Registry metadata in SQL. Versions are immutable; aliases are the only thing that moves.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mlops_core::db::{self, Pool};
+use mlops_core::{ApiError, now_ms};
+use mlops_proto::v1::{CreateModelVersionRequest, Lineage, ModelVersion, RegisteredModel};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "models", include_str!("migrations/0001_models.sql"))];
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+fn model_not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("model {name:?} not found"))
+}
+
+impl Store {
+    pub async fn open(path: &Path) -> Result<Self, ApiError> {
+        Ok(Self {
+            pool: db::open(path, MIGRATIONS).await?,
+        })
+    }
+
+    pub async fn create_model(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<RegisteredModel, ApiError> {
+        let inserted = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(description)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(ApiError::already_exists(format!(
+                "model {name:?} already exists"
+            )));
+        }
+        self.model(name).await
+    }
+
+    pub async fn model(&self, name: &str) -> Result<RegisteredModel, ApiError> {
+        let row = sqlx::query(
+            "SELECT name, description, created_at_ms, \
+             (SELECT COALESCE(MAX(version), 0) FROM model_versions v WHERE v.model_name = m.name) AS latest \
+             FROM registered_models m WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| model_not_found(name))?;
+        self.model_from_row(&row).await
+    }
+
+    pub async fn models(&self) -> Result<Vec<RegisteredModel>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT name, description, created_at_ms, \
+             (SELECT COALESCE(MAX(version), 0) FROM model_versions v WHERE v.model_name = m.name) AS latest \
+             FROM registered_models m ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut models = Vec::with_capacity(rows.len());
+        for row in &rows {
+            models.push(self.model_from_row(row).await?);
+        }
+        Ok(models)
+    }
+
+    async fn model_from_row(&self, row: &SqliteRow) -> Result<RegisteredModel, ApiError> {
+        let name: String = row.try_get("name")?;
+        let aliases = sqlx::query("SELECT alias, version FROM model_aliases WHERE model_name = ?")
+            .bind(&name)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("alias")?, r.try_get::<i64, _>("version")? as u32)))
+            .collect::<Result<HashMap<String, u32>, sqlx::Error>>()?;
+        Ok(RegisteredModel {
+            description: row.try_get("description")?,
+            latest_version: row.try_get::<i64, _>("latest")? as u32,
+            created_at_ms: row.try_get("created_at_ms")?,
+            aliases,
+            name,
+        })
+    }
+
+    /// Creates the next version (and the model, when new) in one transaction.
+    pub async fn create_version(
+        &self,
+        request: &CreateModelVersionRequest,
+    ) -> Result<ModelVersion, ApiError> {
+        let lineage = request.lineage.clone().unwrap_or_default();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING")
+            .bind(&request.model_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model_name = ?",
+        )
+        .bind(&request.model_name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, \
+             feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&request.model_name)
+        .bind(version)
+        .bind(&request.model_type)
+        .bind(&request.artifact_digest)
+        .bind(json(&request.metrics))
+        .bind(json(&request.params))
+        .bind(json(&request.feature_names))
+        .bind(&request.target)
+        .bind(&lineage.dataset)
+        .bind(lineage.dataset_version as i64)
+        .bind(&lineage.dataset_digest)
+        .bind(&lineage.training_job_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.version(&request.model_name, version as u32).await
+    }
+
+    pub async fn version(&self, model: &str, version: u32) -> Result<ModelVersion, ApiError> {
+        let row = sqlx::query("SELECT * FROM model_versions WHERE model_name = ? AND version = ?")
+            .bind(model)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => self.version_from_row(&row).await,
+            None => {
+                self.model(model).await?;
+                Err(ApiError::not_found(format!(
+                    "model {model:?} has no version {version}"
+                )))
+            }
+        }
+    }
+
+    pub async fn latest_version(&self, model: &str) -> Result<ModelVersion, ApiError> {
+        let latest = self.model(model).await?.latest_version;
+        if latest == 0 {
+            return Err(ApiError::not_found(format!(
+                "model {model:?} has no versions yet"
+            )));
+        }
+        self.version(model, latest).await
+    }
+
+    pub async fn alias_target(&self, model: &str, alias: &str) -> Result<u32, ApiError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?",
+        )
+        .bind(model)
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?;
+        match version {
+            Some(v) => Ok(v as u32),
+            None => {
+                self.model(model).await?;
+                Err(ApiError::not_found(format!(
+                    "model {model:?} has no alias {alias:?}"
+                )))
+            }
+        }
+    }
+
+    pub async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, ApiError> {
+        self.model(model).await?;
+        let rows =
+            sqlx::query("SELECT * FROM model_versions WHERE model_name = ? ORDER BY version")
+                .bind(model)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            versions.push(self.version_from_row(row).await?);
+        }
+        Ok(versions)
+    }
+
+    /// Returns the version the alias pointed at before (0 when new).
+    pub async fn set_alias(&self, model: &str, alias: &str, version: u32) -> Result<u32, ApiError> {
+        self.version(model, version).await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let previous: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?",
+        )
+        .bind(model)
+        .bind(alias)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO model_aliases (model_name, alias, version, updated_at_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(model)
+        .bind(alias)
+        .bind(version as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(previous.unwrap_or_default() as u32)
+    }
+
+    pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<(), ApiError> {
+        let deleted = sqlx::query("DELETE FROM model_aliases WHERE model_name = ? AND alias = ?")
+            .bind(model)
+            .bind(alias)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            self.model(model).await?;
+            return Err(ApiError::not_found(format!(
+                "model {model:?} has no alias {alias:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn version_from_row(&self, row: &SqliteRow) -> Result<ModelVersion, ApiError> {
+        let model_name: String = row.try_get("model_name")?;
+        let version = row.try_get::<i64, _>("version")?;
+        let aliases = sqlx::query_scalar(
+            "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
+        )
+        .bind(&model_name)
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ModelVersion {
+            version: version as u32,
+            model_type: row.try_get("model_type")?,
+            artifact_digest: row.try_get("artifact_digest")?,
+            metrics: parse(row, "metrics")?,
+            params: parse(row, "params")?,
+            feature_names: parse(row, "feature_names")?,
+            target: row.try_get("target")?,
+            lineage: Some(Lineage {
+                dataset: row.try_get("dataset")?,
+                dataset_version: row.try_get::<i64, _>("dataset_version")? as u32,
+                dataset_digest: row.try_get("dataset_digest")?,
+                training_job_id: row.try_get("training_job_id")?,
+            }),
+            aliases,
+            created_at_ms: row.try_get("created_at_ms")?,
+            model_name,
+        })
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps of strings and finite numbers serialize")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, ApiError> {
+    serde_json::from_str(&row.try_get::<String, _>(column)?)
+        .map_err(|e| ApiError::internal(format!("stored {column}: {e}")))
+}

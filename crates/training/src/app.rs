@@ -1,0 +1,65 @@
+use std::net::SocketAddr;
+
+use mlops_core::storage::ArtifactStore;
+use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::training_service_server::TrainingServiceServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::Settings;
+use crate::grpc::Training;
+use crate::jobs::Jobs;
+use crate::store::Store;
+
+/// A bound, ready-to-run training service.
+pub struct Application {
+    listener: TcpListener,
+    api: Training,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let store = Store::open(&settings.storage.database_path("training")).await?;
+        let artifacts = ArtifactStore::local(&settings.storage.artifacts_dir())?;
+        let registry = client::channel(&settings.endpoints.registry)?;
+        let ingestion =
+            IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion)?);
+        let jobs = Jobs::new(
+            store,
+            artifacts,
+            registry,
+            settings.training.max_concurrent_jobs,
+        );
+        let listener = server::bind(settings.training.listen).await?;
+        Ok(Self {
+            listener,
+            api: Training { jobs, ingestion },
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        tracing::info!(addr = %self.grpc_addr(), "training serving");
+        server::serve(
+            self.listener,
+            Routes::new(TrainingServiceServer::new(self.api)),
+            &["mlops.v1.TrainingService"],
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Builds and runs the service until `shutdown`.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiError> {
+    Application::build(settings)
+        .await?
+        .run_until(shutdown)
+        .await
+}

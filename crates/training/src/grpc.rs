@@ -1,0 +1,145 @@
+//! The TrainingService API.
+
+use mlops_core::ids::{new_id, validate_id, validate_name};
+use mlops_core::watch::{self, WatchStream};
+use mlops_core::{ApiError, now_ms};
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::training_service_server::TrainingService;
+use mlops_proto::v1::*;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::jobs::Jobs;
+
+pub const MODEL_TYPES: &[&str] = &["linear"];
+
+pub struct Training {
+    pub jobs: Jobs,
+    pub ingestion: IngestionServiceClient<Channel>,
+}
+
+impl Training {
+    async fn submit(&self, request: SubmitTrainingJobRequest) -> Result<TrainingJob, ApiError> {
+        validate_name("dataset", &request.dataset)?;
+        if request.target_column.is_empty() {
+            return Err(ApiError::invalid_argument("target_column is required"));
+        }
+        if !MODEL_TYPES.contains(&request.model_type.as_str()) {
+            return Err(ApiError::invalid_argument(format!(
+                "model_type {:?} is not supported (supported: {})",
+                request.model_type,
+                MODEL_TYPES.join(", ")
+            )));
+        }
+        if !request.register_as.is_empty() {
+            validate_name("register_as", &request.register_as)?;
+        }
+        let test_fraction = request.test_fraction.unwrap_or(0.2);
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(ApiError::invalid_argument(format!(
+                "test_fraction must be in (0, 1), got {test_fraction}"
+            )));
+        }
+        // Resolve the version now, so a wrong dataset or column fails the call, not the job,
+        // and the job records exactly which data it used.
+        let version = self
+            .ingestion
+            .clone()
+            .get_dataset_version(GetDatasetVersionRequest {
+                dataset: request.dataset.clone(),
+                version: request.dataset_version,
+            })
+            .await
+            .map_err(|s| ApiError::from_status("dataset", &s))?
+            .into_inner();
+        if !version
+            .columns
+            .iter()
+            .any(|c| c.name == request.target_column)
+        {
+            let columns: Vec<&str> = version.columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(ApiError::invalid_argument(format!(
+                "target_column {:?} is not a column of dataset {} (columns: {})",
+                request.target_column,
+                version.id,
+                columns.join(", ")
+            )));
+        }
+        if version.columns.len() < 2 {
+            return Err(ApiError::invalid_argument(format!(
+                "dataset {} has no feature columns besides the target",
+                version.id
+            )));
+        }
+        let mut job = TrainingJob {
+            id: new_id(),
+            dataset: version.dataset,
+            dataset_version: version.version,
+            dataset_digest: version.digest,
+            target_column: request.target_column,
+            model_type: request.model_type,
+            register_as: request.register_as,
+            test_fraction,
+            seed: request.seed.unwrap_or(42),
+            stage: "queued".into(),
+            created_at_ms: now_ms(),
+            ..Default::default()
+        };
+        job.set_state(JobState::Pending);
+        tracing::info!(job = %job.id, dataset = %job.dataset, version = job.dataset_version, "training job submitted");
+        self.jobs.start(job).await
+    }
+
+    async fn job(&self, id: &str) -> Result<TrainingJob, ApiError> {
+        validate_id("id", id)?;
+        match self.jobs.subscribe(id) {
+            Some(receiver) => Ok(receiver.borrow().clone()),
+            None => self.jobs.store().get(id).await,
+        }
+    }
+}
+
+fn is_terminal(job: &TrainingJob) -> bool {
+    matches!(job.state(), JobState::Succeeded | JobState::Failed)
+}
+
+#[tonic::async_trait]
+impl TrainingService for Training {
+    async fn submit_training_job(
+        &self,
+        request: Request<SubmitTrainingJobRequest>,
+    ) -> Result<Response<TrainingJob>, Status> {
+        Ok(Response::new(self.submit(request.into_inner()).await?))
+    }
+
+    async fn get_training_job(
+        &self,
+        request: Request<GetTrainingJobRequest>,
+    ) -> Result<Response<TrainingJob>, Status> {
+        Ok(Response::new(self.job(&request.into_inner().id).await?))
+    }
+
+    async fn list_training_jobs(
+        &self,
+        _request: Request<ListTrainingJobsRequest>,
+    ) -> Result<Response<ListTrainingJobsResponse>, Status> {
+        Ok(Response::new(ListTrainingJobsResponse {
+            jobs: self.jobs.store().list().await?,
+        }))
+    }
+
+    type WatchTrainingJobStream = WatchStream<TrainingJob>;
+
+    async fn watch_training_job(
+        &self,
+        request: Request<WatchTrainingJobRequest>,
+    ) -> Result<Response<Self::WatchTrainingJobStream>, Status> {
+        let id = request.into_inner().id;
+        let current = self.job(&id).await?;
+        Ok(Response::new(match self.jobs.subscribe(&id) {
+            Some(receiver) => watch::until_terminal(receiver, is_terminal),
+            // Finished before this process started: its last state is all there is.
+            None => watch::once(current),
+        }))
+    }
+}

@@ -1,0 +1,12 @@
+//! The training service: jobs that load a dataset version, fit a model, evaluate it on a
+//! held-out split, store the bundle and register it.
+
+mod app;
+mod dataset;
+mod grpc;
+mod jobs;
+mod settings;
+mod store;
+
+pub use app::{Application, serve};
+pub use settings::{Settings, TrainingSettings};

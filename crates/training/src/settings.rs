@@ -1,0 +1,31 @@
+use std::net::SocketAddr;
+
+use mlops_core::config::{EndpointSettings, StorageSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// The sections of `mlops.toml` this service reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub training: TrainingSettings,
+    pub endpoints: EndpointSettings,
+    pub storage: StorageSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingSettings {
+    pub listen: SocketAddr,
+    /// Jobs fitting at the same time; later ones wait as PENDING.
+    pub max_concurrent_jobs: usize,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50053)),
+            max_concurrent_jobs: 2,
+        }
+    }
+}
