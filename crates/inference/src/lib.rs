@@ -1,1 +1,14 @@
+//! The inference service: registered models served over the Open Inference Protocol, gRPC
+//! (Triton/KServe clients work unchanged) and REST. Stateless: models are resolved through the
+//! registry and held in memory only.
 
+mod app;
+mod grpc;
+mod models;
+mod rest;
+mod settings;
+mod tensor;
+
+pub use app::{Application, serve};
+pub use settings::{InferenceSettings, Settings};
+pub use tensor::{INPUT_NAME, OUTPUT_NAME};

@@ -2,56 +2,39 @@
 
 use std::path::Path;
 
-use mlops_core::db::{self, Pool};
+use mlops_core::db::{self, MessageTable};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{JobState, TrainingJob};
-use prost::Message;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "jobs", include_str!("migrations/0001_jobs.sql"))];
 
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    jobs: MessageTable<TrainingJob>,
 }
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Self, ApiError> {
+        let pool = db::open(path, MIGRATIONS).await?;
         let store = Self {
-            pool: db::open(path, MIGRATIONS).await?,
+            jobs: MessageTable::new(pool, "training_jobs", "training job"),
         };
         store.fail_interrupted().await?;
         Ok(store)
     }
 
     pub async fn save(&self, job: &TrainingJob) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO training_jobs (id, created_at_ms, state, job) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, job = excluded.job",
-        )
-        .bind(&job.id)
-        .bind(job.created_at_ms)
-        .bind(job.state)
-        .bind(job.encode_to_vec())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.jobs
+            .save(&job.id, job.created_at_ms, job.state, job)
+            .await
     }
 
     pub async fn get(&self, id: &str) -> Result<TrainingJob, ApiError> {
-        let bytes: Vec<u8> = sqlx::query_scalar("SELECT job FROM training_jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("training job {id:?} not found")))?;
-        decode(&bytes)
+        self.jobs.get(id).await
     }
 
     pub async fn list(&self) -> Result<Vec<TrainingJob>, ApiError> {
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT job FROM training_jobs ORDER BY created_at_ms, id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|b| decode(b)).collect()
+        self.jobs.list().await
     }
 
     /// Jobs that were in flight when the process stopped did not finish: say so.
@@ -66,8 +49,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn decode(bytes: &[u8]) -> Result<TrainingJob, ApiError> {
-    TrainingJob::decode(bytes).map_err(|e| ApiError::internal(format!("stored job: {e}")))
 }

@@ -3,6 +3,6 @@ CREATE TABLE training_jobs (
     created_at_ms INTEGER NOT NULL,
     state INTEGER NOT NULL,
     -- The mlops.v1.TrainingJob message, protobuf-encoded: the contract is the schema.
-    job BLOB NOT NULL
+    message BLOB NOT NULL
 );
 CREATE INDEX training_jobs_created ON training_jobs (created_at_ms);

@@ -1,0 +1,614 @@
+//! What each command does. Client commands talk gRPC to the services named by `Endpoints`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use mlops_core::CancellationToken;
+use mlops_core::client::{self, MAX_MESSAGE_BYTES};
+use mlops_proto::inference::ModelInferRequest;
+use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::orchestrator_service_client::OrchestratorServiceClient;
+use mlops_proto::v1::registry_service_client::RegistryServiceClient;
+use mlops_proto::v1::training_service_client::TrainingServiceClient;
+use mlops_proto::v1::upload_dataset_request::Part;
+use mlops_proto::v1::*;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::args::*;
+use crate::refs::{Selector, dataset_ref, model_ref};
+use crate::stack::{Stack, StackOptions};
+
+const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+fn connect(service: &str, url: &str) -> anyhow::Result<Channel> {
+    client::channel(url).with_context(|| format!("{service} address"))
+}
+
+/// A gRPC error as a user reads it: which service, what it said.
+fn rpc<'a>(service: &'static str, url: &'a str) -> impl Fn(tonic::Status) -> anyhow::Error + 'a {
+    move |status| match status.code() {
+        tonic::Code::Unavailable => anyhow::anyhow!(
+            "cannot reach the {service} service at {url}: {} (is `mlops up` running?)",
+            status.message()
+        ),
+        code => anyhow::anyhow!("{service}: {} ({code:?})", status.message()),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let e = cli.endpoints;
+    match cli.command {
+        Command::Up(stack) => up(stack).await,
+        Command::Quickstart { stack, serve } => quickstart(stack, serve).await,
+        Command::Data(DataCommand::Ingest {
+            file,
+            name,
+            description,
+        }) => ingest(&e, &file, name, description).await,
+        Command::Data(DataCommand::List) => list_datasets(&e).await,
+        Command::Train(args) => train(&e, args).await,
+        Command::Models(ModelsCommand::List) => list_models(&e).await,
+        Command::Models(ModelsCommand::Show { model, json }) => show_model(&e, &model, json).await,
+        Command::Models(ModelsCommand::Alias {
+            model,
+            alias,
+            version,
+        }) => set_alias(&e, model, alias, version).await,
+        Command::Predict { model, json } => predict(&e, &model, &json).await,
+        Command::Pipeline(PipelineCommand::Run { file, wait }) => {
+            let yaml = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            run_pipeline(&e, yaml, wait).await.map(drop)
+        }
+        Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
+        Command::Health { addr } => health(&addr).await,
+    }
+}
+
+fn stack_options(args: &StackArgs) -> StackOptions {
+    StackOptions {
+        config_file: mlops_core::config::settings_file(args.config.clone()),
+        data_dir: args.data_dir.clone(),
+        ephemeral_ports: false,
+        env: std::env::vars().collect(),
+    }
+}
+
+fn init_logs() {
+    let telemetry = mlops_core::config::TelemetrySettings {
+        filter: "warn".into(),
+        ..Default::default()
+    };
+    mlops_core::telemetry::init(&telemetry);
+}
+
+async fn up(args: StackArgs) -> anyhow::Result<()> {
+    mlops_core::telemetry::init(&Default::default());
+    let stack = Stack::start(stack_options(&args)).await?;
+    let a = &stack.addrs;
+    println!(
+        "mlops is up (data in {}):\n  orchestrator {}\n  ingestion    {}\n  training     {}\n  registry     {}\n  inference    {} (gRPC), http://{} (REST)\nCtrl-C to stop.",
+        stack.data_dir.display(),
+        a.orchestrator,
+        a.ingestion,
+        a.training,
+        a.registry,
+        a.inference_grpc,
+        a.inference_http
+    );
+    stack
+        .run_until(mlops_core::server::shutdown_on_signal())
+        .await?;
+    Ok(())
+}
+
+async fn quickstart(args: StackArgs, serve: bool) -> anyhow::Result<()> {
+    init_logs();
+    let started = std::time::Instant::now();
+    let stack = Stack::start(stack_options(&args)).await?;
+    std::fs::create_dir_all(stack.sources_dir())?;
+    std::fs::write(
+        stack.sources_dir().join("diabetes.csv"),
+        crate::QUICKSTART_CSV,
+    )?;
+    let a = stack.addrs.clone();
+    let endpoints = Endpoints {
+        orchestrator: format!("http://{}", a.orchestrator),
+        ingestion: format!("http://{}", a.ingestion),
+        training: format!("http://{}", a.training),
+        registry: format!("http://{}", a.registry),
+        inference: format!("http://{}", a.inference_grpc),
+    };
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(stack.run_until(stop.clone()));
+    let outcome = async {
+        run_pipeline(&endpoints, crate::QUICKSTART_PIPELINE.to_string(), true).await?;
+        let model = "diabetes-linear@champion";
+        println!("\nPredictions of {model} for the first 3 patients:");
+        let rows = first_rows(3)?;
+        predict(&endpoints, model, &serde_json::to_string(&rows)?).await
+    }
+    .await;
+    println!("\nquickstart took {:.1} s", started.elapsed().as_secs_f64());
+    if serve && outcome.is_ok() {
+        println!("serving; Ctrl-C to stop");
+        mlops_core::server::shutdown_on_signal().cancelled().await;
+    }
+    stop.cancel();
+    serving.await.context("stack task")??;
+    outcome
+}
+
+/// The first feature rows of the bundled data (everything but the target).
+fn first_rows(n: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+    let mut reader = csv::Reader::from_reader(crate::QUICKSTART_CSV.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records().take(n) {
+        let record = record?;
+        let values: Vec<f64> = record.iter().map(str::parse).collect::<Result<_, _>>()?;
+        rows.push(values[..values.len() - 1].to_vec());
+    }
+    Ok(rows)
+}
+
+fn spinner(message: impl Into<String>) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+    );
+    bar.set_message(message.into());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+async fn ingest(
+    e: &Endpoints,
+    file: &std::path::Path,
+    name: String,
+    description: String,
+) -> anyhow::Result<()> {
+    let content = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let bar = ProgressBar::new(content.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes}")
+            .expect("valid template"),
+    );
+    let header = UploadDatasetRequest {
+        part: Some(Part::Header(UploadHeader { name, description })),
+    };
+    let progress = bar.clone();
+    let chunks: Vec<Vec<u8>> = content
+        .chunks(UPLOAD_CHUNK_BYTES)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let stream = futures::stream::iter(std::iter::once(header)).chain(
+        futures::stream::iter(chunks).map(move |chunk| {
+            progress.inc(chunk.len() as u64);
+            UploadDatasetRequest {
+                part: Some(Part::Chunk(chunk)),
+            }
+        }),
+    );
+    let response = IngestionServiceClient::new(connect("ingestion", &e.ingestion)?)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .upload_dataset(stream)
+        .await
+        .map_err(rpc("ingestion", &e.ingestion))?
+        .into_inner();
+    bar.finish_and_clear();
+    let v = response.version.unwrap_or_default();
+    let columns: Vec<String> = v
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c.name,
+                if c.data_type == DataType::Int64 as i32 {
+                    "int64"
+                } else {
+                    "float64"
+                }
+            )
+        })
+        .collect();
+    println!(
+        "{} {}: {} rows, {} columns ({})",
+        if response.created {
+            "stored"
+        } else {
+            "unchanged"
+        },
+        v.id,
+        v.row_count,
+        v.column_count,
+        columns.join(", ")
+    );
+    Ok(())
+}
+
+async fn list_datasets(e: &Endpoints) -> anyhow::Result<()> {
+    let datasets = IngestionServiceClient::new(connect("ingestion", &e.ingestion)?)
+        .list_datasets(ListDatasetsRequest {})
+        .await
+        .map_err(rpc("ingestion", &e.ingestion))?
+        .into_inner()
+        .datasets;
+    println!("{:<32} {:>8}  DESCRIPTION", "NAME", "LATEST");
+    for d in datasets {
+        println!("{:<32} {:>8}  {}", d.name, d.latest_version, d.description);
+    }
+    Ok(())
+}
+
+fn job_state(state: i32) -> &'static str {
+    match JobState::try_from(state).unwrap_or_default() {
+        JobState::Pending => "pending",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Skipped => "skipped",
+        JobState::Unspecified => "unknown",
+    }
+}
+
+fn print_metrics(metrics: &std::collections::HashMap<String, f64>) {
+    for name in ["mse", "rmse", "mae", "r2"] {
+        if let Some(value) = metrics.get(name) {
+            println!("  {name:<5} {value:.6}");
+        }
+    }
+}
+
+async fn train(e: &Endpoints, args: TrainArgs) -> anyhow::Result<()> {
+    let (dataset, dataset_version) = dataset_ref(&args.dataset)?;
+    let mut training = TrainingServiceClient::new(connect("training", &e.training)?);
+    let job = training
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset,
+            dataset_version,
+            target_column: args.target,
+            model_type: args.model,
+            register_as: args.register_as.unwrap_or_default(),
+            test_fraction: args.test_fraction,
+            seed: args.seed,
+        })
+        .await
+        .map_err(rpc("training", &e.training))?
+        .into_inner();
+    println!("submitted training job {}", job.id);
+    if !args.wait {
+        return Ok(());
+    }
+    let bar = spinner("queued");
+    let mut updates = training
+        .watch_training_job(WatchTrainingJobRequest { id: job.id.clone() })
+        .await
+        .map_err(rpc("training", &e.training))?
+        .into_inner();
+    let mut last = job;
+    while let Some(update) = updates.next().await {
+        last = update.map_err(rpc("training", &e.training))?;
+        bar.set_message(format!("{} ({:.0}%)", last.stage, last.progress * 100.0));
+    }
+    bar.finish_and_clear();
+    if last.state() != JobState::Succeeded {
+        bail!(
+            "training job {} {}: {}",
+            last.id,
+            job_state(last.state),
+            last.error
+        );
+    }
+    println!(
+        "job {} succeeded on {}@{} ({} train / {} test rows)",
+        last.id, last.dataset, last.dataset_version, last.train_rows, last.test_rows
+    );
+    print_metrics(&last.metrics);
+    if !last.model_name.is_empty() {
+        println!("registered {}:{}", last.model_name, last.model_version);
+    }
+    Ok(())
+}
+
+async fn list_models(e: &Endpoints) -> anyhow::Result<()> {
+    let models = RegistryServiceClient::new(connect("registry", &e.registry)?)
+        .list_registered_models(ListRegisteredModelsRequest {})
+        .await
+        .map_err(rpc("registry", &e.registry))?
+        .into_inner()
+        .models;
+    println!("{:<32} {:>8}  ALIASES", "NAME", "LATEST");
+    for m in models {
+        let mut aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+        aliases.sort();
+        println!(
+            "{:<32} {:>8}  {}",
+            m.name,
+            m.latest_version,
+            aliases.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn fetch_version(e: &Endpoints, reference: &str) -> anyhow::Result<ModelVersion> {
+    let (model_name, selector) = model_ref(reference)?;
+    let (version, alias) = match selector {
+        Selector::Latest => (0, String::new()),
+        Selector::Version(v) => (v, String::new()),
+        Selector::Alias(a) => (0, a),
+    };
+    Ok(
+        RegistryServiceClient::new(connect("registry", &e.registry)?)
+            .get_model_version(GetModelVersionRequest {
+                model_name,
+                version,
+                alias,
+            })
+            .await
+            .map_err(rpc("registry", &e.registry))?
+            .into_inner(),
+    )
+}
+
+fn version_json(v: &ModelVersion) -> Value {
+    let lineage = v.lineage.clone().unwrap_or_default();
+    json!({
+        "model_name": v.model_name,
+        "version": v.version,
+        "model_type": v.model_type,
+        "aliases": v.aliases,
+        "artifact_digest": v.artifact_digest,
+        "metrics": v.metrics,
+        "params": v.params,
+        "feature_names": v.feature_names,
+        "target": v.target,
+        "lineage": {
+            "dataset": lineage.dataset,
+            "dataset_version": lineage.dataset_version,
+            "dataset_digest": lineage.dataset_digest,
+            "training_job_id": lineage.training_job_id,
+        },
+        "created_at_ms": v.created_at_ms,
+    })
+}
+
+async fn show_model(e: &Endpoints, reference: &str, as_json: bool) -> anyhow::Result<()> {
+    let v = fetch_version(e, reference).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&version_json(&v))?);
+        return Ok(());
+    }
+    let lineage = v.lineage.clone().unwrap_or_default();
+    println!(
+        "{}:{} ({}){}",
+        v.model_name,
+        v.version,
+        v.model_type,
+        if v.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" aliases: {}", v.aliases.join(", "))
+        }
+    );
+    println!(
+        "target: {}   features: {}",
+        v.target,
+        v.feature_names.join(", ")
+    );
+    println!(
+        "lineage: dataset {}@{} (sha256 {}), training job {}",
+        lineage.dataset, lineage.dataset_version, lineage.dataset_digest, lineage.training_job_id
+    );
+    println!("artifact: sha256 {}", v.artifact_digest);
+    println!("metrics:");
+    print_metrics(&v.metrics);
+    println!("params:");
+    let mut params: Vec<_> = v.params.iter().collect();
+    params.sort();
+    for (name, value) in params {
+        println!("  {name:<16} {value}");
+    }
+    Ok(())
+}
+
+async fn set_alias(
+    e: &Endpoints,
+    model_name: String,
+    alias: String,
+    version: u32,
+) -> anyhow::Result<()> {
+    let previous = RegistryServiceClient::new(connect("registry", &e.registry)?)
+        .set_model_alias(SetModelAliasRequest {
+            model_name: model_name.clone(),
+            alias: alias.clone(),
+            version,
+        })
+        .await
+        .map_err(rpc("registry", &e.registry))?
+        .into_inner()
+        .previous_version;
+    match previous {
+        0 => println!("{model_name}@{alias} -> version {version}"),
+        p => println!("{model_name}@{alias} -> version {version} (was {p})"),
+    }
+    Ok(())
+}
+
+async fn predict(e: &Endpoints, reference: &str, rows_json: &str) -> anyhow::Result<()> {
+    let rows: Vec<Vec<f64>> = serde_json::from_str(rows_json)
+        .context("--json must be an array of rows of numbers, e.g. [[1.0, 2.0]]")?;
+    let width = rows.first().map_or(0, Vec::len);
+    if rows.is_empty() || rows.iter().any(|r| r.len() != width) {
+        bail!("--json must hold at least one row, all of the same length");
+    }
+    // Aliases are resolved by the registry so the answer names the exact version used.
+    let (model_name, selector) = model_ref(reference)?;
+    let model_version = match selector {
+        Selector::Latest => String::new(),
+        Selector::Version(v) => v.to_string(),
+        Selector::Alias(_) => fetch_version(e, reference).await?.version.to_string(),
+    };
+    let raw: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let response = GrpcInferenceServiceClient::new(connect("inference", &e.inference)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .model_infer(ModelInferRequest {
+            model_name,
+            model_version,
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP64".into(),
+                shape: vec![rows.len() as i64, width as i64],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc("inference", &e.inference))?
+        .into_inner();
+    let predictions: Vec<f64> = response
+        .raw_output_contents
+        .first()
+        .map(|raw| {
+            raw.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "{}",
+        json!({"model_name": response.model_name, "model_version": response.model_version, "predictions": predictions})
+    );
+    Ok(())
+}
+
+async fn run_pipeline(
+    e: &Endpoints,
+    pipeline_yaml: String,
+    wait: bool,
+) -> anyhow::Result<PipelineRun> {
+    let mut orchestrator =
+        OrchestratorServiceClient::new(connect("orchestrator", &e.orchestrator)?);
+    let run = orchestrator
+        .run_pipeline(RunPipelineRequest { pipeline_yaml })
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner();
+    println!("started pipeline run {} ({})", run.id, run.pipeline);
+    if !wait {
+        return Ok(run);
+    }
+    let bar = spinner("starting");
+    let mut updates = orchestrator
+        .watch_pipeline_run(WatchPipelineRunRequest { id: run.id.clone() })
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner();
+    let mut last = run;
+    while let Some(update) = updates.next().await {
+        last = update.map_err(rpc("orchestrator", &e.orchestrator))?;
+        if let Some(step) = last.steps.iter().find(|s| s.state() == JobState::Running) {
+            bar.set_message(format!("{}: {}", step.name, step.message));
+        }
+    }
+    bar.finish_and_clear();
+    for step in &last.steps {
+        println!(
+            "  {:<10} {:<9} {}",
+            step.name,
+            job_state(step.state),
+            step.message
+        );
+    }
+    if last.state() != JobState::Succeeded {
+        bail!("pipeline run {} failed: {}", last.id, last.error);
+    }
+    println!(
+        "run {} succeeded: {}:{} metrics:",
+        last.id, last.model_name, last.model_version
+    );
+    print_metrics(&last.metrics);
+    println!(
+        "{}",
+        if last.promoted {
+            format!(
+                "promoted {}:{} to champion",
+                last.model_name, last.model_version
+            )
+        } else {
+            format!(
+                "{}:{} was not promoted (the champion is as good or better)",
+                last.model_name, last.model_version
+            )
+        }
+    );
+    Ok(last)
+}
+
+async fn list_runs(e: &Endpoints) -> anyhow::Result<()> {
+    let runs = OrchestratorServiceClient::new(connect("orchestrator", &e.orchestrator)?)
+        .list_pipeline_runs(ListPipelineRunsRequest {})
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner()
+        .runs;
+    println!(
+        "{:<32}  {:<16} {:<9} {:<24} {:>8}  PROMOTED",
+        "RUN", "PIPELINE", "STATE", "MODEL", "R2"
+    );
+    for r in runs {
+        let model = if r.model_version > 0 {
+            format!("{}:{}", r.model_name, r.model_version)
+        } else {
+            "-".into()
+        };
+        let r2 = r
+            .metrics
+            .get("r2")
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<32}  {:<16} {:<9} {:<24} {:>8}  {}",
+            r.id,
+            r.pipeline,
+            job_state(r.state),
+            model,
+            r2,
+            if r.promoted { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+async fn health(addr: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        HealthClient::new(connect("service", addr)?).check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .context("health check timed out")?
+    .map_err(rpc("health", addr))?
+    .into_inner();
+    if response.status() != ServingStatus::Serving {
+        bail!("{addr} is {:?}", response.status());
+    }
+    println!("{addr} SERVING");
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The `mlops` command: a client for every service, plus `mlops up` and `mlops quickstart`,
+//! which run the whole stack in this process.
+
+pub mod args;
+pub mod commands;
+pub mod refs;
+pub mod stack;
+
+/// The bundled quickstart: a real dataset and the pipeline that uses it.
+pub const QUICKSTART_CSV: &str = include_str!("../../../examples/datasets/diabetes.csv");
+pub const QUICKSTART_PIPELINE: &str = include_str!("../../../examples/pipelines/quickstart.yaml");

@@ -1,0 +1,156 @@
+//! All five services in one process: `mlops up`, `mlops quickstart` and the end-to-end tests
+//! run exactly this.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mlops_core::{ApiError, CancellationToken, config};
+use tokio::task::JoinSet;
+
+/// How to start the stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Settings file shared by every service.
+    pub config_file: Option<PathBuf>,
+    /// Overrides `storage.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Bind every service to 127.0.0.1 port 0 (tests), ignoring the configured addresses.
+    pub ephemeral_ports: bool,
+    /// Environment overrides (`MLOPS__SECTION__KEY`); binaries pass `std::env::vars()`.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where each service listens once started.
+#[derive(Debug, Clone)]
+pub struct StackAddrs {
+    pub orchestrator: SocketAddr,
+    pub ingestion: SocketAddr,
+    pub training: SocketAddr,
+    pub registry: SocketAddr,
+    pub inference_grpc: SocketAddr,
+    pub inference_http: SocketAddr,
+}
+
+pub struct Stack {
+    pub addrs: StackAddrs,
+    pub data_dir: PathBuf,
+    pub sources_dir: PathBuf,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), ApiError>>,
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn load<T>(options: &StackOptions) -> Result<T, ApiError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    config::load(options.config_file.as_deref(), options.env.clone())
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))
+}
+
+fn apply_common(storage: &mut config::StorageSettings, options: &StackOptions) {
+    if let Some(dir) = &options.data_dir {
+        storage.data_dir = dir.clone();
+    }
+}
+
+const EPHEMERAL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+impl Stack {
+    /// Binds every service (so the addresses are known), then serves them in the background.
+    /// Services are built in dependency order so each one learns its peers' real addresses.
+    pub async fn start(options: StackOptions) -> Result<Self, ApiError> {
+        let pick = |configured: SocketAddr| {
+            if options.ephemeral_ports {
+                EPHEMERAL
+            } else {
+                configured
+            }
+        };
+
+        let mut registry: mlops_registry::Settings = load(&options)?;
+        apply_common(&mut registry.storage, &options);
+        registry.registry.listen = pick(registry.registry.listen);
+        let registry = mlops_registry::Application::build(registry).await?;
+
+        let mut ingestion: mlops_ingestion::Settings = load(&options)?;
+        apply_common(&mut ingestion.storage, &options);
+        ingestion.ingestion.listen = pick(ingestion.ingestion.listen);
+        let ingestion = mlops_ingestion::Application::build(ingestion).await?;
+
+        let mut training: mlops_training::Settings = load(&options)?;
+        apply_common(&mut training.storage, &options);
+        training.training.listen = pick(training.training.listen);
+        training.endpoints.registry = url(registry.grpc_addr());
+        training.endpoints.ingestion = url(ingestion.grpc_addr());
+        let training = mlops_training::Application::build(training).await?;
+
+        let mut inference: mlops_inference::Settings = load(&options)?;
+        apply_common(&mut inference.storage, &options);
+        inference.inference.grpc_listen = pick(inference.inference.grpc_listen);
+        inference.inference.http_listen = pick(inference.inference.http_listen);
+        inference.endpoints.registry = url(registry.grpc_addr());
+        let inference = mlops_inference::Application::build(inference).await?;
+
+        let mut orchestrator: mlops_orchestrator::Settings = load(&options)?;
+        apply_common(&mut orchestrator.storage, &options);
+        orchestrator.orchestrator.listen = pick(orchestrator.orchestrator.listen);
+        orchestrator.endpoints.registry = url(registry.grpc_addr());
+        orchestrator.endpoints.ingestion = url(ingestion.grpc_addr());
+        orchestrator.endpoints.training = url(training.grpc_addr());
+        orchestrator.endpoints.inference = url(inference.grpc_addr());
+        let sources_dir = orchestrator.sources_dir();
+        let data_dir = orchestrator.storage.data_dir.clone();
+        let orchestrator = mlops_orchestrator::Application::build(orchestrator).await?;
+
+        let addrs = StackAddrs {
+            orchestrator: orchestrator.grpc_addr(),
+            ingestion: ingestion.grpc_addr(),
+            training: training.grpc_addr(),
+            registry: registry.grpc_addr(),
+            inference_grpc: inference.grpc_addr(),
+            inference_http: inference.http_addr(),
+        };
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(registry.run_until(shutdown.clone()));
+        tasks.spawn(ingestion.run_until(shutdown.clone()));
+        tasks.spawn(training.run_until(shutdown.clone()));
+        tasks.spawn(inference.run_until(shutdown.clone()));
+        tasks.spawn(orchestrator.run_until(shutdown.clone()));
+        Ok(Self {
+            addrs,
+            data_dir,
+            sources_dir,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn sources_dir(&self) -> &Path {
+        &self.sources_dir
+    }
+
+    /// Serves until `stop` fires or a service fails, then shuts every service down.
+    pub async fn run_until(mut self, stop: CancellationToken) -> Result<(), ApiError> {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => Ok(()),
+            Some(joined) = self.tasks.join_next() => match joined {
+                Ok(result) => result,
+                Err(e) => Err(ApiError::internal(format!("service task: {e}"))),
+            },
+        };
+        self.shutdown().await;
+        outcome
+    }
+
+    /// Stops accepting, drains in-flight calls, waits for every service.
+    pub async fn shutdown(&mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

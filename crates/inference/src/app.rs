@@ -1,0 +1,75 @@
+use std::net::SocketAddr;
+
+use mlops_core::storage::ArtifactStore;
+use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::Settings;
+use crate::grpc::Inference;
+use crate::models::Models;
+
+/// A bound, ready-to-run inference service: OIP over gRPC and over HTTP.
+pub struct Application {
+    grpc: TcpListener,
+    http: TcpListener,
+    models: Models,
+    max_request_bytes: usize,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let artifacts = ArtifactStore::local(&settings.storage.artifacts_dir())?;
+        let registry = client::channel(&settings.endpoints.registry)?;
+        let models = Models::new(
+            registry,
+            artifacts,
+            settings.inference.default_alias.clone(),
+        );
+        Ok(Self {
+            grpc: server::bind(settings.inference.grpc_listen).await?,
+            http: server::bind(settings.inference.http_listen).await?,
+            models,
+            max_request_bytes: settings.inference.max_request_bytes,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), "inference serving");
+        let service = GrpcInferenceServiceServer::new(Inference {
+            models: self.models.clone(),
+        })
+        .max_decoding_message_size(self.max_request_bytes);
+        let rest = crate::rest::router(self.models, self.max_request_bytes);
+        let grpc = server::serve(
+            self.grpc,
+            Routes::new(service),
+            &["inference.GRPCInferenceService"],
+            shutdown.clone(),
+        );
+        let http = server::serve_http(self.http, rest, shutdown);
+        tokio::try_join!(grpc, http)?;
+        Ok(())
+    }
+}
+
+/// Builds and runs the service until `shutdown`.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiError> {
+    Application::build(settings)
+        .await?
+        .run_until(shutdown)
+        .await
+}

@@ -1,0 +1,75 @@
+//! GRPCInferenceService: the Open Inference Protocol over gRPC.
+
+use mlops_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use mlops_proto::inference::*;
+use tonic::{Request, Response, Status};
+
+use crate::models::Models;
+
+pub const SERVER_NAME: &str = "mlops-inference";
+
+pub struct Inference {
+    pub models: Models,
+}
+
+pub fn server_metadata() -> ServerMetadataResponse {
+    ServerMetadataResponse {
+        name: SERVER_NAME.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: Vec::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        self.models.resolve(&request.name, &request.version).await?;
+        Ok(Response::new(ModelReadyResponse { ready: true }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(server_metadata()))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.models
+                .metadata(&request.name, &request.version)
+                .await?,
+        ))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        Ok(Response::new(
+            self.models.infer(request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,184 @@
+//! Which model a request means, loaded once from the registry and the artifact store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use mlops_core::ids::validate_name;
+use mlops_core::storage::ArtifactStore;
+use mlops_core::{ApiError, ErrorKind};
+use mlops_ml::ModelBundle;
+use mlops_proto::inference::model_metadata_response::TensorMetadata;
+use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+use mlops_proto::v1::registry_service_client::RegistryServiceClient;
+use mlops_proto::v1::{GetModelVersionRequest, GetRegisteredModelRequest};
+use tonic::transport::Channel;
+
+use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
+
+pub struct LoadedModel {
+    pub name: String,
+    pub version: u32,
+    pub bundle: ModelBundle,
+}
+
+#[derive(Clone)]
+pub struct Models {
+    registry: RegistryServiceClient<Channel>,
+    artifacts: ArtifactStore,
+    default_alias: String,
+    loaded: Arc<RwLock<HashMap<(String, u32), Arc<LoadedModel>>>>,
+}
+
+impl Models {
+    pub fn new(registry: Channel, artifacts: ArtifactStore, default_alias: String) -> Self {
+        Self {
+            registry: RegistryServiceClient::new(registry),
+            artifacts,
+            default_alias,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// `version` "" means the default alias's version, or the latest when the alias is unset.
+    pub async fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        validate_name("model name", name)?;
+        let version = if version.is_empty() {
+            let model = self
+                .registry
+                .clone()
+                .get_registered_model(GetRegisteredModelRequest { name: name.into() })
+                .await
+                .map_err(|s| ApiError::from_status("registry", &s))?
+                .into_inner();
+            match model.aliases.get(&self.default_alias) {
+                Some(version) => *version,
+                None if model.latest_version > 0 => model.latest_version,
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "model {name:?} has no versions"
+                    )));
+                }
+            }
+        } else {
+            version
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| {
+                    ApiError::invalid_argument(format!(
+                        "model version {version:?} is not a version number"
+                    ))
+                })?
+        };
+        let key = (name.to_string(), version);
+        if let Some(model) = self.loaded.read().expect("model cache lock").get(&key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(self.load(name, version).await?);
+        self.loaded
+            .write()
+            .expect("model cache lock")
+            .insert(key, model.clone());
+        Ok(model)
+    }
+
+    async fn load(&self, name: &str, version: u32) -> Result<LoadedModel, ApiError> {
+        let record = self
+            .registry
+            .clone()
+            .get_model_version(GetModelVersionRequest {
+                model_name: name.into(),
+                version,
+                alias: String::new(),
+            })
+            .await
+            .map_err(|s| ApiError::from_status("registry", &s))?
+            .into_inner();
+        let bytes = self.artifacts.get(&record.artifact_digest).await?;
+        let bundle = ModelBundle::from_json(&bytes).map_err(|e| {
+            ApiError::failed_precondition(format!(
+                "model {name:?} version {version} cannot be served: {e}"
+            ))
+        })?;
+        tracing::info!(model = name, version, "model loaded");
+        Ok(LoadedModel {
+            name: name.into(),
+            version,
+            bundle,
+        })
+    }
+
+    pub async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
+        let started = Instant::now();
+        let outcome = self.infer_inner(request).await;
+        let label = match &outcome {
+            Ok(_) => "success",
+            Err(e) if e.kind == ErrorKind::Internal => "error",
+            Err(_) => "rejected",
+        };
+        metrics::counter!("mlops_inference_requests_total", "outcome" => label).increment(1);
+        metrics::histogram!("mlops_inference_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn infer_inner(
+        &self,
+        request: ModelInferRequest,
+    ) -> Result<ModelInferResponse, ApiError> {
+        let model = self
+            .resolve(&request.model_name, &request.model_version)
+            .await?;
+        for output in &request.outputs {
+            if output.name != OUTPUT_NAME {
+                return Err(ApiError::invalid_argument(format!(
+                    "unknown output tensor {:?}: the model produces {OUTPUT_NAME:?}",
+                    output.name
+                )));
+            }
+        }
+        let input = tensor::decode_input(&request, model.bundle.feature_count())?;
+        let rows = input.nrows();
+        // A dot product per row: cheap enough to run on the request's task.
+        let predictions = model
+            .bundle
+            .predict(input.view())
+            .map_err(|e| ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}")))?;
+        metrics::counter!("mlops_inference_rows_total").increment(rows as u64);
+        let (output, raw) =
+            tensor::encode_output(predictions.as_slice().expect("contiguous predictions"));
+        Ok(ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.to_string(),
+            id: request.id,
+            parameters: HashMap::new(),
+            outputs: vec![output],
+            raw_output_contents: vec![raw],
+        })
+    }
+
+    pub async fn metadata(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelMetadataResponse, ApiError> {
+        let model = self.resolve(name, version).await?;
+        let features = model.bundle.feature_count() as i64;
+        Ok(ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: vec![model.version.to_string()],
+            platform: format!("mlops_{}", model.bundle.model_type),
+            inputs: vec![TensorMetadata {
+                name: INPUT_NAME.into(),
+                datatype: "FP64".into(),
+                shape: vec![-1, features],
+            }],
+            outputs: vec![TensorMetadata {
+                name: OUTPUT_NAME.into(),
+                datatype: "FP64".into(),
+                shape: vec![-1],
+            }],
+        })
+    }
+}

@@ -1,0 +1,38 @@
+use std::net::SocketAddr;
+
+use mlops_core::config::{EndpointSettings, StorageSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// The sections of `mlops.toml` this service reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub inference: InferenceSettings,
+    pub endpoints: EndpointSettings,
+    pub storage: StorageSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceSettings {
+    /// Open Inference Protocol over gRPC (Triton's port).
+    pub grpc_listen: SocketAddr,
+    /// Open Inference Protocol over HTTP/JSON, plus `/metrics`.
+    pub http_listen: SocketAddr,
+    /// Largest request decoded, in bytes; larger ones get RESOURCE_EXHAUSTED (413 over HTTP).
+    pub max_request_bytes: usize,
+    /// The alias served when a request names no version; the latest version when unset.
+    pub default_alias: String,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_request_bytes: 64 * 1024 * 1024,
+            default_alias: "champion".into(),
+        }
+    }
+}

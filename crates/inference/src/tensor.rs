@@ -1,0 +1,256 @@
+//! Decoding the OIP input tensor and encoding the output, with every mismatch named.
+
+use mlops_core::ApiError;
+use mlops_proto::inference::model_infer_response::InferOutputTensor;
+use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
+use ndarray::Array2;
+
+pub const INPUT_NAME: &str = "input";
+pub const OUTPUT_NAME: &str = "predictions";
+
+fn invalid(message: String) -> ApiError {
+    ApiError::invalid_argument(message)
+}
+
+/// The `[N, features]` matrix of the request's one input tensor, from raw or typed contents.
+pub fn decode_input(request: &ModelInferRequest, features: usize) -> Result<Array2<f64>, ApiError> {
+    let [input] = request.inputs.as_slice() else {
+        return Err(invalid(format!(
+            "expected exactly one input tensor named {INPUT_NAME:?}, got {}",
+            request.inputs.len()
+        )));
+    };
+    if input.name != INPUT_NAME {
+        return Err(invalid(format!(
+            "unknown input tensor {:?}: the model takes {INPUT_NAME:?}",
+            input.name
+        )));
+    }
+    let name = &input.name;
+    let element_size = match input.datatype.as_str() {
+        "FP64" => 8,
+        "FP32" => 4,
+        other => {
+            return Err(invalid(format!(
+                "input tensor {name:?}: datatype {other:?} is not supported (use FP64 or FP32)"
+            )));
+        }
+    };
+    let &[rows, cols] = input.shape.as_slice() else {
+        return Err(invalid(format!(
+            "input tensor {name:?}: shape {:?} must have two dimensions [N, {features}]",
+            input.shape
+        )));
+    };
+    if rows < 0 || cols < 0 {
+        return Err(invalid(format!(
+            "input tensor {name:?}: shape {:?} has a negative dimension",
+            input.shape
+        )));
+    }
+    if cols as usize != features {
+        return Err(invalid(format!(
+            "input tensor {name:?}: shape {:?} has {cols} features, the model takes {features}",
+            input.shape
+        )));
+    }
+    let (rows, cols) = (rows as usize, cols as usize);
+    let elements = rows
+        .checked_mul(cols)
+        .filter(|n| n.checked_mul(element_size).is_some())
+        .ok_or_else(|| {
+            invalid(format!(
+                "input tensor {name:?}: shape {:?} is too large",
+                input.shape
+            ))
+        })?;
+
+    let typed = input
+        .contents
+        .as_ref()
+        .filter(|c| *c != &InferTensorContents::default());
+    let values: Vec<f64> = match (request.raw_input_contents.as_slice(), typed) {
+        ([], None) if elements == 0 => Vec::new(),
+        ([], None) => return Err(invalid(format!("input tensor {name:?} has no data"))),
+        ([_, ..], Some(_)) => {
+            return Err(invalid(format!(
+                "input tensor {name:?}: give raw_input_contents or contents, not both"
+            )));
+        }
+        ([raw], None) => {
+            if raw.len() != elements * element_size {
+                return Err(invalid(format!(
+                    "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
+                    raw.len(),
+                    input.shape,
+                    input.datatype,
+                    elements * element_size
+                )));
+            }
+            if element_size == 8 {
+                raw.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect()
+            } else {
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+                    .collect()
+            }
+        }
+        (raw, None) => {
+            return Err(invalid(format!(
+                "{} raw_input_contents entries for 1 input tensor",
+                raw.len()
+            )));
+        }
+        ([], Some(contents)) => {
+            let values: Vec<f64> = if element_size == 8 {
+                contents.fp64_contents.clone()
+            } else {
+                contents.fp32_contents.iter().map(|v| *v as f64).collect()
+            };
+            if values.len() != elements {
+                return Err(invalid(format!(
+                    "input tensor {name:?}: {} {} values, shape {:?} needs {elements}",
+                    values.len(),
+                    input.datatype,
+                    input.shape
+                )));
+            }
+            values
+        }
+    };
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(format!(
+            "input tensor {name:?}: element {index} is not a finite number"
+        )));
+    }
+    Ok(Array2::from_shape_vec((rows, cols), values).expect("length checked against the shape"))
+}
+
+/// The predictions tensor's metadata and its raw little-endian bytes.
+pub fn encode_output(predictions: &[f64]) -> (InferOutputTensor, Vec<u8>) {
+    let tensor = InferOutputTensor {
+        name: OUTPUT_NAME.into(),
+        datatype: "FP64".into(),
+        shape: vec![predictions.len() as i64],
+        ..Default::default()
+    };
+    (
+        tensor,
+        predictions.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+
+    fn request(
+        name: &str,
+        datatype: &str,
+        shape: Vec<i64>,
+        raw: Option<Vec<u8>>,
+        typed: Option<InferTensorContents>,
+    ) -> ModelInferRequest {
+        ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: name.into(),
+                datatype: datatype.into(),
+                shape,
+                contents: typed,
+                ..Default::default()
+            }],
+            raw_input_contents: raw.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn raw64(values: &[f64]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn decodes_raw_fp64_raw_fp32_and_typed() {
+        let r = request(
+            "input",
+            "FP64",
+            vec![2, 2],
+            Some(raw64(&[1.0, 2.0, 3.0, 4.0])),
+            None,
+        );
+        assert_eq!(
+            decode_input(&r, 2).unwrap(),
+            ndarray::array![[1.0, 2.0], [3.0, 4.0]]
+        );
+        let raw32: Vec<u8> = [1.5f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let r = request("input", "FP32", vec![1, 2], Some(raw32), None);
+        assert_eq!(decode_input(&r, 2).unwrap(), ndarray::array![[1.5, 2.5]]);
+        let typed = InferTensorContents {
+            fp64_contents: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        let r = request("input", "FP64", vec![1, 2], None, Some(typed));
+        assert_eq!(decode_input(&r, 2).unwrap(), ndarray::array![[1.0, 2.0]]);
+    }
+
+    #[test]
+    fn every_mismatch_names_the_tensor() {
+        let cases = [
+            request("x", "FP64", vec![1, 2], Some(raw64(&[1.0, 2.0])), None),
+            request("input", "INT32", vec![1, 2], Some(vec![0; 8]), None),
+            request("input", "FP64", vec![2], Some(raw64(&[1.0, 2.0])), None),
+            request(
+                "input",
+                "FP64",
+                vec![1, 3],
+                Some(raw64(&[1.0, 2.0, 3.0])),
+                None,
+            ),
+            request("input", "FP64", vec![-1, 2], Some(raw64(&[1.0, 2.0])), None),
+            request("input", "FP64", vec![1, 2], Some(raw64(&[1.0])), None),
+            request(
+                "input",
+                "FP64",
+                vec![1, 2],
+                Some(raw64(&[1.0, f64::NAN])),
+                None,
+            ),
+            request(
+                "input",
+                "FP64",
+                vec![i64::MAX, 2],
+                Some(raw64(&[1.0])),
+                None,
+            ),
+            request(
+                "input",
+                "FP64",
+                vec![1, 2],
+                Some(raw64(&[1.0, 2.0])),
+                Some(InferTensorContents {
+                    fp64_contents: vec![1.0, 2.0],
+                    ..Default::default()
+                }),
+            ),
+        ];
+        for case in &cases {
+            let error = decode_input(case, 2).unwrap_err();
+            assert_eq!(error.kind, mlops_core::ErrorKind::InvalidArgument);
+            let tensor = &case.inputs[0].name;
+            assert!(
+                error.message.contains(&format!("{tensor:?}")),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn output_is_raw_little_endian_fp64() {
+        let (tensor, raw) = encode_output(&[1.0, -2.5]);
+        assert_eq!(tensor.shape, vec![2]);
+        assert_eq!(raw, raw64(&[1.0, -2.5]));
+    }
+}

@@ -1,0 +1,67 @@
+use std::net::SocketAddr;
+
+use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::orchestrator_service_server::OrchestratorServiceServer;
+use mlops_proto::v1::registry_service_client::RegistryServiceClient;
+use mlops_proto::v1::training_service_client::TrainingServiceClient;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::Settings;
+use crate::grpc::Orchestrator;
+use crate::runner::{Clients, Runner};
+use crate::store::Store;
+
+/// A bound, ready-to-run orchestrator.
+pub struct Application {
+    listener: TcpListener,
+    api: Orchestrator,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let store = Store::open(&settings.storage.database_path("orchestrator")).await?;
+        let endpoints = &settings.endpoints;
+        let clients = Clients {
+            ingestion: IngestionServiceClient::new(client::channel(&endpoints.ingestion)?)
+                .max_encoding_message_size(client::MAX_MESSAGE_BYTES),
+            training: TrainingServiceClient::new(client::channel(&endpoints.training)?),
+            registry: RegistryServiceClient::new(client::channel(&endpoints.registry)?),
+            inference: GrpcInferenceServiceClient::new(client::channel(&endpoints.inference)?)
+                .max_decoding_message_size(client::MAX_MESSAGE_BYTES),
+        };
+        let runner = Runner::new(store, clients, settings.sources_dir());
+        let listener = server::bind(settings.orchestrator.listen).await?;
+        Ok(Self {
+            listener,
+            api: Orchestrator { runner },
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        tracing::info!(addr = %self.grpc_addr(), "orchestrator serving");
+        server::serve(
+            self.listener,
+            Routes::new(OrchestratorServiceServer::new(self.api)),
+            &["mlops.v1.OrchestratorService"],
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Builds and runs the service until `shutdown`.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiError> {
+    Application::build(settings)
+        .await?
+        .run_until(shutdown)
+        .await
+}

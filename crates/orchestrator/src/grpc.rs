@@ -1,0 +1,80 @@
+//! The OrchestratorService API.
+
+use mlops_core::ApiError;
+use mlops_core::ids::validate_id;
+use mlops_core::watch::{self, WatchStream};
+use mlops_proto::v1::orchestrator_service_server::OrchestratorService;
+use mlops_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::pipeline::Pipeline;
+use crate::runner::Runner;
+
+/// Pipeline files are small; anything bigger is a mistake.
+const MAX_PIPELINE_BYTES: usize = 64 * 1024;
+
+pub struct Orchestrator {
+    pub runner: Runner,
+}
+
+impl Orchestrator {
+    async fn run(&self, id: &str) -> Result<PipelineRun, ApiError> {
+        validate_id("id", id)?;
+        match self.runner.subscribe(id) {
+            Some(receiver) => Ok(receiver.borrow().clone()),
+            None => self.runner.store().get(id).await,
+        }
+    }
+}
+
+fn is_terminal(run: &PipelineRun) -> bool {
+    matches!(run.state(), JobState::Succeeded | JobState::Failed)
+}
+
+#[tonic::async_trait]
+impl OrchestratorService for Orchestrator {
+    async fn run_pipeline(
+        &self,
+        request: Request<RunPipelineRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        let yaml = request.into_inner().pipeline_yaml;
+        if yaml.len() > MAX_PIPELINE_BYTES {
+            return Err(ApiError::invalid_argument(format!(
+                "pipeline_yaml is over {MAX_PIPELINE_BYTES} bytes"
+            ))
+            .into());
+        }
+        let pipeline = Pipeline::parse(&yaml)?;
+        Ok(Response::new(self.runner.start(pipeline, &yaml).await?))
+    }
+
+    async fn get_pipeline_run(
+        &self,
+        request: Request<GetPipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        Ok(Response::new(self.run(&request.into_inner().id).await?))
+    }
+
+    async fn list_pipeline_runs(
+        &self,
+        _request: Request<ListPipelineRunsRequest>,
+    ) -> Result<Response<ListPipelineRunsResponse>, Status> {
+        Ok(Response::new(ListPipelineRunsResponse {
+            runs: self.runner.store().list().await?,
+        }))
+    }
+
+    type WatchPipelineRunStream = WatchStream<PipelineRun>;
+
+    async fn watch_pipeline_run(
+        &self,
+        request: Request<WatchPipelineRunRequest>,
+    ) -> Result<Response<Self::WatchPipelineRunStream>, Status> {
+        let id = request.into_inner().id;
+        let current = self.run(&id).await?;
+        Ok(Response::new(match self.runner.subscribe(&id) {
+            Some(receiver) => watch::until_terminal(receiver, is_terminal),
+            None => watch::once(current),
+        }))
+    }
+}

@@ -1,0 +1,202 @@
+//! The pipeline file: what to ingest, how to train, the gate, where to register.
+
+use mlops_core::ApiError;
+use mlops_core::ids::validate_name;
+use serde::Deserialize;
+
+/// Steps always run in this order; a section configures its step.
+pub const STEPS: [&str; 6] = [
+    "ingest",
+    "train",
+    "evaluate",
+    "register",
+    "promote",
+    "smoke_test",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: String,
+    pub dataset: DatasetSpec,
+    pub train: TrainSpec,
+    #[serde(default)]
+    pub evaluate: EvaluateSpec,
+    pub register: RegisterSpec,
+    #[serde(default)]
+    pub promote: PromoteSpec,
+    #[serde(default)]
+    pub smoke_test: SmokeTestSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub name: String,
+    /// A CSV file name in the orchestrator's sources directory; without it the dataset's
+    /// latest version is used as is.
+    pub source: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    pub target: String,
+    #[serde(default = "default_model")]
+    pub model: String,
+    pub test_fraction: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+fn default_model() -> String {
+    "linear".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSpec {
+    /// One of mse, rmse, mae, r2: the gate's metric and the champion comparison's.
+    pub metric: String,
+    /// Lowest acceptable value (for r2).
+    pub min: Option<f64>,
+    /// Highest acceptable value (for error metrics).
+    pub max: Option<f64>,
+}
+
+impl Default for EvaluateSpec {
+    fn default() -> Self {
+        Self {
+            metric: "r2".into(),
+            min: None,
+            max: None,
+        }
+    }
+}
+
+impl EvaluateSpec {
+    pub fn higher_is_better(&self) -> bool {
+        self.metric == "r2"
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSpec {
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteSpec {
+    #[serde(default = "default_alias")]
+    pub alias: String,
+}
+
+impl Default for PromoteSpec {
+    fn default() -> Self {
+        Self {
+            alias: default_alias(),
+        }
+    }
+}
+
+fn default_alias() -> String {
+    "champion".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeTestSpec {
+    /// Rows of the source sent to the new version through the inference service.
+    #[serde(default = "default_rows")]
+    pub rows: usize,
+}
+
+impl Default for SmokeTestSpec {
+    fn default() -> Self {
+        Self {
+            rows: default_rows(),
+        }
+    }
+}
+
+fn default_rows() -> usize {
+    3
+}
+
+pub const METRICS: [&str; 4] = ["mse", "rmse", "mae", "r2"];
+
+impl Pipeline {
+    pub fn parse(yaml: &str) -> Result<Self, ApiError> {
+        let pipeline: Self = serde_yaml_ng::from_str(yaml)
+            .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
+        validate_name("name", &pipeline.name)?;
+        validate_name("dataset.name", &pipeline.dataset.name)?;
+        if let Some(source) = &pipeline.dataset.source {
+            // A file name in the sources directory, never a path.
+            validate_name("dataset.source", source)?;
+        }
+        if pipeline.train.target.is_empty() {
+            return Err(ApiError::invalid_argument("train.target is required"));
+        }
+        if !METRICS.contains(&pipeline.evaluate.metric.as_str()) {
+            return Err(ApiError::invalid_argument(format!(
+                "evaluate.metric {:?} is not one of {}",
+                pipeline.evaluate.metric,
+                METRICS.join(", ")
+            )));
+        }
+        validate_name("register.model", &pipeline.register.model)?;
+        validate_name("promote.alias", &pipeline.promote.alias)?;
+        if pipeline.smoke_test.rows == 0 || pipeline.smoke_test.rows > 1000 {
+            return Err(ApiError::invalid_argument(
+                "smoke_test.rows must be between 1 and 1000",
+            ));
+        }
+        Ok(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quickstart_pipeline_parses() {
+        let pipeline =
+            Pipeline::parse(include_str!("../../../examples/pipelines/quickstart.yaml")).unwrap();
+        assert_eq!(pipeline.dataset.name, "diabetes");
+        assert_eq!(pipeline.dataset.source.as_deref(), Some("diabetes.csv"));
+        assert_eq!(pipeline.train.target, "target");
+        assert_eq!(pipeline.register.model, "diabetes-linear");
+        assert_eq!(pipeline.promote.alias, "champion");
+    }
+
+    #[test]
+    fn bad_pipelines_name_the_field() {
+        let base =
+            "name: p\ndataset: {name: d, source: SRC}\ntrain: {target: y}\nregister: {model: m}\n";
+        let error = Pipeline::parse(&base.replace("SRC", "../etc/passwd")).unwrap_err();
+        assert!(
+            error.message.contains("dataset.source"),
+            "{}",
+            error.message
+        );
+        let error = Pipeline::parse(&format!(
+            "{}evaluate: {{metric: accuracy}}\n",
+            base.replace("SRC", "d.csv")
+        ))
+        .unwrap_err();
+        assert!(
+            error.message.contains("evaluate.metric"),
+            "{}",
+            error.message
+        );
+        let error =
+            Pipeline::parse(&format!("{}colour: red\n", base.replace("SRC", "d.csv"))).unwrap_err();
+        assert!(error.message.contains("colour"), "{}", error.message);
+        assert!(Pipeline::parse("name: [").is_err());
+    }
+}

@@ -1,0 +1,563 @@
+//! Executing a run: the steps in order, each one's state saved as it changes. A failed step
+//! fails the run and skips the rest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use mlops_core::ids::new_id;
+use mlops_core::{ApiError, ErrorKind, now_ms};
+use mlops_proto::inference::ModelInferRequest;
+use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::registry_service_client::RegistryServiceClient;
+use mlops_proto::v1::training_service_client::TrainingServiceClient;
+use mlops_proto::v1::upload_dataset_request::Part;
+use mlops_proto::v1::*;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::pipeline::{Pipeline, STEPS};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Clients {
+    pub ingestion: IngestionServiceClient<Channel>,
+    pub training: TrainingServiceClient<Channel>,
+    pub registry: RegistryServiceClient<Channel>,
+    pub inference: GrpcInferenceServiceClient<Channel>,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    live: Arc<Mutex<HashMap<String, watch::Sender<PipelineRun>>>>,
+    store: Store,
+    clients: Clients,
+    sources_dir: PathBuf,
+}
+
+const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+fn peer(service: &'static str) -> impl Fn(tonic::Status) -> ApiError {
+    move |status| ApiError::from_status(service, &status)
+}
+
+impl Runner {
+    pub fn new(store: Store, clients: Clients, sources_dir: PathBuf) -> Self {
+        Self {
+            live: Arc::default(),
+            store,
+            clients,
+            sources_dir,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<PipelineRun>> {
+        self.live
+            .lock()
+            .expect("runs lock")
+            .get(id)
+            .map(watch::Sender::subscribe)
+    }
+
+    /// Records the run and starts it in the background.
+    pub async fn start(
+        &self,
+        pipeline: Pipeline,
+        pipeline_yaml: &str,
+    ) -> Result<PipelineRun, ApiError> {
+        if let Some(source) = &pipeline.dataset.source {
+            // Checked now so a missing file fails the call, not a run.
+            if !tokio::fs::try_exists(self.sources_dir.join(source))
+                .await
+                .unwrap_or(false)
+            {
+                return Err(ApiError::not_found(format!(
+                    "dataset.source {source:?} not found in the orchestrator's sources directory"
+                )));
+            }
+        }
+        let mut run = PipelineRun {
+            id: new_id(),
+            pipeline: pipeline.name.clone(),
+            steps: STEPS
+                .iter()
+                .map(|name| StepState {
+                    name: name.to_string(),
+                    state: JobState::Pending as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            created_at_ms: now_ms(),
+            ..Default::default()
+        };
+        run.set_state(JobState::Pending);
+        self.store.create(&run, pipeline_yaml).await?;
+        let (sender, _) = watch::channel(run.clone());
+        self.live
+            .lock()
+            .expect("runs lock")
+            .insert(run.id.clone(), sender.clone());
+        let runner = self.clone();
+        tokio::spawn(async move { runner.execute(sender, pipeline).await });
+        metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
+        Ok(run)
+    }
+
+    async fn update(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        change: impl FnOnce(&mut PipelineRun),
+    ) {
+        let mut run = sender.borrow().clone();
+        change(&mut run);
+        if let Err(error) = self.store.save(&run).await {
+            tracing::error!(run = %run.id, %error, "cannot record the run's state");
+        }
+        sender.send_replace(run);
+    }
+
+    async fn execute(self, sender: watch::Sender<PipelineRun>, pipeline: Pipeline) {
+        self.update(&sender, |run| run.set_state(JobState::Running))
+            .await;
+        for (index, name) in STEPS.iter().enumerate() {
+            self.update(&sender, |run| {
+                let step = &mut run.steps[index];
+                step.set_state(JobState::Running);
+                step.started_at_ms = now_ms();
+            })
+            .await;
+            let outcome = match *name {
+                "ingest" => self.ingest(&sender, &pipeline).await,
+                "train" => self.train(&sender, &pipeline, index).await,
+                "evaluate" => self.evaluate(&sender, &pipeline),
+                "register" => self.register(&sender, &pipeline).await,
+                "promote" => self.promote(&sender, &pipeline).await,
+                _ => self.smoke_test(&sender, &pipeline).await,
+            };
+            let failed = outcome.is_err();
+            self.update(&sender, |run| {
+                let step = &mut run.steps[index];
+                step.finished_at_ms = now_ms();
+                match outcome {
+                    Ok(message) => {
+                        step.set_state(JobState::Succeeded);
+                        step.message = message;
+                    }
+                    Err(error) => {
+                        step.set_state(JobState::Failed);
+                        step.message = error.message.clone();
+                        run.error = format!("step {name} failed: {}", error.message);
+                    }
+                }
+            })
+            .await;
+            if failed {
+                break;
+            }
+        }
+        self.update(&sender, |run| {
+            run.finished_at_ms = now_ms();
+            let failed = run.steps.iter().any(|s| s.state() == JobState::Failed);
+            for step in &mut run.steps {
+                if step.state() == JobState::Pending {
+                    step.set_state(JobState::Skipped);
+                }
+            }
+            run.set_state(if failed { JobState::Failed } else { JobState::Succeeded });
+            let label = if failed { "failed" } else { "succeeded" };
+            metrics::counter!("mlops_pipeline_runs_total", "state" => label).increment(1);
+            tracing::info!(run = %run.id, pipeline = %run.pipeline, state = label, "pipeline run finished");
+        })
+        .await;
+    }
+
+    async fn ingest(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let spec = &pipeline.dataset;
+        let mut ingestion = self.clients.ingestion.clone();
+        let (version, note) = match &spec.source {
+            Some(source) => {
+                // Read whole before streaming: a read error must not become a truncated upload.
+                let content = tokio::fs::read(self.sources_dir.join(source))
+                    .await
+                    .map_err(|e| {
+                        ApiError::not_found(format!(
+                            "dataset.source {source:?} cannot be read: {e}"
+                        ))
+                    })?;
+                let header = UploadDatasetRequest {
+                    part: Some(Part::Header(UploadHeader {
+                        name: spec.name.clone(),
+                        description: spec.description.clone(),
+                    })),
+                };
+                let chunks: Vec<UploadDatasetRequest> = content
+                    .chunks(UPLOAD_CHUNK_BYTES)
+                    .map(|chunk| UploadDatasetRequest {
+                        part: Some(Part::Chunk(chunk.to_vec())),
+                    })
+                    .collect();
+                let response = ingestion
+                    .upload_dataset(futures::stream::iter(std::iter::once(header).chain(chunks)))
+                    .await
+                    .map_err(peer("ingestion"))?
+                    .into_inner();
+                let note = if response.created {
+                    "new version"
+                } else {
+                    "unchanged, reused"
+                };
+                (response.version.unwrap_or_default(), note)
+            }
+            None => {
+                let request = GetDatasetVersionRequest {
+                    dataset: spec.name.clone(),
+                    version: 0,
+                };
+                (
+                    ingestion
+                        .get_dataset_version(request)
+                        .await
+                        .map_err(peer("ingestion"))?
+                        .into_inner(),
+                    "existing",
+                )
+            }
+        };
+        let message = format!(
+            "{}: {} rows, {} columns ({note})",
+            version.id, version.row_count, version.column_count
+        );
+        self.update(sender, |run| {
+            run.dataset = version.dataset;
+            run.dataset_version = version.version;
+        })
+        .await;
+        Ok(message)
+    }
+
+    async fn train(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+        step: usize,
+    ) -> Result<String, ApiError> {
+        let (dataset, dataset_version) = {
+            let run = sender.borrow();
+            (run.dataset.clone(), run.dataset_version)
+        };
+        let mut training = self.clients.training.clone();
+        let job = training
+            .submit_training_job(SubmitTrainingJobRequest {
+                dataset,
+                dataset_version,
+                target_column: pipeline.train.target.clone(),
+                model_type: pipeline.train.model.clone(),
+                register_as: String::new(),
+                test_fraction: pipeline.train.test_fraction,
+                seed: pipeline.train.seed,
+            })
+            .await
+            .map_err(peer("training"))?
+            .into_inner();
+        self.update(sender, |run| run.training_job_id = job.id.clone())
+            .await;
+        let mut updates = training
+            .watch_training_job(WatchTrainingJobRequest { id: job.id.clone() })
+            .await
+            .map_err(peer("training"))?
+            .into_inner();
+        let mut last = job;
+        while let Some(update) = updates.next().await {
+            last = update.map_err(peer("training"))?;
+            let progress = format!(
+                "job {}: {} ({:.0}%)",
+                last.id,
+                last.stage,
+                last.progress * 100.0
+            );
+            self.update(sender, |run| run.steps[step].message = progress)
+                .await;
+        }
+        match last.state() {
+            JobState::Succeeded => {
+                let metrics = last.metrics.clone();
+                self.update(sender, |run| run.metrics = metrics).await;
+                Ok(format!(
+                    "job {}: {} train rows, {} test rows",
+                    last.id, last.train_rows, last.test_rows
+                ))
+            }
+            JobState::Failed => Err(ApiError::failed_precondition(format!(
+                "job {} failed: {}",
+                last.id, last.error
+            ))),
+            other => Err(ApiError::unavailable(format!(
+                "job {} stream ended while {}",
+                last.id,
+                other.as_str_name()
+            ))),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let spec = &pipeline.evaluate;
+        let value = *sender.borrow().metrics.get(&spec.metric).ok_or_else(|| {
+            ApiError::failed_precondition(format!("the job reported no {} metric", spec.metric))
+        })?;
+        if let Some(min) = spec.min.filter(|min| value < *min) {
+            return Err(ApiError::failed_precondition(format!(
+                "{} = {value:.4} is below the minimum {min}",
+                spec.metric
+            )));
+        }
+        if let Some(max) = spec.max.filter(|max| value > *max) {
+            return Err(ApiError::failed_precondition(format!(
+                "{} = {value:.4} is above the maximum {max}",
+                spec.metric
+            )));
+        }
+        Ok(format!("{} = {value:.4} passes the gate", spec.metric))
+    }
+
+    async fn register(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let job_id = sender.borrow().training_job_id.clone();
+        let job = self
+            .clients
+            .training
+            .clone()
+            .get_training_job(GetTrainingJobRequest { id: job_id })
+            .await
+            .map_err(peer("training"))?
+            .into_inner();
+        let version = self
+            .clients
+            .registry
+            .clone()
+            .create_model_version(CreateModelVersionRequest {
+                model_name: pipeline.register.model.clone(),
+                model_type: job.model_type.clone(),
+                artifact_digest: job.artifact_digest.clone(),
+                metrics: job.metrics.clone(),
+                params: job.params.clone(),
+                lineage: Some(Lineage {
+                    dataset: job.dataset.clone(),
+                    dataset_version: job.dataset_version,
+                    dataset_digest: job.dataset_digest.clone(),
+                    training_job_id: job.id.clone(),
+                }),
+                feature_names: job.feature_names.clone(),
+                target: job.target_column.clone(),
+            })
+            .await
+            .map_err(peer("registry"))?
+            .into_inner();
+        let message = format!("registered {}:{}", version.model_name, version.version);
+        self.update(sender, |run| {
+            run.model_name = version.model_name;
+            run.model_version = version.version;
+        })
+        .await;
+        Ok(message)
+    }
+
+    async fn promote(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let (model, version, metrics) = {
+            let run = sender.borrow();
+            (
+                run.model_name.clone(),
+                run.model_version,
+                run.metrics.clone(),
+            )
+        };
+        let alias = &pipeline.promote.alias;
+        let metric = &pipeline.evaluate.metric;
+        let ours = metrics.get(metric).copied().unwrap_or(f64::NAN);
+        let mut registry = self.clients.registry.clone();
+        let current = registry
+            .get_model_version(GetModelVersionRequest {
+                model_name: model.clone(),
+                version: 0,
+                alias: alias.clone(),
+            })
+            .await;
+        let reason = match current {
+            Ok(champion) => {
+                let champion = champion.into_inner();
+                let theirs = champion.metrics.get(metric).copied().unwrap_or(f64::NAN);
+                let better = if pipeline.evaluate.higher_is_better() {
+                    ours > theirs
+                } else {
+                    ours < theirs
+                };
+                if !(better || theirs.is_nan()) {
+                    return Ok(format!(
+                        "kept {model}:{} as {alias}: its {metric} {theirs:.4} is not beaten by {ours:.4}",
+                        champion.version
+                    ));
+                }
+                format!(
+                    "{metric} {ours:.4} beats {theirs:.4} of version {}",
+                    champion.version
+                )
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                format!("there was no {alias}")
+            }
+            Err(status) => return Err(ApiError::from_status("registry", &status)),
+        };
+        registry
+            .set_model_alias(SetModelAliasRequest {
+                model_name: model.clone(),
+                alias: alias.clone(),
+                version,
+            })
+            .await
+            .map_err(peer("registry"))?;
+        self.update(sender, |run| run.promoted = true).await;
+        Ok(format!("{model}:{version} is now {alias}: {reason}"))
+    }
+
+    async fn smoke_test(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let (model, version, run_id) = {
+            let run = sender.borrow();
+            (run.model_name.clone(), run.model_version, run.id.clone())
+        };
+        let features = self
+            .clients
+            .registry
+            .clone()
+            .get_model_version(GetModelVersionRequest {
+                model_name: model.clone(),
+                version,
+                alias: String::new(),
+            })
+            .await
+            .map_err(peer("registry"))?
+            .into_inner()
+            .feature_names;
+        let rows = match &pipeline.dataset.source {
+            Some(source) => {
+                let path = self.sources_dir.join(source);
+                let (features, limit) = (features.clone(), pipeline.smoke_test.rows);
+                tokio::task::spawn_blocking(move || sample_rows(&path, &features, limit))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("sampling task: {e}")))??
+            }
+            None => vec![vec![0.0; features.len()]],
+        };
+        let raw: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let response = self
+            .clients
+            .inference
+            .clone()
+            .model_infer(ModelInferRequest {
+                model_name: model.clone(),
+                model_version: version.to_string(),
+                id: run_id,
+                inputs: vec![InferInputTensor {
+                    name: "input".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![rows.len() as i64, features.len() as i64],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw],
+                ..Default::default()
+            })
+            .await
+            .map_err(peer("inference"))?
+            .into_inner();
+        let predictions: Vec<f64> = response
+            .raw_output_contents
+            .first()
+            .map(|raw| {
+                raw.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if predictions.len() != rows.len() || predictions.iter().any(|p| !p.is_finite()) {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "{model}:{version} answered {} values for {} rows",
+                    predictions.len(),
+                    rows.len()
+                ),
+            ));
+        }
+        let shown: Vec<String> = predictions.iter().map(|p| format!("{p:.2}")).collect();
+        Ok(format!("{model}:{version} predicted {}", shown.join(", ")))
+    }
+}
+
+/// The first `limit` rows of a CSV source, columns in the model's feature order.
+fn sample_rows(
+    path: &std::path::Path,
+    features: &[String],
+    limit: usize,
+) -> Result<Vec<Vec<f64>>, ApiError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        ApiError::failed_precondition(format!("reading the source for the smoke test: {e}"))
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| invalid(&e))?;
+    let header = reader.headers().map_err(|e| invalid(&e))?.clone();
+    let indices: Vec<usize> = features
+        .iter()
+        .map(|f| {
+            header
+                .iter()
+                .position(|h| h == f)
+                .ok_or_else(|| invalid(&format!("no column {f:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    for record in reader.records().take(limit) {
+        let record = record.map_err(|e| invalid(&e))?;
+        let row = indices
+            .iter()
+            .map(|i| {
+                record
+                    .get(*i)
+                    .unwrap_or_default()
+                    .parse::<f64>()
+                    .map_err(|e| invalid(&e))
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        rows.push(row);
+    }
+    Ok(rows)
+}

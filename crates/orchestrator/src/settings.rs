@@ -1,0 +1,42 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mlops_core::config::{EndpointSettings, StorageSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// The sections of `mlops.toml` this service reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub orchestrator: OrchestratorSettings,
+    pub endpoints: EndpointSettings,
+    pub storage: StorageSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrchestratorSettings {
+    pub listen: SocketAddr,
+    /// Where pipeline `dataset.source` names are looked up; empty means `<data_dir>/sources`.
+    pub sources_dir: PathBuf,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            sources_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn sources_dir(&self) -> PathBuf {
+        if self.orchestrator.sources_dir.as_os_str().is_empty() {
+            self.storage.data_dir.join("sources")
+        } else {
+            self.orchestrator.sources_dir.clone()
+        }
+    }
+}
