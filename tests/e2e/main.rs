@@ -1,1 +1,6 @@
+//! End-to-end scenarios: real services, real gRPC.
 
+mod bad_input;
+mod binaries;
+mod compose;
+mod quickstart;

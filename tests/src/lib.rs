@@ -1,1 +1,345 @@
+//! Test support: a `TestCluster` of all five services in this process on random ports, gRPC
+//! clients for it, and helpers to find the built binaries.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mlops_cli::stack::{Stack, StackAddrs, StackOptions};
+use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
+use mlops_proto::v1::orchestrator_service_client::OrchestratorServiceClient;
+use mlops_proto::v1::registry_service_client::RegistryServiceClient;
+use mlops_proto::v1::training_service_client::TrainingServiceClient;
+use mlops_proto::v1::{JobState, PipelineRun, RunPipelineRequest, WatchPipelineRunRequest};
+use tonic::transport::Channel;
+
+pub use mlops_cli::{QUICKSTART_CSV, QUICKSTART_PIPELINE};
+
+pub struct TestCluster {
+    pub addrs: StackAddrs,
+    stack: Option<Stack>,
+    data: tempfile::TempDir,
+}
+
+#[derive(Default)]
+pub struct TestClusterBuilder {
+    env: Vec<(String, String)>,
+    sources: Vec<(String, Vec<u8>)>,
+}
+
+impl TestClusterBuilder {
+    /// A settings override, as `MLOPS__SECTION__KEY`.
+    pub fn setting(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// A file placed in the orchestrator's sources directory.
+    pub fn source(mut self, name: &str, content: impl Into<Vec<u8>>) -> Self {
+        self.sources.push((name.into(), content.into()));
+        self
+    }
+
+    pub async fn start(self) -> TestCluster {
+        let data = tempfile::tempdir().expect("temp dir");
+        let stack = Stack::start(StackOptions {
+            config_file: None,
+            data_dir: Some(data.path().to_path_buf()),
+            ephemeral_ports: true,
+            env: self.env,
+        })
+        .await
+        .expect("stack starts");
+        std::fs::create_dir_all(stack.sources_dir()).expect("sources dir");
+        for (name, content) in &self.sources {
+            std::fs::write(stack.sources_dir().join(name), content).expect("source written");
+        }
+        TestCluster {
+            addrs: stack.addrs.clone(),
+            stack: Some(stack),
+            data,
+        }
+    }
+}
+
+fn channel(addr: std::net::SocketAddr) -> Channel {
+    mlops_core::client::channel(&format!("http://{addr}")).expect("channel")
+}
+
+impl TestCluster {
+    pub fn builder() -> TestClusterBuilder {
+        TestClusterBuilder::default()
+    }
+
+    /// The quickstart's data in place.
+    pub async fn quickstart() -> Self {
+        Self::builder()
+            .source("diabetes.csv", QUICKSTART_CSV)
+            .start()
+            .await
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn ingestion(&self) -> IngestionServiceClient<Channel> {
+        IngestionServiceClient::new(channel(self.addrs.ingestion))
+    }
+    pub fn training(&self) -> TrainingServiceClient<Channel> {
+        TrainingServiceClient::new(channel(self.addrs.training))
+    }
+    pub fn registry(&self) -> RegistryServiceClient<Channel> {
+        RegistryServiceClient::new(channel(self.addrs.registry))
+    }
+    pub fn inference(&self) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(channel(self.addrs.inference_grpc))
+    }
+    pub fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
+        OrchestratorServiceClient::new(channel(self.addrs.orchestrator))
+    }
+
+    /// Runs a pipeline through the orchestrator and waits (bounded) for its end.
+    pub async fn run_pipeline(&self, yaml: &str) -> PipelineRun {
+        use futures::StreamExt;
+        let mut orchestrator = self.orchestrator();
+        let run = orchestrator
+            .run_pipeline(RunPipelineRequest {
+                pipeline_yaml: yaml.into(),
+            })
+            .await
+            .expect("run accepted")
+            .into_inner();
+        let mut updates = orchestrator
+            .watch_pipeline_run(WatchPipelineRunRequest { id: run.id.clone() })
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut last = run;
+        let deadline = tokio::time::sleep(Duration::from_secs(120));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                update = updates.next() => match update {
+                    Some(update) => last = update.expect("run update"),
+                    None => break,
+                },
+                _ = &mut deadline => panic!("pipeline run {} did not finish: {last:?}", last.id),
+            }
+        }
+        assert!(
+            matches!(last.state(), JobState::Succeeded | JobState::Failed),
+            "{last:?}"
+        );
+        last
+    }
+
+    /// Graceful shutdown of every service.
+    pub async fn stop(mut self) {
+        if let Some(mut stack) = self.stack.take() {
+            stack.shutdown().await;
+        }
+    }
+}
+
+/// A built binary of this workspace (`cargo build --workspace` puts them beside `deps/`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Waits until a service's gRPC health check answers SERVING.
+pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let channel = mlops_core::client::channel(url)?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if matches!(&status, Ok(r) if r.get_ref().status() == ServingStatus::Serving) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{url} not healthy after {timeout:?}: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Uploads CSV text as a dataset version through the real streaming RPC (in small chunks, so
+/// rows straddle messages).
+pub async fn upload_csv(
+    cluster: &TestCluster,
+    name: &str,
+    csv: &str,
+) -> Result<mlops_proto::v1::UploadDatasetResponse, tonic::Status> {
+    use mlops_proto::v1::upload_dataset_request::Part;
+    use mlops_proto::v1::{UploadDatasetRequest, UploadHeader};
+    let mut messages = vec![UploadDatasetRequest {
+        part: Some(Part::Header(UploadHeader {
+            name: name.into(),
+            description: String::new(),
+        })),
+    }];
+    messages.extend(csv.as_bytes().chunks(7).map(|c| UploadDatasetRequest {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    cluster
+        .ingestion()
+        .upload_dataset(futures::stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // Chunked bodies: good enough to search in; JSON bodies from axum carry a content-length.
+    let _ = head;
+    (status, body.to_string())
+}
+
+/// The features and target of the bundled diabetes data.
+pub fn diabetes() -> (ndarray::Array2<f64>, ndarray::Array1<f64>) {
+    let mut reader = csv::Reader::from_reader(QUICKSTART_CSV.as_bytes());
+    let rows: Vec<Vec<f64>> = reader
+        .records()
+        .map(|r| {
+            r.expect("record")
+                .iter()
+                .map(|v| v.parse().expect("number"))
+                .collect()
+        })
+        .collect();
+    let p = rows[0].len() - 1;
+    let x = ndarray::Array2::from_shape_fn((rows.len(), p), |(i, j)| rows[i][j]);
+    let y = ndarray::Array1::from_iter(rows.iter().map(|r| r[p]));
+    (x, y)
+}
+
+/// Raw little-endian FP64 bytes of a matrix, row-major, as OIP clients send them.
+pub fn raw_fp64(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    values.into_iter().flat_map(f64::to_le_bytes).collect()
+}
+
+pub fn decode_fp64(raw: &[u8]) -> Vec<f64> {
+    raw.chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// Runs the `mlops` CLI binary with the given service addresses; returns stdout, panicking with
+/// stderr when it fails.
+pub fn mlops_cli(args: &[&str], addrs: &[(&str, String)]) -> String {
+    let mut command = std::process::Command::new(binary("mlops"));
+    command.args(args);
+    for (name, url) in addrs {
+        command.env(format!("MLOPS_{}_ADDR", name.to_uppercase()), url);
+    }
+    let output = command.output().expect("mlops runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "mlops {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Children killed on drop, so a failing test leaves no process behind.
+#[derive(Default)]
+pub struct Processes(pub Vec<(String, std::process::Child)>);
+
+impl Processes {
+    /// SIGTERM to each, then waits: each must exit 0 (graceful shutdown) within 15 s.
+    pub fn terminate_gracefully(&mut self) {
+        for (name, child) in &mut self.0 {
+            let status = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            assert!(
+                status.map(|s| s.success()).unwrap_or(false),
+                "cannot signal {name}"
+            );
+        }
+        for (name, child) in &mut self.0 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    assert!(
+                        status.success(),
+                        "{name} exited with {status} after SIGTERM"
+                    );
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} did not stop after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

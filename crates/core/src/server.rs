@@ -30,6 +30,8 @@ pub async fn serve(
     services: &[&str],
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
+    // Installed before the first request so no metric is recorded into the void.
+    crate::telemetry::prometheus();
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in services {
         reporter

@@ -1,0 +1,171 @@
+//! The real binaries as separate processes, configured only by environment variables, driven
+//! by the real `mlops` CLI.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mlops_e2e::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_binaries_run_the_quickstart_as_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources");
+    std::fs::create_dir_all(&sources).unwrap();
+    std::fs::write(sources.join("diabetes.csv"), QUICKSTART_CSV).unwrap();
+    let port = |_: &str| free_port();
+    let (orchestrator, ingestion, training, registry, inference, http) = (
+        port("o"),
+        port("i"),
+        port("t"),
+        port("r"),
+        port("g"),
+        port("h"),
+    );
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let common = [
+        (
+            "MLOPS__STORAGE__DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("MLOPS__ENDPOINTS__INGESTION", url(ingestion)),
+        ("MLOPS__ENDPOINTS__TRAINING", url(training)),
+        ("MLOPS__ENDPOINTS__REGISTRY", url(registry)),
+        ("MLOPS__ENDPOINTS__INFERENCE", url(inference)),
+        ("MLOPS__TELEMETRY__FORMAT", "json".to_string()),
+    ];
+    let services: [(&str, Vec<(&str, String)>); 5] = [
+        (
+            "mlops-registry",
+            vec![("MLOPS__REGISTRY__LISTEN", format!("127.0.0.1:{registry}"))],
+        ),
+        (
+            "mlops-ingestion",
+            vec![("MLOPS__INGESTION__LISTEN", format!("127.0.0.1:{ingestion}"))],
+        ),
+        (
+            "mlops-training",
+            vec![("MLOPS__TRAINING__LISTEN", format!("127.0.0.1:{training}"))],
+        ),
+        (
+            "mlops-inference",
+            vec![
+                (
+                    "MLOPS__INFERENCE__GRPC_LISTEN",
+                    format!("127.0.0.1:{inference}"),
+                ),
+                ("MLOPS__INFERENCE__HTTP_LISTEN", format!("127.0.0.1:{http}")),
+            ],
+        ),
+        (
+            "mlops-orchestrator",
+            vec![
+                (
+                    "MLOPS__ORCHESTRATOR__LISTEN",
+                    format!("127.0.0.1:{orchestrator}"),
+                ),
+                (
+                    "MLOPS__ORCHESTRATOR__SOURCES_DIR",
+                    sources.display().to_string(),
+                ),
+            ],
+        ),
+    ];
+    let mut processes = Processes::default();
+    for (name, env) in services {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(binary(name))
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(common.iter().cloned())
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        processes.0.push((name.to_string(), child));
+    }
+    for p in [registry, ingestion, training, inference, orchestrator] {
+        wait_healthy(&url(p), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+
+    let addrs = [
+        ("orchestrator", url(orchestrator)),
+        ("ingestion", url(ingestion)),
+        ("training", url(training)),
+        ("registry", url(registry)),
+        ("inference", url(inference)),
+    ];
+    let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
+    let out = tokio::task::spawn_blocking({
+        let addrs = addrs.clone();
+        move || {
+            mlops_cli(
+                &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
+                &addrs,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("promoted diabetes-linear:1 to champion"),
+        "{out}"
+    );
+
+    let shown: serde_json::Value = serde_json::from_str(&mlops_cli(
+        &["models", "show", "diabetes-linear@champion", "--json"],
+        &addrs,
+    ))
+    .unwrap();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["lineage"]["dataset"], "diabetes");
+    assert!(
+        shown["params"]["coef.bmi"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .is_ok()
+    );
+
+    let (x, _) = diabetes();
+    let row = serde_json::to_string(&vec![x.row(0).to_vec()]).unwrap();
+    let predicted: serde_json::Value = serde_json::from_str(&mlops_cli(
+        &["predict", "diabetes-linear@champion", "--json", &row],
+        &addrs,
+    ))
+    .unwrap();
+    assert_eq!(predicted["model_version"], "1");
+    let intercept: f64 = shown["params"]["intercept"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let names = shown["feature_names"].as_array().unwrap();
+    let expected = intercept
+        + names
+            .iter()
+            .zip(x.row(0))
+            .map(|(n, v)| {
+                shown["params"][format!("coef.{}", n.as_str().unwrap())]
+                    .as_str()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+                    * v
+            })
+            .sum::<f64>();
+    let got = predicted["predictions"][0].as_f64().unwrap();
+    assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+
+    let runs = mlops_cli(&["pipeline", "runs"], &addrs);
+    assert!(
+        runs.contains("quickstart") && runs.contains("succeeded"),
+        "{runs}"
+    );
+    let listed = mlops_cli(&["models", "list"], &addrs);
+    assert!(listed.contains("champion=1"), "{listed}");
+
+    processes.terminate_gracefully();
+}

@@ -1,0 +1,165 @@
+//! The containers: build the image, `docker compose up`, run the quickstart pipeline from the
+//! host CLI, check a prediction, tear down. Runs when MLOPS_E2E_DOCKER=1 (`.ci/run` sets it).
+
+use std::process::Command;
+use std::time::Duration;
+
+use mlops_e2e::*;
+
+/// `docker compose` (plugin) when present, else the standalone `docker-compose`.
+fn compose_command() -> Vec<String> {
+    let plugin = Command::new("docker").args(["compose", "version"]).output();
+    if plugin.map(|o| o.status.success()).unwrap_or(false) {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+struct Project {
+    command: Vec<String>,
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let file = repo_root().join("deploy/docker-compose.yaml");
+        Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .args(["-f", file.to_str().unwrap(), "-p", &self.name])
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("compose runs")
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let logs = self.run(&["logs", "--no-color"]);
+        if std::thread::panicking() {
+            eprintln!("compose logs:\n{}", String::from_utf8_lossy(&logs.stdout));
+        }
+        let _ = self.run(&["down", "-v", "--remove-orphans"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_stack_runs_the_quickstart() {
+    if std::env::var("MLOPS_E2E_DOCKER").as_deref() != Ok("1") {
+        eprintln!("skipped: set MLOPS_E2E_DOCKER=1 to run the docker compose test");
+        return;
+    }
+    let tag = format!("e2e-{}", std::process::id());
+    let build = Command::new(repo_root().join("scripts/docker-build.sh"))
+        .env("MLOPS_DOCKER_PROFILE", "debug")
+        .env("MLOPS_DOCKER_SKIP_BUILD", "1")
+        .env("MLOPS_IMAGE_TAG", &tag)
+        .output()
+        .expect("docker-build.sh runs");
+    assert!(
+        build.status.success(),
+        "image build failed:\n{}\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    let ports: Vec<(&str, u16)> = [
+        "ORCHESTRATOR",
+        "INGESTION",
+        "TRAINING",
+        "REGISTRY",
+        "INFERENCE_GRPC",
+        "INFERENCE_HTTP",
+    ]
+    .into_iter()
+    .map(|name| (name, free_port()))
+    .collect();
+    let mut env: Vec<(String, String)> = ports
+        .iter()
+        .map(|(n, p)| (format!("MLOPS_{n}_PORT"), p.to_string()))
+        .collect();
+    env.push(("MLOPS_IMAGE_TAG".into(), tag.clone()));
+    let project = Project {
+        command: compose_command(),
+        name: format!("mlopse2e{}", std::process::id()),
+        env,
+    };
+    let up = project.run(&["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "compose up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let url = |name: &str| {
+        format!(
+            "http://127.0.0.1:{}",
+            ports.iter().find(|(n, _)| *n == name).unwrap().1
+        )
+    };
+    for name in [
+        "REGISTRY",
+        "INGESTION",
+        "TRAINING",
+        "INFERENCE_GRPC",
+        "ORCHESTRATOR",
+    ] {
+        wait_healthy(&url(name), Duration::from_secs(90))
+            .await
+            .unwrap();
+    }
+    let addrs = [
+        ("orchestrator", url("ORCHESTRATOR")),
+        ("ingestion", url("INGESTION")),
+        ("training", url("TRAINING")),
+        ("registry", url("REGISTRY")),
+        ("inference", url("INFERENCE_GRPC")),
+    ];
+    let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
+    let out = tokio::task::spawn_blocking({
+        let addrs = addrs.clone();
+        move || {
+            mlops_cli(
+                &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
+                &addrs,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("promoted diabetes-linear:1 to champion"),
+        "{out}"
+    );
+
+    let (x, _) = diabetes();
+    let row = serde_json::to_string(&vec![x.row(0).to_vec()]).unwrap();
+    let predicted: serde_json::Value = serde_json::from_str(&mlops_cli(
+        &["predict", "diabetes-linear", "--json", &row],
+        &addrs,
+    ))
+    .unwrap();
+    assert_eq!(predicted["model_version"], "1");
+    assert!(predicted["predictions"][0].as_f64().unwrap().is_finite());
+
+    // REST from the host, through the published HTTP port.
+    let http_port = ports
+        .iter()
+        .find(|(n, _)| *n == "INFERENCE_HTTP")
+        .unwrap()
+        .1;
+    let (status, body) = http(
+        ([127, 0, 0, 1], http_port).into(),
+        "GET",
+        "/v2/models/diabetes-linear",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(project);
+    let _ = Command::new("docker")
+        .args(["image", "rm", &format!("mlops:{tag}")])
+        .output();
+}

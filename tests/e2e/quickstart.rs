@@ -1,0 +1,357 @@
+use mlops_e2e::*;
+use mlops_ml::split::train_test_split;
+use mlops_ml::{LinearRegression, RegressionMetrics};
+use mlops_proto::inference::ModelInferRequest;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::v1::*;
+use ndarray::Axis;
+
+fn infer_request(model: &str, version: &str, rows: &ndarray::Array2<f64>) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        model_version: version.into(),
+        id: "req-1".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP64".into(),
+            shape: vec![rows.nrows() as i64, rows.ncols() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_fp64(rows.iter().copied())],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_pipeline_trains_registers_promotes_and_serves() {
+    let cluster = TestCluster::quickstart().await;
+    let run = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    assert_eq!(run.state(), JobState::Succeeded, "{}", run.error);
+    let steps: Vec<(&str, JobState)> = run
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.state()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "ingest",
+            "train",
+            "evaluate",
+            "register",
+            "promote",
+            "smoke_test"
+        ]
+        .map(|s| (s, JobState::Succeeded))
+    );
+    assert!(run.promoted);
+    assert_eq!(
+        (run.model_name.as_str(), run.model_version),
+        ("diabetes-linear", 1)
+    );
+
+    // The metrics are those of the same fit done here on the same seeded split.
+    let (x, y) = diabetes();
+    let (train, test) = train_test_split(x.nrows(), 0.2, 42).unwrap();
+    let local = LinearRegression::fit(
+        x.select(Axis(0), &train).view(),
+        y.select(Axis(0), &train).view(),
+    )
+    .unwrap();
+    let predicted = local.predict(x.select(Axis(0), &test).view()).unwrap();
+    let expected = RegressionMetrics::compute(y.select(Axis(0), &test).view(), predicted.view());
+    for (name, value) in expected.named() {
+        let got = run.metrics[name];
+        assert!(
+            (got - value).abs() < 1e-9 * (1.0 + value.abs()),
+            "{name}: {got} vs {value}"
+        );
+    }
+    assert!(
+        expected.r2 > 0.3 && expected.r2 < 0.8,
+        "diabetes OLS r2 {}",
+        expected.r2
+    );
+
+    // The registry has the version, its lineage, params and the champion alias.
+    let mut registry = cluster.registry();
+    let champion = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: "diabetes-linear".into(),
+            version: 0,
+            alias: "champion".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(champion.version, 1);
+    assert_eq!(champion.aliases, vec!["champion".to_string()]);
+    let lineage = champion.lineage.clone().unwrap();
+    assert_eq!(
+        (lineage.dataset.as_str(), lineage.dataset_version),
+        ("diabetes", 1)
+    );
+    assert_eq!(lineage.training_job_id, run.training_job_id);
+    assert_eq!(champion.feature_names.len(), 10);
+    let intercept: f64 = champion.params["intercept"].parse().unwrap();
+    assert!((intercept - local.intercept).abs() < 1e-9);
+    let bmi: f64 = champion.params["coef.bmi"].parse().unwrap();
+    assert!((bmi - local.coefficients[2]).abs() < 1e-9);
+
+    // OIP over gRPC: the champion (no version given) predicts what the local fit predicts.
+    let rows = x.select(Axis(0), &[0, 1, 2]);
+    let response = cluster
+        .inference()
+        .model_infer(infer_request("diabetes-linear", "", &rows))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.model_version, "1");
+    assert_eq!(response.id, "req-1");
+    assert_eq!(response.outputs[0].name, "predictions");
+    assert_eq!(response.outputs[0].datatype, "FP64");
+    assert_eq!(response.outputs[0].shape, vec![3]);
+    let served = decode_fp64(&response.raw_output_contents[0]);
+    let want = local.predict(rows.view()).unwrap();
+    for (s, w) in served.iter().zip(want.iter()) {
+        assert!((s - w).abs() < 1e-9, "{s} vs {w}");
+    }
+
+    // Model metadata describes the tensors.
+    let metadata = cluster
+        .inference()
+        .model_metadata(mlops_proto::inference::ModelMetadataRequest {
+            name: "diabetes-linear".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metadata.inputs[0].name, "input");
+    assert_eq!(metadata.inputs[0].shape, vec![-1, 10]);
+    assert_eq!(metadata.outputs[0].name, "predictions");
+
+    // OIP over REST, typed JSON, nested rows.
+    let body = serde_json::json!({
+        "id": "rest-1",
+        "inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP64", "data": [rows.row(0).to_vec()]}]
+    });
+    let (status, text) = http(
+        cluster.addrs.inference_http,
+        "POST",
+        "/v2/models/diabetes-linear/infer",
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let value = answer["outputs"][0]["data"][0].as_f64().unwrap();
+    assert!((value - want[0]).abs() < 1e-9);
+    assert_eq!(answer["id"], "rest-1");
+    let (status, _) = http(cluster.addrs.inference_http, "GET", "/v2/health/ready", "").await;
+    assert_eq!(status, 200);
+
+    // A second run of the same pipeline registers version 2 but keeps the champion: same data,
+    // same seed, so the metric does not beat it.
+    let second = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    assert_eq!(second.state(), JobState::Succeeded, "{}", second.error);
+    assert_eq!(second.model_version, 2);
+    assert!(!second.promoted);
+    assert!(
+        second.steps[0].message.contains("unchanged"),
+        "{}",
+        second.steps[0].message
+    );
+    let model = registry
+        .get_registered_model(GetRegisteredModelRequest {
+            name: "diabetes-linear".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(model.latest_version, 2);
+    assert_eq!(model.aliases["champion"], 1);
+
+    // Runs are persisted and listed.
+    let runs = cluster
+        .orchestrator()
+        .list_pipeline_runs(ListPipelineRunsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(
+        runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec![run.id.as_str(), second.id.as_str()]
+    );
+
+    // Every service exposes Prometheus metrics on its gRPC port.
+    let (status, text) = http(cluster.addrs.orchestrator, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("mlops_pipeline_runs_total"), "{text}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_move_and_delete() {
+    let cluster = TestCluster::builder().start().await;
+    let csv = "a,b,y\n1,2,5\n2,1,4\n3,5,13\n4,4,12\n5,0,5\n6,3,12\n";
+    upload_csv(&cluster, "tiny", csv).await.unwrap();
+    let mut training = cluster.training();
+    for _ in 0..2 {
+        let job = training
+            .submit_training_job(SubmitTrainingJobRequest {
+                dataset: "tiny".into(),
+                target_column: "y".into(),
+                model_type: "linear".into(),
+                register_as: "tiny-model".into(),
+                test_fraction: Some(0.34),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        wait_job(&cluster, &job.id).await;
+    }
+    let mut registry = cluster.registry();
+    let set = |version| SetModelAliasRequest {
+        model_name: "tiny-model".into(),
+        alias: "prod".into(),
+        version,
+    };
+    assert_eq!(
+        registry
+            .set_model_alias(set(1))
+            .await
+            .unwrap()
+            .into_inner()
+            .previous_version,
+        0
+    );
+    assert_eq!(
+        registry
+            .set_model_alias(set(2))
+            .await
+            .unwrap()
+            .into_inner()
+            .previous_version,
+        1
+    );
+    let by_alias = |alias: &str| GetModelVersionRequest {
+        model_name: "tiny-model".into(),
+        version: 0,
+        alias: alias.into(),
+    };
+    assert_eq!(
+        registry
+            .get_model_version(by_alias("prod"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        2
+    );
+    registry
+        .delete_model_alias(DeleteModelAliasRequest {
+            model_name: "tiny-model".into(),
+            alias: "prod".into(),
+        })
+        .await
+        .unwrap();
+    let gone = registry
+        .get_model_version(by_alias("prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    assert!(gone.message().contains("prod"));
+    let both = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: "tiny-model".into(),
+            version: 1,
+            alias: "prod".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), tonic::Code::InvalidArgument);
+    let versions = registry
+        .list_model_versions(ListModelVersionsRequest {
+            model_name: "tiny-model".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    cluster.stop().await;
+}
+
+pub async fn wait_job(cluster: &TestCluster, id: &str) -> TrainingJob {
+    use futures::StreamExt;
+    let mut stream = cluster
+        .training()
+        .watch_training_job(WatchTrainingJobRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    let mut stages = Vec::new();
+    while let Some(job) = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next())
+        .await
+        .expect("job progresses")
+    {
+        let job = job.unwrap();
+        stages.push(job.stage.clone());
+        last = Some(job);
+    }
+    let last = last.expect("at least one update");
+    assert!(
+        matches!(last.state(), JobState::Succeeded | JobState::Failed),
+        "{stages:?}"
+    );
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collinear_exactly_linear_data_trains_and_predicts_exactly() {
+    let cluster = TestCluster::builder().start().await;
+    // b = 2a (collinear), c constant: rank-deficient; y = 3a - b/2 + 7 exactly.
+    let mut csv = String::from("a,b,c,y\n");
+    for i in 0..40 {
+        let a = i as f64 * 0.5;
+        let b = 2.0 * a;
+        csv.push_str(&format!("{a},{b},1,{}\n", 3.0 * a - b / 2.0 + 7.0));
+    }
+    upload_csv(&cluster, "collinear", &csv).await.unwrap();
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "collinear".into(),
+            target_column: "y".into(),
+            model_type: "linear".into(),
+            register_as: "collinear-model".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    assert!(job.metrics["mse"] < 1e-18, "{:?}", job.metrics);
+    assert_eq!(job.params["rank"], "1");
+    let rows = ndarray::array![[100.0, 200.0, 1.0], [-3.0, -6.0, 1.0]];
+    let response = cluster
+        .inference()
+        .model_infer(infer_request("collinear-model", "1", &rows))
+        .await
+        .unwrap()
+        .into_inner();
+    let served = decode_fp64(&response.raw_output_contents[0]);
+    for (s, a) in served.iter().zip([100.0, -3.0]) {
+        let want = 3.0 * a - a + 7.0;
+        assert!((s - want).abs() < 1e-9, "{s} vs {want}");
+    }
+    cluster.stop().await;
+}
