@@ -154,3 +154,57 @@ impl Stack {
         while self.tasks.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/mlops.example.toml"
+    );
+
+    #[test]
+    fn the_example_settings_file_parses_for_every_service() {
+        let file = Some(Path::new(EXAMPLE));
+        let orchestrator: mlops_orchestrator::Settings = config::load(file, []).unwrap();
+        assert_eq!(orchestrator.orchestrator.listen.port(), 50051);
+        let ingestion: mlops_ingestion::Settings = config::load(file, []).unwrap();
+        assert_eq!(ingestion.ingestion.max_upload_bytes, 1 << 30);
+        let training: mlops_training::Settings = config::load(file, []).unwrap();
+        assert_eq!(training.endpoints.registry, "http://127.0.0.1:50054");
+        let registry: mlops_registry::Settings = config::load(file, []).unwrap();
+        assert_eq!(registry.storage.data_dir, PathBuf::from(".mlops"));
+        let inference: mlops_inference::Settings = config::load(file, []).unwrap();
+        assert_eq!(inference.inference.default_alias, "champion");
+
+        // No section in the file that no service reads (a typo would be silently ignored).
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let known = [
+            "storage",
+            "telemetry",
+            "endpoints",
+            "orchestrator",
+            "ingestion",
+            "training",
+            "registry",
+            "inference",
+        ];
+        for line in text.lines().filter(|l| l.starts_with('[')) {
+            let section = line.trim_matches(|c| c == '[' || c == ']');
+            assert!(known.contains(&section), "unknown section {section}");
+        }
+    }
+
+    #[test]
+    fn a_typo_in_a_key_is_an_error_naming_it() {
+        let env = [(
+            "MLOPS__INFERENCE__GRPC_LISTN".to_string(),
+            "0.0.0.0:1".to_string(),
+        )];
+        let error = config::load::<mlops_inference::Settings>(None, env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("grpc_listn"), "{error}");
+    }
+}
