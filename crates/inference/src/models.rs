@@ -22,12 +22,15 @@ pub struct LoadedModel {
     pub bundle: ModelBundle,
 }
 
+/// Loaded models by (name, version); versions are immutable, so entries never go stale.
+type LoadedModels = HashMap<(String, u32), Arc<LoadedModel>>;
+
 #[derive(Clone)]
 pub struct Models {
     registry: RegistryServiceClient<Channel>,
     artifacts: ArtifactStore,
     default_alias: String,
-    loaded: Arc<RwLock<HashMap<(String, u32), Arc<LoadedModel>>>>,
+    loaded: Arc<RwLock<LoadedModels>>,
 }
 
 impl Models {

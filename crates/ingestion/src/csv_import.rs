@@ -164,12 +164,12 @@ fn push_value(column: &mut Column, value: &str, line: u64) -> Result<(), CsvErro
             column: column.name.clone(),
         });
     }
-    if let Some(ints) = column.ints.as_mut() {
-        if let Ok(int) = value.parse::<i64>() {
-            ints.push(int);
-            column.floats.push(int as f64);
-            return Ok(());
-        }
+    if let Some(ints) = column.ints.as_mut()
+        && let Ok(int) = value.parse::<i64>()
+    {
+        ints.push(int);
+        column.floats.push(int as f64);
+        return Ok(());
     }
     match value.parse::<f64>() {
         Ok(float) if float.is_finite() => {
