@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mlops/v1/training.proto",
         "mlops/v1/registry.proto",
         "mlops/v1/orchestrator.proto",
+        "mlops/v1/auth.proto",
         "inference/open_inference.proto",
     ]
     .map(|f| root.join(f));

@@ -5,18 +5,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mlops_cli::stack::{Stack, StackAddrs, StackOptions};
+use mlops_core::client::{Channel, ClientOptions};
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::v1::auth_service_client::AuthServiceClient;
 use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
 use mlops_proto::v1::orchestrator_service_client::OrchestratorServiceClient;
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::training_service_client::TrainingServiceClient;
 use mlops_proto::v1::{JobState, PipelineRun, RunPipelineRequest, WatchPipelineRunRequest};
-use tonic::transport::Channel;
 
 pub use mlops_cli::{QUICKSTART_CSV, QUICKSTART_PIPELINE};
 
 pub struct TestCluster {
     pub addrs: StackAddrs,
+    /// The first admin token, when the cluster was built with auth.
+    pub admin_token: Option<String>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    client: Client,
     stack: Option<Stack>,
     data: tempfile::TempDir,
 }
@@ -25,6 +31,7 @@ pub struct TestCluster {
 pub struct TestClusterBuilder {
     env: Vec<(String, String)>,
     sources: Vec<(String, Vec<u8>)>,
+    admin_token: Option<String>,
 }
 
 impl TestClusterBuilder {
@@ -37,6 +44,21 @@ impl TestClusterBuilder {
     /// A file placed in the orchestrator's sources directory.
     pub fn source(mut self, name: &str, content: impl Into<Vec<u8>>) -> Self {
         self.sources.push((name.into(), content.into()));
+        self
+    }
+
+    /// Bearer tokens required everywhere; the cluster's default clients use the admin token.
+    pub fn auth(mut self) -> Self {
+        let admin = mlops_core::auth::generate_token();
+        self.env
+            .push(("MLOPS__AUTH__ENABLED".into(), "true".into()));
+        self.env.push((
+            "MLOPS__AUTH__SERVICE_TOKEN".into(),
+            mlops_core::auth::generate_token(),
+        ));
+        self.env
+            .push(("MLOPS__AUTH__ADMIN_TOKEN".into(), admin.clone()));
+        self.admin_token = Some(admin);
         self
     }
 
@@ -54,16 +76,56 @@ impl TestClusterBuilder {
         for (name, content) in &self.sources {
             std::fs::write(stack.sources_dir().join(name), content).expect("source written");
         }
+        let options = ClientOptions {
+            token: self.admin_token.clone(),
+            tls: stack.client_options.tls.clone(),
+        };
         TestCluster {
             addrs: stack.addrs.clone(),
+            admin_token: self.admin_token,
+            scheme: stack.scheme,
+            client: Client {
+                addrs: stack.addrs.clone(),
+                scheme: stack.scheme,
+                options,
+            },
             stack: Some(stack),
             data,
         }
     }
 }
 
-fn channel(addr: std::net::SocketAddr) -> Channel {
-    mlops_core::client::channel(&format!("http://{addr}")).expect("channel")
+/// gRPC clients for every service of a cluster, presenting one set of credentials.
+#[derive(Clone)]
+pub struct Client {
+    addrs: StackAddrs,
+    scheme: &'static str,
+    pub options: ClientOptions,
+}
+
+impl Client {
+    pub fn channel(&self, addr: std::net::SocketAddr) -> Channel {
+        mlops_core::client::channel(&format!("{}://{addr}", self.scheme), &self.options)
+            .expect("channel")
+    }
+    pub fn ingestion(&self) -> IngestionServiceClient<Channel> {
+        IngestionServiceClient::new(self.channel(self.addrs.ingestion))
+    }
+    pub fn training(&self) -> TrainingServiceClient<Channel> {
+        TrainingServiceClient::new(self.channel(self.addrs.training))
+    }
+    pub fn registry(&self) -> RegistryServiceClient<Channel> {
+        RegistryServiceClient::new(self.channel(self.addrs.registry))
+    }
+    pub fn inference(&self) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(self.channel(self.addrs.inference_grpc))
+    }
+    pub fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
+        OrchestratorServiceClient::new(self.channel(self.addrs.orchestrator))
+    }
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel(self.addrs.orchestrator))
+    }
 }
 
 impl TestCluster {
@@ -83,20 +145,45 @@ impl TestCluster {
         self.data.path()
     }
 
+    /// Clients presenting `token` (or none).
+    pub fn as_token(&self, token: Option<&str>) -> Client {
+        let mut client = self.client.clone();
+        client.options.token = token.map(str::to_string);
+        client
+    }
+
     pub fn ingestion(&self) -> IngestionServiceClient<Channel> {
-        IngestionServiceClient::new(channel(self.addrs.ingestion))
+        self.client.ingestion()
     }
     pub fn training(&self) -> TrainingServiceClient<Channel> {
-        TrainingServiceClient::new(channel(self.addrs.training))
+        self.client.training()
     }
     pub fn registry(&self) -> RegistryServiceClient<Channel> {
-        RegistryServiceClient::new(channel(self.addrs.registry))
+        self.client.registry()
     }
     pub fn inference(&self) -> GrpcInferenceServiceClient<Channel> {
-        GrpcInferenceServiceClient::new(channel(self.addrs.inference_grpc))
+        self.client.inference()
     }
     pub fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
-        OrchestratorServiceClient::new(channel(self.addrs.orchestrator))
+        self.client.orchestrator()
+    }
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        self.client.auth()
+    }
+
+    /// Creates an API token with `role` (and optional grants) through the real AuthService.
+    pub async fn token(&self, name: &str, role: &str, resources: &[&str]) -> String {
+        self.auth()
+            .create_token(mlops_proto::v1::CreateTokenRequest {
+                name: name.into(),
+                role: role.into(),
+                resources: resources.iter().map(|r| r.to_string()).collect(),
+                ttl_seconds: 0,
+            })
+            .await
+            .expect("token created")
+            .into_inner()
+            .token
     }
 
     /// Runs a pipeline through the orchestrator and waits (bounded) for its end.
@@ -181,7 +268,7 @@ pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let channel = mlops_core::client::channel(url)?;
+        let channel = mlops_core::client::channel(url, &ClientOptions::default())?;
         let status = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),

@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub connection: Connection,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,8 +59,27 @@ pub struct Endpoints {
     pub inference: String,
 }
 
+/// Credentials and TLS for client commands.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Bearer token: an opaque `mlops_...` token or a JWT.
+    #[arg(long, global = true, env = "MLOPS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the services' certificates; use https:// addresses.
+    #[arg(long, global = true, env = "MLOPS_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "MLOPS_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "MLOPS_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StackArgs {
+    /// Require bearer tokens on every call; the first start prints an admin token.
+    #[arg(long)]
+    pub auth: bool,
     /// Where metadata and artifacts live (default `.mlops`, or `storage.data_dir`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -97,6 +118,12 @@ pub enum Command {
     /// Pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Tokens, roles and the audit log (an admin token is needed when auth is on).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Development helpers: TLS certificates, encryption keys.
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Check a service's gRPC health (exit 0 when SERVING); used by container health checks.
     Health {
         /// The service URL, e.g. http://127.0.0.1:50052.
@@ -169,4 +196,58 @@ pub enum PipelineCommand {
     },
     /// List pipeline runs.
     Runs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Who the server thinks you are.
+    Whoami,
+    /// The roles and what each may do.
+    Roles,
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Recent mutations in every service, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, data_scientist, deployer or admin.
+        #[arg(long)]
+        role: String,
+        /// Limit the token to resources, e.g. `model:churn-*` (repeatable).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// Lifetime in seconds; 0 never expires.
+        #[arg(long, default_value_t = 0)]
+        ttl_seconds: u64,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Write a local CA and server/client certificates (PEM) for TLS and mutual TLS.
+    Certs {
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Names and addresses the server certificate is valid for (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost", "127.0.0.1", "orchestrator", "ingestion", "training", "registry", "inference"].map(String::from))]
+        hosts: Vec<String>,
+    },
+    /// Print a fresh 256-bit key (base64) for storage.encryption.key.
+    Key,
 }

@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use mlops_core::CancellationToken;
-use mlops_core::client::{self, MAX_MESSAGE_BYTES};
+use mlops_core::client::Channel;
+use mlops_core::client::{self, ClientOptions, MAX_MESSAGE_BYTES};
 use mlops_proto::inference::ModelInferRequest;
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mlops_proto::inference::model_infer_request::InferInputTensor;
@@ -17,7 +18,7 @@ use mlops_proto::v1::training_service_client::TrainingServiceClient;
 use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::*;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::args::*;
 use crate::refs::{Selector, dataset_ref, model_ref};
@@ -25,12 +26,51 @@ use crate::stack::{Stack, StackOptions};
 
 const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
-fn connect(service: &str, url: &str) -> anyhow::Result<Channel> {
-    client::channel(url).with_context(|| format!("{service} address"))
+/// Where the services are and how to talk to them (token, TLS).
+pub struct Ctx {
+    pub endpoints: Endpoints,
+    pub options: ClientOptions,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Endpoints;
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
+    }
+}
+
+impl Ctx {
+    pub fn connect(&self, service: &str, url: &str) -> anyhow::Result<Channel> {
+        client::channel(url, &self.options).with_context(|| format!("{service} address"))
+    }
+}
+
+/// The client side of `--token`, `--ca-cert`, `--client-cert`, `--client-key`.
+fn client_options(connection: &Connection) -> anyhow::Result<ClientOptions> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let tls = match &connection.ca_cert {
+        None => None,
+        Some(ca) => {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&connection.client_cert, &connection.client_key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Some(tls)
+        }
+    };
+    Ok(ClientOptions {
+        token: connection.token.clone(),
+        tls,
+    })
 }
 
 /// A gRPC error as a user reads it: which service, what it said.
-fn rpc<'a>(service: &'static str, url: &'a str) -> impl Fn(tonic::Status) -> anyhow::Error + 'a {
+pub(crate) fn rpc<'a>(
+    service: &'static str,
+    url: &'a str,
+) -> impl Fn(tonic::Status) -> anyhow::Error + 'a {
     move |status| match status.code() {
         tonic::Code::Unavailable => anyhow::anyhow!(
             "cannot reach the {service} service at {url}: {} (is `mlops up` running?)",
@@ -41,7 +81,10 @@ fn rpc<'a>(service: &'static str, url: &'a str) -> impl Fn(tonic::Status) -> any
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let e = cli.endpoints;
+    let e = Ctx {
+        options: client_options(&cli.connection)?,
+        endpoints: cli.endpoints,
+    };
     match cli.command {
         Command::Up(stack) => up(stack).await,
         Command::Quickstart { stack, serve } => quickstart(stack, serve).await,
@@ -66,16 +109,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run_pipeline(&e, yaml, wait).await.map(drop)
         }
         Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
-        Command::Health { addr } => health(&addr).await,
+        Command::Health { addr } => health(&e, &addr).await,
+        Command::Auth(command) => crate::admin::auth(&e, command).await,
+        Command::Dev(command) => crate::admin::dev(command),
     }
 }
 
 fn stack_options(args: &StackArgs) -> StackOptions {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if args.auth {
+        env.push(("MLOPS__AUTH__ENABLED".into(), "true".into()));
+        if !env.iter().any(|(k, _)| k == "MLOPS__AUTH__SERVICE_TOKEN") {
+            // Lives only in this process: every service here shares it.
+            env.push((
+                "MLOPS__AUTH__SERVICE_TOKEN".into(),
+                mlops_core::auth::generate_token(),
+            ));
+        }
+    }
     StackOptions {
         config_file: mlops_core::config::settings_file(args.config.clone()),
         data_dir: args.data_dir.clone(),
         ephemeral_ports: false,
-        env: std::env::vars().collect(),
+        env,
     }
 }
 
@@ -117,12 +173,17 @@ async fn quickstart(args: StackArgs, serve: bool) -> anyhow::Result<()> {
         crate::QUICKSTART_CSV,
     )?;
     let a = stack.addrs.clone();
-    let endpoints = Endpoints {
-        orchestrator: format!("http://{}", a.orchestrator),
-        ingestion: format!("http://{}", a.ingestion),
-        training: format!("http://{}", a.training),
-        registry: format!("http://{}", a.registry),
-        inference: format!("http://{}", a.inference_grpc),
+    let url = |addr| format!("{}://{addr}", stack.scheme);
+    let endpoints = Ctx {
+        endpoints: Endpoints {
+            orchestrator: url(a.orchestrator),
+            ingestion: url(a.ingestion),
+            training: url(a.training),
+            registry: url(a.registry),
+            inference: url(a.inference_grpc),
+        },
+        // The in-process operator acts with the stack's own service credentials.
+        options: stack.client_options.clone(),
     };
     let stop = CancellationToken::new();
     let serving = tokio::spawn(stack.run_until(stop.clone()));
@@ -167,7 +228,7 @@ fn spinner(message: impl Into<String>) -> ProgressBar {
 }
 
 async fn ingest(
-    e: &Endpoints,
+    e: &Ctx,
     file: &std::path::Path,
     name: String,
     description: String,
@@ -196,7 +257,7 @@ async fn ingest(
             }
         }),
     );
-    let response = IngestionServiceClient::new(connect("ingestion", &e.ingestion)?)
+    let response = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .upload_dataset(stream)
         .await
@@ -234,8 +295,8 @@ async fn ingest(
     Ok(())
 }
 
-async fn list_datasets(e: &Endpoints) -> anyhow::Result<()> {
-    let datasets = IngestionServiceClient::new(connect("ingestion", &e.ingestion)?)
+async fn list_datasets(e: &Ctx) -> anyhow::Result<()> {
+    let datasets = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
         .list_datasets(ListDatasetsRequest {})
         .await
         .map_err(rpc("ingestion", &e.ingestion))?
@@ -267,9 +328,9 @@ fn print_metrics(metrics: &std::collections::HashMap<String, f64>) {
     }
 }
 
-async fn train(e: &Endpoints, args: TrainArgs) -> anyhow::Result<()> {
+async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
     let (dataset, dataset_version) = dataset_ref(&args.dataset)?;
-    let mut training = TrainingServiceClient::new(connect("training", &e.training)?);
+    let mut training = TrainingServiceClient::new(e.connect("training", &e.training)?);
     let job = training
         .submit_training_job(SubmitTrainingJobRequest {
             dataset,
@@ -318,8 +379,8 @@ async fn train(e: &Endpoints, args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list_models(e: &Endpoints) -> anyhow::Result<()> {
-    let models = RegistryServiceClient::new(connect("registry", &e.registry)?)
+async fn list_models(e: &Ctx) -> anyhow::Result<()> {
+    let models = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
         .list_registered_models(ListRegisteredModelsRequest {})
         .await
         .map_err(rpc("registry", &e.registry))?
@@ -339,7 +400,7 @@ async fn list_models(e: &Endpoints) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch_version(e: &Endpoints, reference: &str) -> anyhow::Result<ModelVersion> {
+async fn fetch_version(e: &Ctx, reference: &str) -> anyhow::Result<ModelVersion> {
     let (model_name, selector) = model_ref(reference)?;
     let (version, alias) = match selector {
         Selector::Latest => (0, String::new()),
@@ -347,7 +408,7 @@ async fn fetch_version(e: &Endpoints, reference: &str) -> anyhow::Result<ModelVe
         Selector::Alias(a) => (0, a),
     };
     Ok(
-        RegistryServiceClient::new(connect("registry", &e.registry)?)
+        RegistryServiceClient::new(e.connect("registry", &e.registry)?)
             .get_model_version(GetModelVersionRequest {
                 model_name,
                 version,
@@ -381,7 +442,7 @@ fn version_json(v: &ModelVersion) -> Value {
     })
 }
 
-async fn show_model(e: &Endpoints, reference: &str, as_json: bool) -> anyhow::Result<()> {
+async fn show_model(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()> {
     let v = fetch_version(e, reference).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&version_json(&v))?);
@@ -420,13 +481,8 @@ async fn show_model(e: &Endpoints, reference: &str, as_json: bool) -> anyhow::Re
     Ok(())
 }
 
-async fn set_alias(
-    e: &Endpoints,
-    model_name: String,
-    alias: String,
-    version: u32,
-) -> anyhow::Result<()> {
-    let previous = RegistryServiceClient::new(connect("registry", &e.registry)?)
+async fn set_alias(e: &Ctx, model_name: String, alias: String, version: u32) -> anyhow::Result<()> {
+    let previous = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
         .set_model_alias(SetModelAliasRequest {
             model_name: model_name.clone(),
             alias: alias.clone(),
@@ -443,7 +499,7 @@ async fn set_alias(
     Ok(())
 }
 
-async fn predict(e: &Endpoints, reference: &str, rows_json: &str) -> anyhow::Result<()> {
+async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()> {
     let rows: Vec<Vec<f64>> = serde_json::from_str(rows_json)
         .context("--json must be an array of rows of numbers, e.g. [[1.0, 2.0]]")?;
     let width = rows.first().map_or(0, Vec::len);
@@ -462,7 +518,7 @@ async fn predict(e: &Endpoints, reference: &str, rows_json: &str) -> anyhow::Res
         .flatten()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    let response = GrpcInferenceServiceClient::new(connect("inference", &e.inference)?)
+    let response = GrpcInferenceServiceClient::new(e.connect("inference", &e.inference)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .model_infer(ModelInferRequest {
@@ -496,13 +552,9 @@ async fn predict(e: &Endpoints, reference: &str, rows_json: &str) -> anyhow::Res
     Ok(())
 }
 
-async fn run_pipeline(
-    e: &Endpoints,
-    pipeline_yaml: String,
-    wait: bool,
-) -> anyhow::Result<PipelineRun> {
+async fn run_pipeline(e: &Ctx, pipeline_yaml: String, wait: bool) -> anyhow::Result<PipelineRun> {
     let mut orchestrator =
-        OrchestratorServiceClient::new(connect("orchestrator", &e.orchestrator)?);
+        OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?);
     let run = orchestrator
         .run_pipeline(RunPipelineRequest { pipeline_yaml })
         .await
@@ -559,8 +611,8 @@ async fn run_pipeline(
     Ok(last)
 }
 
-async fn list_runs(e: &Endpoints) -> anyhow::Result<()> {
-    let runs = OrchestratorServiceClient::new(connect("orchestrator", &e.orchestrator)?)
+async fn list_runs(e: &Ctx) -> anyhow::Result<()> {
+    let runs = OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
         .list_pipeline_runs(ListPipelineRunsRequest {})
         .await
         .map_err(rpc("orchestrator", &e.orchestrator))?
@@ -593,12 +645,12 @@ async fn list_runs(e: &Endpoints) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn health(addr: &str) -> anyhow::Result<()> {
+async fn health(e: &Ctx, addr: &str) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let response = tokio::time::timeout(
         Duration::from_secs(5),
-        HealthClient::new(connect("service", addr)?).check(HealthCheckRequest {
+        HealthClient::new(e.connect("service", addr)?).check(HealthCheckRequest {
             service: String::new(),
         }),
     )

@@ -1,6 +1,7 @@
 //! The `mlops` command: a client for every service, plus `mlops up` and `mlops quickstart`,
 //! which run the whole stack in this process.
 
+pub mod admin;
 pub mod args;
 pub mod commands;
 pub mod refs;

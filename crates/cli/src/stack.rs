@@ -33,14 +33,15 @@ pub struct StackAddrs {
 
 pub struct Stack {
     pub addrs: StackAddrs,
+    /// `https` when the services serve TLS.
+    pub scheme: &'static str,
+    /// How an in-process operator (quickstart) reaches the services: the service token, and
+    /// the CA when TLS is on.
+    pub client_options: mlops_core::client::ClientOptions,
     pub data_dir: PathBuf,
     pub sources_dir: PathBuf,
     shutdown: CancellationToken,
     tasks: JoinSet<Result<(), ApiError>>,
-}
-
-fn url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }
 
 fn load<T>(options: &StackOptions) -> Result<T, ApiError>
@@ -70,6 +71,16 @@ impl Stack {
             } else {
                 configured
             }
+        };
+        let common: mlops_orchestrator::Settings = load(&options)?;
+        let scheme = if common.tls.enabled { "https" } else { "http" };
+        let url = |addr: SocketAddr| format!("{scheme}://{addr}");
+        let client_options = mlops_core::client::ClientOptions {
+            token: common
+                .auth
+                .enabled
+                .then(|| common.auth.service_token.clone()),
+            tls: common.tls.client_config()?,
         };
 
         let mut registry: mlops_registry::Settings = load(&options)?;
@@ -124,6 +135,8 @@ impl Stack {
         tasks.spawn(orchestrator.run_until(shutdown.clone()));
         Ok(Self {
             addrs,
+            scheme,
+            client_options,
             data_dir,
             sources_dir,
             shutdown,

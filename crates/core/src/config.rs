@@ -73,12 +73,15 @@ where
 pub struct StorageSettings {
     /// Root of everything a service writes: SQLite files, artifacts, temporary uploads.
     pub data_dir: PathBuf,
+    /// Encryption at rest of artifacts; off unless a key is set.
+    pub encryption: crate::storage::EncryptionSettings,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".mlops"),
+            encryption: Default::default(),
         }
     }
 }
@@ -140,6 +143,28 @@ impl Default for EndpointSettings {
             training: "http://127.0.0.1:50053".into(),
             registry: "http://127.0.0.1:50054".into(),
             inference: "http://127.0.0.1:8001".into(),
+        }
+    }
+}
+
+/// Every size, count and time limit a server enforces, in one place.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest gRPC message decoded, in bytes (RESOURCE_EXHAUSTED / OUT_OF_RANGE past it).
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Deadline for a call to produce its response (streams then run on).
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024 * 1024,
+            max_concurrent_streams: 256,
+            request_timeout_seconds: 300,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The shared runtime every service is built on: settings, telemetry, the error taxonomy,
 //! `serve()`, the SQL pool, the artifact store and name/id helpers.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod ids;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 pub use error::{ApiError, ErrorKind};

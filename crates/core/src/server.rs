@@ -2,16 +2,23 @@
 //! Prometheus `/metrics` on the same port — and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::ApiError;
+use crate::auth::AuthSettings;
+use crate::auth::gate::{Authenticator, Gate};
+use crate::client::ClientOptions;
+use crate::config::{LimitSettings, StorageSettings};
+use crate::tls::TlsSettings;
 
 /// Binds a TCP listener, with an error naming the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
@@ -20,14 +27,51 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
         .map_err(|e| ApiError::unavailable(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves `routes` plus health, reflection and `/metrics` until `shutdown` fires, then stops
-/// accepting, reports NOT_SERVING and drains in-flight calls.
+/// What every server gets besides its own routes.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub gate: Gate,
+    pub limits: LimitSettings,
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl ServeOptions {
+    /// The options a service's settings describe: opens the shared auth store.
+    pub async fn from_settings(
+        service: &'static str,
+        auth: &AuthSettings,
+        storage: &StorageSettings,
+        limits: &LimitSettings,
+        tls: &TlsSettings,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            gate: Gate {
+                auth: Authenticator::open(auth, &storage.data_dir).await?,
+                service,
+            },
+            limits: limits.clone(),
+            tls: tls.server_config()?,
+        })
+    }
+
+    /// How this service calls its peers: with the service token, over TLS when configured.
+    pub fn client_options(&self, tls: &TlsSettings) -> Result<ClientOptions, ApiError> {
+        Ok(ClientOptions {
+            token: self.gate.auth.service_token().map(str::to_string),
+            tls: tls.client_config()?,
+        })
+    }
+}
+
+/// Serves `routes` plus health, reflection and `/metrics` behind the authentication gate until
+/// `shutdown` fires, then stops accepting, reports NOT_SERVING and drains in-flight calls.
 ///
 /// `services` are the fully-qualified gRPC service names whose health is reported.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     services: &[&str],
+    options: ServeOptions,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
     // Installed before the first request so no metric is recorded into the void.
@@ -46,13 +90,12 @@ pub async fn serve(
         "/metrics",
         axum::routing::get(|| async { crate::telemetry::prometheus().render() }),
     );
-    let routes = Routes::from(
-        routes
-            .add_service(health)
-            .add_service(reflection)
-            .into_axum_router()
-            .merge(metrics),
-    );
+    let router = routes
+        .add_service(health)
+        .add_service(reflection)
+        .into_axum_router()
+        .merge(metrics);
+    let routes = Routes::from(options.gate.clone().wrap(router));
 
     let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
     let drain = {
@@ -66,9 +109,17 @@ pub async fn serve(
             }
         }
     };
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = options.tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ApiError::invalid_argument(format!("TLS: {e}")))?;
+    }
+    server
         // HTTP/1.1 for `/metrics` scrapes; gRPC stays on HTTP/2.
         .accept_http1(true)
+        .max_concurrent_streams(options.limits.max_concurrent_streams)
+        .timeout(Duration::from_secs(options.limits.request_timeout_seconds))
         .trace_fn(request_span)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
@@ -76,16 +127,55 @@ pub async fn serve(
         .map_err(|e| ApiError::unavailable(format!("server failed: {e}")))
 }
 
-/// Serves a plain HTTP router (the inference REST API) with the same shutdown.
+/// Serves a plain HTTP router (the inference REST API) behind the gate, over TLS when
+/// configured, with the same shutdown.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    gate: Gate,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| ApiError::unavailable(format!("http server failed: {e}")))
+    let router = gate.wrap(router);
+    let Some(tls) = tls else {
+        return axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(|e| ApiError::unavailable(format!("http server failed: {e}")));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
+        connections.spawn(async move {
+            // A failed handshake (plaintext, unknown client certificate) just closes it.
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// One span per request carrying the caller's `x-request-id` (or a fresh one), and a request

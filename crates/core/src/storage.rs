@@ -1,5 +1,7 @@
 //! The artifact store: blobs addressed by the sha256 of their content. Clients only ever hold
-//! digests; the key layout is ours.
+//! digests; the key layout is ours. With a key configured, blobs are encrypted at rest.
+
+pub mod cipher;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +13,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
 use crate::ApiError;
+use crate::config::StorageSettings;
+pub use cipher::{Cipher, EncryptionSettings};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
+    cipher: Option<Arc<Cipher>>,
 }
 
 /// Hex sha256 of `data`.
@@ -43,28 +48,47 @@ fn key(digest: &str) -> StorePath {
 }
 
 impl ArtifactStore {
+    /// The store the settings describe: `<data_dir>/artifacts`, encrypted when a key is set.
+    pub fn open(settings: &StorageSettings) -> Result<Self, ApiError> {
+        let cipher = Cipher::from_settings(&settings.encryption)?.map(Arc::new);
+        Self::local(&settings.artifacts_dir(), cipher)
+    }
+
     /// A store in a local directory (created if needed).
-    pub fn local(dir: &Path) -> Result<Self, ApiError> {
+    pub fn local(dir: &Path, cipher: Option<Arc<Cipher>>) -> Result<Self, ApiError> {
         std::fs::create_dir_all(dir)?;
         let store = LocalFileSystem::new_with_prefix(dir)?;
         Ok(Self {
             store: Arc::new(store),
+            cipher,
         })
     }
 
-    /// Stores `data` and returns its digest. Writing the same content twice is a no-op
-    /// in effect; the write is atomic (temporary file, then rename).
+    /// Stores `data` and returns the digest of its plaintext. Writing the same content twice is
+    /// a no-op in effect; the write is atomic (temporary file, then rename).
     pub async fn put(&self, data: Bytes) -> Result<String, ApiError> {
         let digest = sha256_hex(&data);
+        let stored = match &self.cipher {
+            Some(cipher) => Bytes::from(cipher.seal(&data, digest.as_bytes())?),
+            None => data,
+        };
         self.store
-            .put(&key(&digest), PutPayload::from_bytes(data))
+            .put(&key(&digest), PutPayload::from_bytes(stored))
             .await?;
         Ok(digest)
     }
 
     pub async fn get(&self, digest: &str) -> Result<Bytes, ApiError> {
         validate_digest("digest", digest)?;
-        let bytes = self.store.get(&key(digest)).await?.bytes().await?;
+        let mut bytes = self.store.get(&key(digest)).await?.bytes().await?;
+        if Cipher::is_sealed(&bytes) {
+            let cipher = self.cipher.as_ref().ok_or_else(|| {
+                ApiError::internal(format!(
+                    "artifact {digest} is encrypted and no storage.encryption key is configured"
+                ))
+            })?;
+            bytes = Bytes::from(cipher.open(&bytes, digest.as_bytes())?);
+        }
         // The content is its own checksum: refuse a corrupted blob rather than serve it.
         if sha256_hex(&bytes) != digest {
             return Err(ApiError::internal(format!(
@@ -82,7 +106,7 @@ mod tests {
     #[tokio::test]
     async fn round_trip_by_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::local(dir.path()).unwrap();
+        let store = ArtifactStore::local(dir.path(), None).unwrap();
         let digest = store.put(Bytes::from_static(b"hello")).await.unwrap();
         assert_eq!(
             digest,
@@ -101,5 +125,41 @@ mod tests {
             store.get("../../etc/passwd").await.unwrap_err().kind,
             crate::ErrorKind::InvalidArgument
         );
+    }
+
+    #[tokio::test]
+    async fn encrypted_blobs_hide_the_plaintext_and_survive_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (cipher::generate_key(), cipher::generate_key());
+        let with = |key: &str, previous: Vec<String>| {
+            let settings = EncryptionSettings {
+                key: key.into(),
+                previous_keys: previous,
+                ..Default::default()
+            };
+            ArtifactStore::local(
+                dir.path(),
+                Cipher::from_settings(&settings).unwrap().map(Arc::new),
+            )
+            .unwrap()
+        };
+        let plaintext = Bytes::from_static(b"patient,glucose\n1,148\n");
+        let digest = with(&old, vec![]).put(plaintext.clone()).await.unwrap();
+        let on_disk = std::fs::read(
+            dir.path()
+                .join(format!("blobs/sha256/{}/{digest}", &digest[..2])),
+        )
+        .unwrap();
+        assert!(
+            !on_disk.windows(7).any(|w| w == b"glucose"),
+            "plaintext on disk"
+        );
+
+        let rotated = with(&new, vec![old.clone()]);
+        assert_eq!(rotated.get(&digest).await.unwrap(), plaintext);
+        let unkeyed = ArtifactStore::local(dir.path(), None).unwrap();
+        assert!(unkeyed.get(&digest).await.is_err());
+        let wrong = with(&cipher::generate_key(), vec![]);
+        assert!(wrong.get(&digest).await.is_err());
     }
 }

@@ -1,7 +1,8 @@
 use std::net::SocketAddr;
 
+use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
-use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_core::{ApiError, CancellationToken, client};
 use mlops_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -16,12 +17,25 @@ pub struct Application {
     http: TcpListener,
     models: Models,
     max_request_bytes: usize,
+    options: ServeOptions,
+    http_tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
-        let artifacts = ArtifactStore::local(&settings.storage.artifacts_dir())?;
-        let registry = client::channel(&settings.endpoints.registry)?;
+        let options = ServeOptions::from_settings(
+            "inference",
+            &settings.auth,
+            &settings.storage,
+            &settings.limits,
+            &settings.tls,
+        )
+        .await?;
+        let artifacts = ArtifactStore::open(&settings.storage)?;
+        let registry = client::channel(
+            &settings.endpoints.registry,
+            &options.client_options(&settings.tls)?,
+        )?;
         let models = Models::new(
             registry,
             artifacts,
@@ -32,6 +46,8 @@ impl Application {
             http: server::bind(settings.inference.http_listen).await?,
             models,
             max_request_bytes: settings.inference.max_request_bytes,
+            http_tls: settings.tls.rustls_server_config()?,
+            options,
         })
     }
 
@@ -58,9 +74,10 @@ impl Application {
             self.grpc,
             Routes::new(service),
             &["inference.GRPCInferenceService"],
+            self.options.clone(),
             shutdown.clone(),
         );
-        let http = server::serve_http(self.http, rest, shutdown);
+        let http = server::serve_http(self.http, rest, self.options.gate, self.http_tls, shutdown);
         tokio::try_join!(grpc, http)?;
         Ok(())
     }

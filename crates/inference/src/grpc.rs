@@ -1,5 +1,6 @@
 //! GRPCInferenceService: the Open Inference Protocol over gRPC.
 
+use mlops_core::auth::Principal;
 use mlops_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use mlops_proto::inference::*;
 use tonic::{Request, Response, Status};
@@ -40,8 +41,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
-        self.models.resolve(&request.name, &request.version).await?;
+        self.models
+            .resolve(caller.as_ref(), &request.name, &request.version)
+            .await?;
         Ok(Response::new(ModelReadyResponse { ready: true }))
     }
 
@@ -56,10 +60,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         Ok(Response::new(
             self.models
-                .metadata(&request.name, &request.version)
+                .metadata(caller.as_ref(), &request.name, &request.version)
                 .await?,
         ))
     }
@@ -68,8 +73,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         Ok(Response::new(
-            self.models.infer(request.into_inner()).await?,
+            self.models
+                .infer(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 }

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use mlops_core::auth::{Principal, ResourceKind, authorize};
+use mlops_core::client::Channel;
 use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, ErrorKind};
@@ -12,7 +14,6 @@ use mlops_proto::inference::model_metadata_response::TensorMetadata;
 use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::{GetModelVersionRequest, GetRegisteredModelRequest};
-use tonic::transport::Channel;
 
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
 
@@ -44,8 +45,14 @@ impl Models {
     }
 
     /// `version` "" means the default alias's version, or the latest when the alias is unset.
-    pub async fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ApiError> {
+    pub async fn resolve(
+        &self,
+        caller: Option<&Principal>,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
         validate_name("model name", name)?;
+        authorize(caller, ResourceKind::Model, name)?;
         let version = if version.is_empty() {
             let model = self
                 .registry
@@ -112,9 +119,13 @@ impl Models {
         })
     }
 
-    pub async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
+    pub async fn infer(
+        &self,
+        caller: Option<&Principal>,
+        request: ModelInferRequest,
+    ) -> Result<ModelInferResponse, ApiError> {
         let started = Instant::now();
-        let outcome = self.infer_inner(request).await;
+        let outcome = self.infer_inner(caller, request).await;
         let label = match &outcome {
             Ok(_) => "success",
             Err(e) if e.kind == ErrorKind::Internal => "error",
@@ -128,10 +139,11 @@ impl Models {
 
     async fn infer_inner(
         &self,
+        caller: Option<&Principal>,
         request: ModelInferRequest,
     ) -> Result<ModelInferResponse, ApiError> {
         let model = self
-            .resolve(&request.model_name, &request.model_version)
+            .resolve(caller, &request.model_name, &request.model_version)
             .await?;
         for output in &request.outputs {
             if output.name != OUTPUT_NAME {
@@ -163,10 +175,11 @@ impl Models {
 
     pub async fn metadata(
         &self,
+        caller: Option<&Principal>,
         name: &str,
         version: &str,
     ) -> Result<ModelMetadataResponse, ApiError> {
-        let model = self.resolve(name, version).await?;
+        let model = self.resolve(caller, name, version).await?;
         let features = model.bundle.feature_count() as i64;
         Ok(ModelMetadataResponse {
             name: model.name.clone(),

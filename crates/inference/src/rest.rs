@@ -1,10 +1,11 @@
 //! The Open Inference Protocol over HTTP/JSON (`/v2/...`), same semantics as gRPC.
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mlops_core::auth::Principal;
 use mlops_core::{ApiError, ErrorKind};
 use mlops_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
@@ -103,19 +104,24 @@ impl IntoResponse for HttpError {
 
 type HttpResult = Result<Json<Value>, HttpError>;
 
-async fn metadata(State(models): State<Models>, Path(name): Path<String>) -> HttpResult {
-    metadata_of(&models, &name, "").await
+async fn metadata(
+    State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> HttpResult {
+    metadata_of(&models, &caller, &name, "").await
 }
 
 async fn metadata_version(
     State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> HttpResult {
-    metadata_of(&models, &name, &version).await
+    metadata_of(&models, &caller, &name, &version).await
 }
 
-async fn metadata_of(models: &Models, name: &str, version: &str) -> HttpResult {
-    let m = models.metadata(name, version).await?;
+async fn metadata_of(models: &Models, caller: &Principal, name: &str, version: &str) -> HttpResult {
+    let m = models.metadata(Some(caller), name, version).await?;
     let tensors =
         |ts: &[mlops_proto::inference::model_metadata_response::TensorMetadata]| -> Vec<Value> {
             ts.iter()
@@ -128,16 +134,21 @@ async fn metadata_of(models: &Models, name: &str, version: &str) -> HttpResult {
     })))
 }
 
-async fn ready(State(models): State<Models>, Path(name): Path<String>) -> HttpResult {
-    models.resolve(&name, "").await?;
+async fn ready(
+    State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> HttpResult {
+    models.resolve(Some(&caller), &name, "").await?;
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
 async fn ready_version(
     State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> HttpResult {
-    models.resolve(&name, &version).await?;
+    models.resolve(Some(&caller), &name, &version).await?;
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
@@ -164,18 +175,20 @@ struct OutputJson {
 
 async fn infer(
     State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    infer_json(&models, name, String::new(), &body).await
+    infer_json(&models, &caller, name, String::new(), &body).await
 }
 
 async fn infer_version(
     State(models): State<Models>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    infer_json(&models, name, version, &body).await
+    infer_json(&models, &caller, name, version, &body).await
 }
 
 /// Flattens `data` (flat or nested, as the REST spec allows) into numbers.
@@ -196,6 +209,7 @@ fn flatten(tensor: &str, value: &Value, out: &mut Vec<f64>) -> Result<(), ApiErr
 
 async fn infer_json(
     models: &Models,
+    caller: &Principal,
     model_name: String,
     model_version: String,
     body: &[u8],
@@ -239,7 +253,7 @@ async fn infer_json(
             .collect(),
         ..Default::default()
     };
-    let response = models.infer(request).await?;
+    let response = models.infer(Some(caller), request).await?;
     let outputs: Vec<Value> = response
         .outputs
         .iter()

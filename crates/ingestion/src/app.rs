@@ -1,7 +1,8 @@
 use std::net::SocketAddr;
 
+use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
-use mlops_core::{ApiError, CancellationToken, client::MAX_MESSAGE_BYTES, server};
+use mlops_core::{ApiError, CancellationToken};
 use mlops_proto::v1::ingestion_service_server::IngestionServiceServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -14,22 +15,39 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     api: Ingestion,
+    options: ServeOptions,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let options = ServeOptions::from_settings(
+            "ingestion",
+            &settings.auth,
+            &settings.storage,
+            &settings.limits,
+            &settings.tls,
+        )
+        .await?;
         let storage = &settings.storage;
         tokio::fs::create_dir_all(storage.tmp_dir()).await?;
         let store = Store::open(&storage.database_path("ingestion")).await?;
-        let artifacts = ArtifactStore::local(&storage.artifacts_dir())?;
+        let artifacts = ArtifactStore::open(storage)?;
         let listener = server::bind(settings.ingestion.listen).await?;
         let api = Ingestion {
             store,
             artifacts,
             tmp_dir: storage.tmp_dir(),
             max_upload_bytes: settings.ingestion.max_upload_bytes,
+            limits: crate::csv_import::CsvLimits {
+                max_rows: settings.ingestion.max_rows,
+                max_columns: settings.ingestion.max_columns,
+            },
         };
-        Ok(Self { listener, api })
+        Ok(Self {
+            listener,
+            api,
+            options,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -40,12 +58,13 @@ impl Application {
 
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
         tracing::info!(addr = %self.grpc_addr(), "ingestion serving");
-        let service =
-            IngestionServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let service = IngestionServiceServer::new(self.api)
+            .max_decoding_message_size(self.options.limits.max_message_bytes);
         server::serve(
             self.listener,
             Routes::new(service),
             &["mlops.v1.IngestionService"],
+            self.options,
             shutdown,
         )
         .await

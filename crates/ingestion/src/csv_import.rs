@@ -36,10 +36,31 @@ pub enum CsvError {
     },
     #[error("line {line}: {message}")]
     Malformed { line: u64, message: String },
+    #[error("more than {limit} {what}: raise ingestion.max_{what} to accept it")]
+    TooLarge { what: &'static str, limit: u64 },
+}
+
+/// Bounds on what one upload may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvLimits {
+    pub max_rows: u64,
+    pub max_columns: usize,
+}
+
+impl Default for CsvLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000_000,
+            max_columns: 10_000,
+        }
+    }
 }
 
 impl From<CsvError> for ApiError {
     fn from(error: CsvError) -> Self {
+        if let CsvError::TooLarge { .. } = error {
+            return ApiError::resource_exhausted(format!("CSV too large: {error}"));
+        }
         ApiError::invalid_argument(format!("invalid CSV: {error}"))
     }
 }
@@ -61,7 +82,7 @@ struct Column {
 
 /// Parses a headed CSV whose every value is a number. Integer-only columns become Int64,
 /// others Float64.
-pub fn import_csv(input: impl Read) -> Result<ImportedTable, CsvError> {
+pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, CsvError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -70,6 +91,12 @@ pub fn import_csv(input: impl Read) -> Result<ImportedTable, CsvError> {
     let header = reader.headers().map_err(|e| malformed(1, &e))?.clone();
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
         return Err(CsvError::NoHeader);
+    }
+    if header.len() > limits.max_columns {
+        return Err(CsvError::TooLarge {
+            what: "columns",
+            limit: limits.max_columns as u64,
+        });
     }
     let mut columns: Vec<Column> = Vec::with_capacity(header.len());
     for (index, name) in header.iter().enumerate() {
@@ -113,6 +140,12 @@ pub fn import_csv(input: impl Read) -> Result<ImportedTable, CsvError> {
             push_value(column, value, line)?;
         }
         rows += 1;
+        if rows > limits.max_rows {
+            return Err(CsvError::TooLarge {
+                what: "rows",
+                limit: limits.max_rows,
+            });
+        }
     }
     if rows == 0 {
         return Err(CsvError::NoRows);
@@ -210,7 +243,7 @@ mod tests {
     use super::*;
 
     fn import(text: &str) -> Result<ImportedTable, CsvError> {
-        import_csv(text.as_bytes())
+        import_csv(text.as_bytes(), CsvLimits::default())
     }
 
     #[test]
@@ -269,6 +302,21 @@ mod tests {
         assert!(matches!(
             import("a,y\n1,NaN\n").unwrap_err(),
             CsvError::NotNumeric { .. }
+        ));
+        let tight = CsvLimits {
+            max_rows: 1,
+            max_columns: 2,
+        };
+        assert!(matches!(
+            import_csv("a,y\n1,2\n3,4\n".as_bytes(), tight),
+            Err(CsvError::TooLarge { what: "rows", .. })
+        ));
+        assert!(matches!(
+            import_csv("a,b,y\n1,2,3\n".as_bytes(), tight),
+            Err(CsvError::TooLarge {
+                what: "columns",
+                ..
+            })
         ));
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use arrow_schema::DataType as ArrowType;
 use futures::StreamExt;
 use mlops_core::ApiError;
+use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
 use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
 use mlops_proto::v1::ingestion_service_server::IngestionService;
@@ -13,7 +14,7 @@ use mlops_proto::v1::*;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::csv_import::import_csv;
+use crate::csv_import::{CsvLimits, import_csv};
 use crate::store::{NewVersion, Store};
 
 pub struct Ingestion {
@@ -21,11 +22,13 @@ pub struct Ingestion {
     pub artifacts: ArtifactStore,
     pub tmp_dir: PathBuf,
     pub max_upload_bytes: u64,
+    pub limits: CsvLimits,
 }
 
 impl Ingestion {
     async fn upload(
         &self,
+        caller: Option<&Principal>,
         mut stream: Streaming<UploadDatasetRequest>,
     ) -> Result<UploadDatasetResponse, ApiError> {
         let header = match stream.next().await {
@@ -40,6 +43,7 @@ impl Ingestion {
             }
         };
         validate_name("header.name", &header.name)?;
+        authorize(caller, ResourceKind::Dataset, &header.name)?;
 
         // Spool to a temporary file (deleted on drop), so a failed upload leaves nothing behind
         // and a large one does not sit in memory twice.
@@ -69,10 +73,12 @@ impl Ingestion {
         drop(file);
 
         let path = spool.path().to_path_buf();
+        let limits = self.limits;
         let table = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            Ok(import_csv(std::io::BufReader::new(std::fs::File::open(
-                path,
-            )?))?)
+            Ok(import_csv(
+                std::io::BufReader::new(std::fs::File::open(path)?),
+                limits,
+            )?)
         })
         .await
         .map_err(|e| ApiError::internal(format!("import task: {e}")))??;
@@ -121,33 +127,44 @@ impl IngestionService for Ingestion {
         &self,
         request: Request<Streaming<UploadDatasetRequest>>,
     ) -> Result<Response<UploadDatasetResponse>, Status> {
-        Ok(Response::new(self.upload(request.into_inner()).await?))
+        let caller = request.extensions().get::<Principal>().cloned();
+        Ok(Response::new(
+            self.upload(caller.as_ref(), request.into_inner()).await?,
+        ))
     }
 
     async fn get_dataset(
         &self,
         request: Request<GetDatasetRequest>,
     ) -> Result<Response<Dataset>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let name = request.into_inner().name;
         validate_name("name", &name)?;
+        authorize(caller.as_ref(), ResourceKind::Dataset, &name)?;
         Ok(Response::new(self.store.dataset(&name).await?))
     }
 
     async fn list_datasets(
         &self,
-        _request: Request<ListDatasetsRequest>,
+        request: Request<ListDatasetsRequest>,
     ) -> Result<Response<ListDatasetsResponse>, Status> {
-        Ok(Response::new(ListDatasetsResponse {
-            datasets: self.store.datasets().await?,
-        }))
+        let datasets = authorize_visible(
+            request.extensions().get::<Principal>(),
+            ResourceKind::Dataset,
+            self.store.datasets().await?,
+            |d| &d.name,
+        )?;
+        Ok(Response::new(ListDatasetsResponse { datasets }))
     }
 
     async fn get_dataset_version(
         &self,
         request: Request<GetDatasetVersionRequest>,
     ) -> Result<Response<DatasetVersion>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_name("dataset", &request.dataset)?;
+        authorize(caller.as_ref(), ResourceKind::Dataset, &request.dataset)?;
         Ok(Response::new(
             self.store
                 .version(&request.dataset, request.version)
@@ -159,10 +176,25 @@ impl IngestionService for Ingestion {
         &self,
         request: Request<ListDatasetVersionsRequest>,
     ) -> Result<Response<ListDatasetVersionsResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let dataset = request.into_inner().dataset;
         validate_name("dataset", &dataset)?;
+        authorize(caller.as_ref(), ResourceKind::Dataset, &dataset)?;
         Ok(Response::new(ListDatasetVersionsResponse {
             versions: self.store.versions(&dataset).await?,
         }))
+    }
+
+    async fn delete_dataset(
+        &self,
+        request: Request<DeleteDatasetRequest>,
+    ) -> Result<Response<DeleteDatasetResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let name = request.into_inner().name;
+        validate_name("name", &name)?;
+        authorize(caller.as_ref(), ResourceKind::Dataset, &name)?;
+        let versions_deleted = self.store.delete(&name).await?;
+        tracing::info!(dataset = %name, versions_deleted, "dataset deleted");
+        Ok(Response::new(DeleteDatasetResponse { versions_deleted }))
     }
 }

@@ -7,5 +7,5 @@ mod settings;
 mod store;
 
 pub use app::{Application, serve};
-pub use csv_import::{CsvError, ImportedTable, import_csv};
+pub use csv_import::{CsvError, CsvLimits, ImportedTable, import_csv};
 pub use settings::{IngestionSettings, Settings};

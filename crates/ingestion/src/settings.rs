@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 
-use mlops_core::config::{StorageSettings, TelemetrySettings};
+use mlops_core::auth::AuthSettings;
+use mlops_core::config::{LimitSettings, StorageSettings, TelemetrySettings};
+use mlops_core::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
 /// The sections of `mlops.toml` this service reads; other sections are left to other services.
@@ -10,6 +12,9 @@ pub struct Settings {
     pub ingestion: IngestionSettings,
     pub storage: StorageSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +23,9 @@ pub struct IngestionSettings {
     pub listen: SocketAddr,
     /// Largest CSV upload accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
     pub max_upload_bytes: u64,
+    /// Most data rows and columns one upload may hold.
+    pub max_rows: u64,
+    pub max_columns: usize,
 }
 
 impl Default for IngestionSettings {
@@ -25,6 +33,8 @@ impl Default for IngestionSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             max_upload_bytes: 1 << 30,
+            max_rows: 10_000_000,
+            max_columns: 10_000,
         }
     }
 }

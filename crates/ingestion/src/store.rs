@@ -163,6 +163,25 @@ impl Store {
         }
     }
 
+    /// Removes the dataset and its versions; the blobs stay (content-addressed, possibly shared).
+    pub async fn delete(&self, dataset: &str) -> Result<u32, ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let versions = sqlx::query("DELETE FROM dataset_versions WHERE dataset = ?")
+            .bind(dataset)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let removed = sqlx::query("DELETE FROM datasets WHERE name = ?")
+            .bind(dataset)
+            .execute(&mut *tx)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(not_found(dataset));
+        }
+        tx.commit().await?;
+        Ok(versions as u32)
+    }
+
     pub async fn versions(&self, dataset: &str) -> Result<Vec<DatasetVersion>, ApiError> {
         self.dataset(dataset).await?;
         sqlx::query("SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version")

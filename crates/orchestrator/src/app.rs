@@ -1,7 +1,10 @@
 use std::net::SocketAddr;
 
-use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_core::auth::api::AuthApi;
+use mlops_core::server::{self, ServeOptions};
+use mlops_core::{ApiError, CancellationToken, client};
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::v1::auth_service_server::AuthServiceServer;
 use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
 use mlops_proto::v1::orchestrator_service_server::OrchestratorServiceServer;
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
@@ -18,25 +21,39 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     api: Orchestrator,
+    options: ServeOptions,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let options = ServeOptions::from_settings(
+            "orchestrator",
+            &settings.auth,
+            &settings.storage,
+            &settings.limits,
+            &settings.tls,
+        )
+        .await?;
+        let peers = options.client_options(&settings.tls)?;
         let store = Store::open(&settings.storage.database_path("orchestrator")).await?;
         let endpoints = &settings.endpoints;
         let clients = Clients {
-            ingestion: IngestionServiceClient::new(client::channel(&endpoints.ingestion)?)
+            ingestion: IngestionServiceClient::new(client::channel(&endpoints.ingestion, &peers)?)
                 .max_encoding_message_size(client::MAX_MESSAGE_BYTES),
-            training: TrainingServiceClient::new(client::channel(&endpoints.training)?),
-            registry: RegistryServiceClient::new(client::channel(&endpoints.registry)?),
-            inference: GrpcInferenceServiceClient::new(client::channel(&endpoints.inference)?)
-                .max_decoding_message_size(client::MAX_MESSAGE_BYTES),
+            training: TrainingServiceClient::new(client::channel(&endpoints.training, &peers)?),
+            registry: RegistryServiceClient::new(client::channel(&endpoints.registry, &peers)?),
+            inference: GrpcInferenceServiceClient::new(client::channel(
+                &endpoints.inference,
+                &peers,
+            )?)
+            .max_decoding_message_size(client::MAX_MESSAGE_BYTES),
         };
         let runner = Runner::new(store, clients, settings.sources_dir());
         let listener = server::bind(settings.orchestrator.listen).await?;
         Ok(Self {
             listener,
             api: Orchestrator { runner },
+            options,
         })
     }
 
@@ -50,8 +67,13 @@ impl Application {
         tracing::info!(addr = %self.grpc_addr(), "orchestrator serving");
         server::serve(
             self.listener,
-            Routes::new(OrchestratorServiceServer::new(self.api)),
-            &["mlops.v1.OrchestratorService"],
+            Routes::new(OrchestratorServiceServer::new(self.api)).add_service(
+                AuthServiceServer::new(AuthApi {
+                    auth: self.options.gate.auth.clone(),
+                }),
+            ),
+            &["mlops.v1.OrchestratorService", "mlops.v1.AuthService"],
+            self.options,
             shutdown,
         )
         .await

@@ -1,6 +1,7 @@
 //! The OrchestratorService API.
 
 use mlops_core::ApiError;
+use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
 use mlops_core::ids::validate_id;
 use mlops_core::watch::{self, WatchStream};
 use mlops_proto::v1::orchestrator_service_server::OrchestratorService;
@@ -18,12 +19,15 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    async fn run(&self, id: &str) -> Result<PipelineRun, ApiError> {
+    /// A run, visible when the caller may see its pipeline.
+    async fn run(&self, caller: Option<&Principal>, id: &str) -> Result<PipelineRun, ApiError> {
         validate_id("id", id)?;
-        match self.runner.subscribe(id) {
-            Some(receiver) => Ok(receiver.borrow().clone()),
-            None => self.runner.store().get(id).await,
-        }
+        let run = match self.runner.subscribe(id) {
+            Some(receiver) => receiver.borrow().clone(),
+            None => self.runner.store().get(id).await?,
+        };
+        authorize(caller, ResourceKind::Pipeline, &run.pipeline)?;
+        Ok(run)
     }
 }
 
@@ -37,6 +41,7 @@ impl OrchestratorService for Orchestrator {
         &self,
         request: Request<RunPipelineRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let yaml = request.into_inner().pipeline_yaml;
         if yaml.len() > MAX_PIPELINE_BYTES {
             return Err(ApiError::invalid_argument(format!(
@@ -45,6 +50,7 @@ impl OrchestratorService for Orchestrator {
             .into());
         }
         let pipeline = Pipeline::parse(&yaml)?;
+        pipeline.authorize(caller.as_ref())?;
         Ok(Response::new(self.runner.start(pipeline, &yaml).await?))
     }
 
@@ -52,16 +58,23 @@ impl OrchestratorService for Orchestrator {
         &self,
         request: Request<GetPipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
-        Ok(Response::new(self.run(&request.into_inner().id).await?))
+        let caller = request.extensions().get::<Principal>().cloned();
+        Ok(Response::new(
+            self.run(caller.as_ref(), &request.into_inner().id).await?,
+        ))
     }
 
     async fn list_pipeline_runs(
         &self,
-        _request: Request<ListPipelineRunsRequest>,
+        request: Request<ListPipelineRunsRequest>,
     ) -> Result<Response<ListPipelineRunsResponse>, Status> {
-        Ok(Response::new(ListPipelineRunsResponse {
-            runs: self.runner.store().list().await?,
-        }))
+        let runs = authorize_visible(
+            request.extensions().get::<Principal>(),
+            ResourceKind::Pipeline,
+            self.runner.store().list().await?,
+            |r| &r.pipeline,
+        )?;
+        Ok(Response::new(ListPipelineRunsResponse { runs }))
     }
 
     type WatchPipelineRunStream = WatchStream<PipelineRun>;
@@ -70,8 +83,9 @@ impl OrchestratorService for Orchestrator {
         &self,
         request: Request<WatchPipelineRunRequest>,
     ) -> Result<Response<Self::WatchPipelineRunStream>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let id = request.into_inner().id;
-        let current = self.run(&id).await?;
+        let current = self.run(caller.as_ref(), &id).await?;
         Ok(Response::new(match self.runner.subscribe(&id) {
             Some(receiver) => watch::until_terminal(receiver, is_terminal),
             None => watch::once(current),

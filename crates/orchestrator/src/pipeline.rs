@@ -1,6 +1,8 @@
 //! The pipeline file: what to ingest, how to train, the gate, where to register.
 
 use mlops_core::ApiError;
+use mlops_core::auth::gate::principal;
+use mlops_core::auth::{Action, Principal, ResourceKind, authorize};
 use mlops_core::ids::validate_name;
 use serde::Deserialize;
 
@@ -23,8 +25,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub evaluate: EvaluateSpec,
     pub register: RegisterSpec,
-    #[serde(default)]
-    pub promote: PromoteSpec,
+    /// Without it the new version is registered but no alias moves.
+    pub promote: Option<PromoteSpec>,
     #[serde(default)]
     pub smoke_test: SmokeTestSpec,
 }
@@ -129,6 +131,23 @@ fn default_rows() -> usize {
 pub const METRICS: [&str; 4] = ["mse", "rmse", "mae", "r2"];
 
 impl Pipeline {
+    /// What running this pipeline does, as actions and resources the caller must be allowed.
+    pub fn authorize(&self, caller: Option<&Principal>) -> Result<(), ApiError> {
+        let principal = principal(caller)?;
+        authorize(caller, ResourceKind::Pipeline, &self.name)?;
+        authorize(caller, ResourceKind::Dataset, &self.dataset.name)?;
+        authorize(caller, ResourceKind::Model, &self.register.model)?;
+        if self.dataset.source.is_some() {
+            principal.require(Action::WriteData)?;
+        }
+        principal.require(Action::Train)?;
+        principal.require(Action::RegisterModel)?;
+        if self.promote.is_some() {
+            principal.require(Action::Deploy)?;
+        }
+        Ok(())
+    }
+
     pub fn parse(yaml: &str) -> Result<Self, ApiError> {
         let pipeline: Self = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
@@ -149,7 +168,9 @@ impl Pipeline {
             )));
         }
         validate_name("register.model", &pipeline.register.model)?;
-        validate_name("promote.alias", &pipeline.promote.alias)?;
+        if let Some(promote) = &pipeline.promote {
+            validate_name("promote.alias", &promote.alias)?;
+        }
         if pipeline.smoke_test.rows == 0 || pipeline.smoke_test.rows > 1000 {
             return Err(ApiError::invalid_argument(
                 "smoke_test.rows must be between 1 and 1000",
@@ -171,7 +192,7 @@ mod tests {
         assert_eq!(pipeline.dataset.source.as_deref(), Some("diabetes.csv"));
         assert_eq!(pipeline.train.target, "target");
         assert_eq!(pipeline.register.model, "diabetes-linear");
-        assert_eq!(pipeline.promote.alias, "champion");
+        assert_eq!(pipeline.promote.unwrap().alias, "champion");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use mlops_core::client::Channel;
 use mlops_core::ids::new_id;
 use mlops_core::{ApiError, ErrorKind, now_ms};
 use mlops_proto::inference::ModelInferRequest;
@@ -17,7 +18,6 @@ use mlops_proto::v1::training_service_client::TrainingServiceClient;
 use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::*;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::pipeline::{Pipeline, STEPS};
 use crate::store::Store;
@@ -392,7 +392,10 @@ impl Runner {
                 run.metrics.clone(),
             )
         };
-        let alias = &pipeline.promote.alias;
+        let Some(promote) = &pipeline.promote else {
+            return Ok("no promote section: no alias moved".into());
+        };
+        let alias = &promote.alias;
         let metric = &pipeline.evaluate.metric;
         let ours = metrics.get(metric).copied().unwrap_or(f64::NAN);
         let mut registry = self.clients.registry.clone();

@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use mlops_core::config::{EndpointSettings, StorageSettings, TelemetrySettings};
+use mlops_core::auth::AuthSettings;
+use mlops_core::config::{EndpointSettings, LimitSettings, StorageSettings, TelemetrySettings};
+use mlops_core::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
 /// The sections of `mlops.toml` this service reads.
@@ -12,6 +14,9 @@ pub struct Settings {
     pub endpoints: EndpointSettings,
     pub storage: StorageSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

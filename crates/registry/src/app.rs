@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 
-use mlops_core::{ApiError, CancellationToken, server};
+use mlops_core::server::{self, ServeOptions};
+use mlops_core::{ApiError, CancellationToken};
 use mlops_proto::v1::registry_service_server::RegistryServiceServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -13,15 +14,25 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     api: Registry,
+    options: ServeOptions,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let options = ServeOptions::from_settings(
+            "registry",
+            &settings.auth,
+            &settings.storage,
+            &settings.limits,
+            &settings.tls,
+        )
+        .await?;
         let store = Store::open(&settings.storage.database_path("registry")).await?;
         let listener = server::bind(settings.registry.listen).await?;
         Ok(Self {
             listener,
             api: Registry { store },
+            options,
         })
     }
 
@@ -35,8 +46,12 @@ impl Application {
         tracing::info!(addr = %self.grpc_addr(), "registry serving");
         server::serve(
             self.listener,
-            Routes::new(RegistryServiceServer::new(self.api)),
+            Routes::new(
+                RegistryServiceServer::new(self.api)
+                    .max_decoding_message_size(self.options.limits.max_message_bytes),
+            ),
             &["mlops.v1.RegistryService"],
+            self.options,
             shutdown,
         )
         .await

@@ -1,6 +1,7 @@
 //! The RegistryService API: validation here, persistence in the store.
 
 use mlops_core::ApiError;
+use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
 use mlops_core::ids::{validate_id, validate_name};
 use mlops_core::storage::validate_digest;
 use mlops_proto::v1::registry_service_server::RegistryService;
@@ -59,8 +60,10 @@ impl RegistryService for Registry {
         &self,
         request: Request<CreateRegisteredModelRequest>,
     ) -> Result<Response<RegisteredModel>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_name("name", &request.name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.name)?;
         Ok(Response::new(
             self.store
                 .create_model(&request.name, &request.description)
@@ -72,26 +75,34 @@ impl RegistryService for Registry {
         &self,
         request: Request<GetRegisteredModelRequest>,
     ) -> Result<Response<RegisteredModel>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let name = request.into_inner().name;
         validate_name("name", &name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &name)?;
         Ok(Response::new(self.store.model(&name).await?))
     }
 
     async fn list_registered_models(
         &self,
-        _request: Request<ListRegisteredModelsRequest>,
+        request: Request<ListRegisteredModelsRequest>,
     ) -> Result<Response<ListRegisteredModelsResponse>, Status> {
-        Ok(Response::new(ListRegisteredModelsResponse {
-            models: self.store.models().await?,
-        }))
+        let models = authorize_visible(
+            request.extensions().get::<Principal>(),
+            ResourceKind::Model,
+            self.store.models().await?,
+            |m| &m.name,
+        )?;
+        Ok(Response::new(ListRegisteredModelsResponse { models }))
     }
 
     async fn create_model_version(
         &self,
         request: Request<CreateModelVersionRequest>,
     ) -> Result<Response<ModelVersion>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_version_request(&request)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
         let version = self.store.create_version(&request).await?;
         tracing::info!(model = %version.model_name, version = version.version, "model version registered");
         Ok(Response::new(version))
@@ -101,8 +112,10 @@ impl RegistryService for Registry {
         &self,
         request: Request<GetModelVersionRequest>,
     ) -> Result<Response<ModelVersion>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
         let version = match (request.version, request.alias.as_str()) {
             (0, "") => self.store.latest_version(&request.model_name).await?,
             (0, alias) => {
@@ -120,8 +133,10 @@ impl RegistryService for Registry {
         &self,
         request: Request<ListModelVersionsRequest>,
     ) -> Result<Response<ListModelVersionsResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let model = request.into_inner().model_name;
         validate_name("model_name", &model)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &model)?;
         Ok(Response::new(ListModelVersionsResponse {
             versions: self.store.versions(&model).await?,
         }))
@@ -131,8 +146,10 @@ impl RegistryService for Registry {
         &self,
         request: Request<SetModelAliasRequest>,
     ) -> Result<Response<SetModelAliasResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
         validate_name("alias", &request.alias)?;
         if request.version == 0 {
             return Err(
@@ -151,8 +168,10 @@ impl RegistryService for Registry {
         &self,
         request: Request<DeleteModelAliasRequest>,
     ) -> Result<Response<DeleteModelAliasResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
         validate_name("alias", &request.alias)?;
         self.store
             .delete_alias(&request.model_name, &request.alias)

@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 
-use mlops_core::config::{StorageSettings, TelemetrySettings};
+use mlops_core::auth::AuthSettings;
+use mlops_core::config::{LimitSettings, StorageSettings, TelemetrySettings};
+use mlops_core::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
 /// The sections of `mlops.toml` this service reads.
@@ -10,6 +12,9 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub storage: StorageSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 use std::net::SocketAddr;
 
+use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
-use mlops_core::{ApiError, CancellationToken, client, server};
+use mlops_core::{ApiError, CancellationToken, client};
 use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
 use mlops_proto::v1::training_service_server::TrainingServiceServer;
 use tokio::net::TcpListener;
@@ -16,15 +17,25 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     api: Training,
+    options: ServeOptions,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
+        let options = ServeOptions::from_settings(
+            "training",
+            &settings.auth,
+            &settings.storage,
+            &settings.limits,
+            &settings.tls,
+        )
+        .await?;
+        let peers = options.client_options(&settings.tls)?;
         let store = Store::open(&settings.storage.database_path("training")).await?;
-        let artifacts = ArtifactStore::local(&settings.storage.artifacts_dir())?;
-        let registry = client::channel(&settings.endpoints.registry)?;
+        let artifacts = ArtifactStore::open(&settings.storage)?;
+        let registry = client::channel(&settings.endpoints.registry, &peers)?;
         let ingestion =
-            IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion)?);
+            IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion, &peers)?);
         let jobs = Jobs::new(
             store,
             artifacts,
@@ -35,6 +46,7 @@ impl Application {
         Ok(Self {
             listener,
             api: Training { jobs, ingestion },
+            options,
         })
     }
 
@@ -48,8 +60,12 @@ impl Application {
         tracing::info!(addr = %self.grpc_addr(), "training serving");
         server::serve(
             self.listener,
-            Routes::new(TrainingServiceServer::new(self.api)),
+            Routes::new(
+                TrainingServiceServer::new(self.api)
+                    .max_decoding_message_size(self.options.limits.max_message_bytes),
+            ),
             &["mlops.v1.TrainingService"],
+            self.options,
             shutdown,
         )
         .await

@@ -1,12 +1,14 @@
 //! The TrainingService API.
 
+use mlops_core::auth::gate::principal;
+use mlops_core::auth::{Action, Principal, ResourceKind, authorize, authorize_visible};
+use mlops_core::client::Channel;
 use mlops_core::ids::{new_id, validate_id, validate_name};
 use mlops_core::watch::{self, WatchStream};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
 use mlops_proto::v1::training_service_server::TrainingService;
 use mlops_proto::v1::*;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::jobs::Jobs;
@@ -19,8 +21,13 @@ pub struct Training {
 }
 
 impl Training {
-    async fn submit(&self, request: SubmitTrainingJobRequest) -> Result<TrainingJob, ApiError> {
+    async fn submit(
+        &self,
+        caller: Option<&Principal>,
+        request: SubmitTrainingJobRequest,
+    ) -> Result<TrainingJob, ApiError> {
         validate_name("dataset", &request.dataset)?;
+        authorize(caller, ResourceKind::Dataset, &request.dataset)?;
         if request.target_column.is_empty() {
             return Err(ApiError::invalid_argument("target_column is required"));
         }
@@ -33,6 +40,9 @@ impl Training {
         }
         if !request.register_as.is_empty() {
             validate_name("register_as", &request.register_as)?;
+            // Registering is its own permission: a caller who may train may not always register.
+            principal(caller)?.require(Action::RegisterModel)?;
+            authorize(caller, ResourceKind::Model, &request.register_as)?;
         }
         let test_fraction = request.test_fraction.unwrap_or(0.2);
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
@@ -90,12 +100,15 @@ impl Training {
         self.jobs.start(job).await
     }
 
-    async fn job(&self, id: &str) -> Result<TrainingJob, ApiError> {
+    /// A job, visible when the caller may see its dataset.
+    async fn job(&self, caller: Option<&Principal>, id: &str) -> Result<TrainingJob, ApiError> {
         validate_id("id", id)?;
-        match self.jobs.subscribe(id) {
-            Some(receiver) => Ok(receiver.borrow().clone()),
-            None => self.jobs.store().get(id).await,
-        }
+        let job = match self.jobs.subscribe(id) {
+            Some(receiver) => receiver.borrow().clone(),
+            None => self.jobs.store().get(id).await?,
+        };
+        authorize(caller, ResourceKind::Dataset, &job.dataset)?;
+        Ok(job)
     }
 }
 
@@ -109,23 +122,33 @@ impl TrainingService for Training {
         &self,
         request: Request<SubmitTrainingJobRequest>,
     ) -> Result<Response<TrainingJob>, Status> {
-        Ok(Response::new(self.submit(request.into_inner()).await?))
+        let caller = request.extensions().get::<Principal>().cloned();
+        Ok(Response::new(
+            self.submit(caller.as_ref(), request.into_inner()).await?,
+        ))
     }
 
     async fn get_training_job(
         &self,
         request: Request<GetTrainingJobRequest>,
     ) -> Result<Response<TrainingJob>, Status> {
-        Ok(Response::new(self.job(&request.into_inner().id).await?))
+        let caller = request.extensions().get::<Principal>().cloned();
+        Ok(Response::new(
+            self.job(caller.as_ref(), &request.into_inner().id).await?,
+        ))
     }
 
     async fn list_training_jobs(
         &self,
-        _request: Request<ListTrainingJobsRequest>,
+        request: Request<ListTrainingJobsRequest>,
     ) -> Result<Response<ListTrainingJobsResponse>, Status> {
-        Ok(Response::new(ListTrainingJobsResponse {
-            jobs: self.jobs.store().list().await?,
-        }))
+        let jobs = authorize_visible(
+            request.extensions().get::<Principal>(),
+            ResourceKind::Dataset,
+            self.jobs.store().list().await?,
+            |j| &j.dataset,
+        )?;
+        Ok(Response::new(ListTrainingJobsResponse { jobs }))
     }
 
     type WatchTrainingJobStream = WatchStream<TrainingJob>;
@@ -134,8 +157,9 @@ impl TrainingService for Training {
         &self,
         request: Request<WatchTrainingJobRequest>,
     ) -> Result<Response<Self::WatchTrainingJobStream>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
         let id = request.into_inner().id;
-        let current = self.job(&id).await?;
+        let current = self.job(caller.as_ref(), &id).await?;
         Ok(Response::new(match self.jobs.subscribe(&id) {
             Some(receiver) => watch::until_terminal(receiver, is_terminal),
             // Finished before this process started: its last state is all there is.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use mlops_core::client::Channel;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, now_ms};
 use mlops_ml::split::train_test_split;
@@ -11,7 +12,6 @@ use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::{CreateModelVersionRequest, JobState, Lineage, TrainingJob};
 use ndarray::Axis;
 use tokio::sync::{Semaphore, watch};
-use tonic::transport::Channel;
 
 use crate::dataset;
 use crate::store::Store;
