@@ -4,3 +4,4 @@ mod bad_input;
 mod binaries;
 mod compose;
 mod quickstart;
+mod security;

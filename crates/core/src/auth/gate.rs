@@ -188,33 +188,56 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
     let path = request.uri().path().to_string();
     let grpc = is_grpc(request.headers());
     let Some(rule) = policy::rule(&path) else {
-        return deny(
-            ApiError::new(
-                ErrorKind::PermissionDenied,
-                format!("no policy allows {path}"),
-            ),
-            grpc,
+        let error = ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!("no policy allows {path}"),
         );
+        return deny(error, grpc);
     };
     if rule.access == Access::Public {
         return next.run(request).await;
     }
-    let principal = match gate.auth.authenticate(request.headers()).await {
+    let checked = gate
+        .auth
+        .authenticate(request.headers())
+        .await
+        .and_then(|principal| {
+            if let Access::Requires(action) = rule.access {
+                principal.require(action)?;
+            }
+            Ok(principal)
+        });
+    let principal = match checked {
         Ok(principal) => principal,
-        Err(error) => return deny(error, grpc),
+        Err(error) => {
+            // Refused mutations are audited too: they are what an investigation looks for.
+            if rule.mutation {
+                let who = match error.kind {
+                    ErrorKind::Unauthenticated => "unauthenticated".to_string(),
+                    _ => gate
+                        .auth
+                        .authenticate(request.headers())
+                        .await
+                        .map(|p| p.subject)
+                        .unwrap_or_default(),
+                };
+                gate.audit(
+                    &who,
+                    &path,
+                    String::new(),
+                    format!("{:?}", error.kind.code()),
+                )
+                .await;
+            }
+            return deny(error, grpc);
+        }
     };
-    if let Access::Requires(action) = rule.access
-        && let Err(error) = principal.require(action)
-    {
-        return deny(error, grpc);
-    }
     request.extensions_mut().insert(principal.clone());
     if !rule.mutation {
         return next.run(request).await;
     }
-    let resource = RefCell::new(String::new());
     let (response, resource) = AUDIT_RESOURCE
-        .scope(resource, async {
+        .scope(RefCell::new(String::new()), async {
             let response = next.run(request).await;
             (response, AUDIT_RESOURCE.with(|r| r.borrow().clone()))
         })
@@ -228,19 +251,26 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
         None if grpc => "Ok".to_string(),
         None => response.status().as_u16().to_string(),
     };
-    let event = AuditRecord {
-        id: 0,
-        time_ms: now_ms(),
-        service: gate.service.to_string(),
-        principal: principal.subject.clone(),
-        action: path,
-        resource,
-        result,
-    };
-    if let Err(error) = gate.auth.store().record(&event).await {
-        tracing::error!(%error, "audit event not recorded");
-    }
+    gate.audit(&principal.subject, &path, resource, result)
+        .await;
     response
+}
+
+impl Gate {
+    async fn audit(&self, principal: &str, action: &str, resource: String, result: String) {
+        let event = AuditRecord {
+            id: 0,
+            time_ms: now_ms(),
+            service: self.service.to_string(),
+            principal: principal.to_string(),
+            action: action.to_string(),
+            resource,
+            result,
+        };
+        if let Err(error) = self.auth.store().record(&event).await {
+            tracing::error!(%error, "audit event not recorded");
+        }
+    }
 }
 
 /// The caller, as the gate authenticated it (`request.extensions().get::<Principal>()`).
