@@ -5,3 +5,4 @@ mod binaries;
 mod compose;
 mod quickstart;
 mod security;
+mod transport_and_storage;

@@ -24,7 +24,9 @@ pub struct TestCluster {
     pub scheme: &'static str,
     client: Client,
     stack: Option<Stack>,
-    data: tempfile::TempDir,
+    /// Owned temp dir, unless the builder was given a data dir.
+    _data: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
 }
 
 #[derive(Default)]
@@ -32,6 +34,8 @@ pub struct TestClusterBuilder {
     env: Vec<(String, String)>,
     sources: Vec<(String, Vec<u8>)>,
     admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
+    config_file: Option<PathBuf>,
 }
 
 impl TestClusterBuilder {
@@ -45,6 +49,30 @@ impl TestClusterBuilder {
     pub fn source(mut self, name: &str, content: impl Into<Vec<u8>>) -> Self {
         self.sources.push((name.into(), content.into()));
         self
+    }
+
+    /// Reuse a data directory (e.g. to restart a cluster on the same data).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// A settings file, as `mlops up --config` takes.
+    pub fn config_file(mut self, file: &Path) -> Self {
+        self.config_file = Some(file.to_path_buf());
+        self
+    }
+
+    /// TLS on every endpoint, with certificates from `mlops dev certs` written to `dir`.
+    pub fn tls(self, dir: &Path, mutual: bool) -> Self {
+        mlops_cli::admin::write_certs(dir, &["localhost".into(), "127.0.0.1".into()])
+            .expect("certificates");
+        let path = |name: &str| dir.join(name).display().to_string();
+        self.setting("MLOPS__TLS__ENABLED", "true")
+            .setting("MLOPS__TLS__CERT_FILE", &path("server.pem"))
+            .setting("MLOPS__TLS__KEY_FILE", &path("server.key"))
+            .setting("MLOPS__TLS__CA_FILE", &path("ca.pem"))
+            .setting("MLOPS__TLS__MUTUAL", if mutual { "true" } else { "false" })
     }
 
     /// Bearer tokens required everywhere; the cluster's default clients use the admin token.
@@ -63,10 +91,16 @@ impl TestClusterBuilder {
     }
 
     pub async fn start(self) -> TestCluster {
-        let data = tempfile::tempdir().expect("temp dir");
+        let owned = match self.data_dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("temp dir")),
+        };
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| owned.as_ref().expect("owned dir").path().to_path_buf());
         let stack = Stack::start(StackOptions {
-            config_file: None,
-            data_dir: Some(data.path().to_path_buf()),
+            config_file: self.config_file,
+            data_dir: Some(data_dir.clone()),
             ephemeral_ports: true,
             env: self.env,
         })
@@ -90,7 +124,8 @@ impl TestClusterBuilder {
                 options,
             },
             stack: Some(stack),
-            data,
+            _data: owned,
+            data_dir,
         }
     }
 }
@@ -142,7 +177,7 @@ impl TestCluster {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.data.path()
+        &self.data_dir
     }
 
     /// Clients presenting `token` (or none).

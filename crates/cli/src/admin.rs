@@ -153,24 +153,28 @@ pub fn write_certs(out: &Path, hosts: &[String]) -> anyhow::Result<()> {
     let issuer = rcgen::Issuer::new(ca, ca_key);
 
     let leaf = |names: Vec<String>,
-                usage: ExtendedKeyUsagePurpose,
+                usages: Vec<ExtendedKeyUsagePurpose>,
                 cn: &str|
      -> anyhow::Result<(String, String)> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     };
     let (server_pem, server_key) = leaf(
         hosts.to_vec(),
-        ExtendedKeyUsagePurpose::ServerAuth,
+        // Services present the same certificate to each other under mutual TLS.
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         "mlops service",
     )?;
     let (client_pem, client_key) = leaf(
         vec!["mlops-client".into()],
-        ExtendedKeyUsagePurpose::ClientAuth,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
         "mlops client",
     )?;
     let write = |name: &str, text: &str| {
