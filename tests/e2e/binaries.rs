@@ -9,6 +9,7 @@ use mlops_e2e::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let dir = tempfile::tempdir().unwrap();
+    let admin = mlops_core::auth::generate_token();
     let sources = dir.path().join("sources");
     std::fs::create_dir_all(&sources).unwrap();
     std::fs::write(sources.join("diabetes.csv"), QUICKSTART_CSV).unwrap();
@@ -32,6 +33,12 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
         ("MLOPS__ENDPOINTS__REGISTRY", url(registry)),
         ("MLOPS__ENDPOINTS__INFERENCE", url(inference)),
         ("MLOPS__TELEMETRY__FORMAT", "json".to_string()),
+        ("MLOPS__AUTH__ENABLED", "true".to_string()),
+        (
+            "MLOPS__AUTH__SERVICE_TOKEN",
+            mlops_core::auth::generate_token(),
+        ),
+        ("MLOPS__AUTH__ADMIN_TOKEN", admin.clone()),
     ];
     let services: [(&str, Vec<(&str, String)>); 5] = [
         (
@@ -99,11 +106,12 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     ];
     let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
     let out = tokio::task::spawn_blocking({
-        let addrs = addrs.clone();
+        let (addrs, admin) = (addrs.clone(), admin.clone());
         move || {
             mlops_cli(
                 &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
                 &addrs,
+                Some(&admin),
             )
         }
     })
@@ -117,6 +125,7 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let shown: serde_json::Value = serde_json::from_str(&mlops_cli(
         &["models", "show", "diabetes-linear@champion", "--json"],
         &addrs,
+        Some(&admin),
     ))
     .unwrap();
     assert_eq!(shown["version"], 1);
@@ -134,6 +143,7 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let predicted: serde_json::Value = serde_json::from_str(&mlops_cli(
         &["predict", "diabetes-linear@champion", "--json", &row],
         &addrs,
+        Some(&admin),
     ))
     .unwrap();
     assert_eq!(predicted["model_version"], "1");
@@ -159,12 +169,12 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let got = predicted["predictions"][0].as_f64().unwrap();
     assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
 
-    let runs = mlops_cli(&["pipeline", "runs"], &addrs);
+    let runs = mlops_cli(&["pipeline", "runs"], &addrs, Some(&admin));
     assert!(
         runs.contains("quickstart") && runs.contains("succeeded"),
         "{runs}"
     );
-    let listed = mlops_cli(&["models", "list"], &addrs);
+    let listed = mlops_cli(&["models", "list"], &addrs, Some(&admin));
     assert!(listed.contains("champion=1"), "{listed}");
 
     processes.terminate_gracefully();

@@ -81,6 +81,12 @@ async fn compose_stack_runs_the_quickstart() {
         .map(|(n, p)| (format!("MLOPS_{n}_PORT"), p.to_string()))
         .collect();
     env.push(("MLOPS_IMAGE_TAG".into(), tag.clone()));
+    let admin = mlops_core::auth::generate_token();
+    env.push(("MLOPS_ADMIN_TOKEN".into(), admin.clone()));
+    env.push((
+        "MLOPS_SERVICE_TOKEN".into(),
+        mlops_core::auth::generate_token(),
+    ));
     let project = Project {
         command: compose_command(),
         name: format!("mlopse2e{}", std::process::id()),
@@ -119,11 +125,12 @@ async fn compose_stack_runs_the_quickstart() {
     ];
     let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
     let out = tokio::task::spawn_blocking({
-        let addrs = addrs.clone();
+        let (addrs, admin) = (addrs.clone(), admin.clone());
         move || {
             mlops_cli(
                 &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
                 &addrs,
+                Some(&admin),
             )
         }
     })
@@ -139,6 +146,7 @@ async fn compose_stack_runs_the_quickstart() {
     let predicted: serde_json::Value = serde_json::from_str(&mlops_cli(
         &["predict", "diabetes-linear", "--json", &row],
         &addrs,
+        Some(&admin),
     ))
     .unwrap();
     assert_eq!(predicted["model_version"], "1");
@@ -150,14 +158,11 @@ async fn compose_stack_runs_the_quickstart() {
         .find(|(n, _)| *n == "INFERENCE_HTTP")
         .unwrap()
         .1;
-    let (status, body) = http(
-        ([127, 0, 0, 1], http_port).into(),
-        "GET",
-        "/v2/models/diabetes-linear",
-        "",
-    )
-    .await;
+    let addr = ([127, 0, 0, 1], http_port).into();
+    let (status, body) = http_as(addr, "GET", "/v2/models/diabetes-linear", "", Some(&admin)).await;
     assert_eq!(status, 200, "{body}");
+    let (status, _) = http(addr, "GET", "/v2/models/diabetes-linear", "").await;
+    assert_eq!(status, 401, "the compose deployment requires a token");
     drop(project);
     let _ = Command::new("docker")
         .args(["image", "rm", &format!("mlops:{tag}")])

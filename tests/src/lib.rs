@@ -351,11 +351,25 @@ pub async fn http(
     path: &str,
     body: &str,
 ) -> (u16, String) {
+    http_as(addr, method, path, body, None).await
+}
+
+/// [`http`] with `authorization: Bearer <token>`.
+pub async fn http_as(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{body}",
+        body.len(),
+        token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
@@ -403,9 +417,12 @@ pub fn decode_fp64(raw: &[u8]) -> Vec<f64> {
 
 /// Runs the `mlops` CLI binary with the given service addresses; returns stdout, panicking with
 /// stderr when it fails.
-pub fn mlops_cli(args: &[&str], addrs: &[(&str, String)]) -> String {
+pub fn mlops_cli(args: &[&str], addrs: &[(&str, String)], token: Option<&str>) -> String {
     let mut command = std::process::Command::new(binary("mlops"));
     command.args(args);
+    if let Some(token) = token {
+        command.env("MLOPS_TOKEN", token);
+    }
     for (name, url) in addrs {
         command.env(format!("MLOPS_{}_ADDR", name.to_uppercase()), url);
     }

@@ -3,6 +3,9 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -26,7 +29,7 @@ pub async fn open(
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
@@ -45,8 +48,11 @@ pub async fn open(
             })
             .collect(),
     );
-    migrator
-        .run(&pool)
+    // Several processes may open a shared file (auth.db) at once and race to migrate it; the
+    // loser sees the winner's migrations on its next attempt.
+    (|| migrator.run(&pool))
+        .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(6))
+        .notify(|error, _| tracing::debug!(%error, "migration attempt failed; retrying"))
         .await
         .map_err(|e| ApiError::internal(format!("migrating {}: {e}", path.display())))?;
     Ok(pool)

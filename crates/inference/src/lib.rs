@@ -7,7 +7,7 @@ mod grpc;
 mod models;
 mod rest;
 mod settings;
-mod tensor;
+pub mod tensor;
 
 pub use app::{Application, serve};
 pub use settings::{InferenceSettings, Settings};
