@@ -177,5 +177,40 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let listed = mlops_cli(&["models", "list"], &addrs, Some(&admin));
     assert!(listed.contains("champion=1"), "{listed}");
 
+    // `mlops auth`: an admin mints a viewer token; the viewer can read but not move aliases.
+    let create = [
+        "auth", "token", "create", "--name", "watcher", "--role", "viewer",
+    ];
+    let viewer = mlops_cli(&create, &addrs, Some(&admin)).trim().to_string();
+    assert!(viewer.starts_with("mlops_"), "{viewer}");
+    let me = mlops_cli(&["auth", "whoami"], &addrs, Some(&viewer));
+    assert!(me.contains("watcher (viewer)"), "{me}");
+    let refused = Command::new(binary("mlops"))
+        .args(["models", "alias", "diabetes-linear", "champion", "1"])
+        .env("MLOPS_REGISTRY_ADDR", url(registry))
+        .env("MLOPS_TOKEN", &viewer)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("PermissionDenied") && !stderr.contains(&viewer),
+        "{stderr}"
+    );
+    let audit = mlops_cli(&["auth", "audit", "--limit", "200"], &addrs, Some(&admin));
+    assert!(
+        audit.contains("/mlops.v1.OrchestratorService/RunPipeline"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("watcher") && audit.contains("SetModelAlias"),
+        "{audit}"
+    );
+    let tokens = mlops_cli(&["auth", "token", "list"], &addrs, Some(&admin));
+    assert!(
+        tokens.contains("watcher") && !tokens.contains(&viewer),
+        "{tokens}"
+    );
+
     processes.terminate_gracefully();
 }

@@ -195,6 +195,11 @@ mod tests {
         let text = std::fs::read_to_string(EXAMPLE).unwrap();
         let known = [
             "storage",
+            "storage.encryption",
+            "auth",
+            "auth.jwt",
+            "tls",
+            "limits",
             "telemetry",
             "endpoints",
             "orchestrator",

@@ -51,7 +51,11 @@ pub async fn open(
     // Several processes may open a shared file (auth.db) at once and race to migrate it; the
     // loser sees the winner's migrations on its next attempt.
     (|| migrator.run(&pool))
-        .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(6))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(6),
+        )
         .notify(|error, _| tracing::debug!(%error, "migration attempt failed; retrying"))
         .await
         .map_err(|e| ApiError::internal(format!("migrating {}: {e}", path.display())))?;

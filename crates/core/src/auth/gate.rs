@@ -197,32 +197,13 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
     if rule.access == Access::Public {
         return next.run(request).await;
     }
-    let checked = gate
-        .auth
-        .authenticate(request.headers())
-        .await
-        .and_then(|principal| {
-            if let Access::Requires(action) = rule.access {
-                principal.require(action)?;
-            }
-            Ok(principal)
-        });
-    let principal = match checked {
+    // Refused mutations are audited too: they are what an investigation looks for.
+    let principal = match gate.auth.authenticate(request.headers()).await {
         Ok(principal) => principal,
         Err(error) => {
-            // Refused mutations are audited too: they are what an investigation looks for.
             if rule.mutation {
-                let who = match error.kind {
-                    ErrorKind::Unauthenticated => "unauthenticated".to_string(),
-                    _ => gate
-                        .auth
-                        .authenticate(request.headers())
-                        .await
-                        .map(|p| p.subject)
-                        .unwrap_or_default(),
-                };
                 gate.audit(
-                    &who,
+                    "unauthenticated",
                     &path,
                     String::new(),
                     format!("{:?}", error.kind.code()),
@@ -232,6 +213,20 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
             return deny(error, grpc);
         }
     };
+    if let Access::Requires(action) = rule.access
+        && let Err(error) = principal.require(action)
+    {
+        if rule.mutation {
+            gate.audit(
+                &principal.subject,
+                &path,
+                String::new(),
+                format!("{:?}", error.kind.code()),
+            )
+            .await;
+        }
+        return deny(error, grpc);
+    }
     request.extensions_mut().insert(principal.clone());
     if !rule.mutation {
         return next.run(request).await;
