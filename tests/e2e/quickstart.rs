@@ -218,6 +218,7 @@ async fn aliases_move_and_delete() {
         model_name: "tiny-model".into(),
         alias: "prod".into(),
         version,
+        expected_version: None,
     };
     assert_eq!(
         registry

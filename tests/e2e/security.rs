@@ -234,6 +234,7 @@ async fn roles_grants_revocation_expiry_and_audit() {
         model_name: "sales-model".into(),
         alias: "champion".into(),
         version: 1,
+        expected_version: None,
     };
     assert_eq!(
         code(alice.registry().set_model_alias(alias()).await),

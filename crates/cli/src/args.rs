@@ -182,7 +182,18 @@ pub enum ModelsCommand {
         model: String,
         alias: String,
         version: u32,
+        /// Only if the alias still points at this version (0: only if it does not exist).
+        #[arg(long)]
+        expect: Option<u32>,
     },
+    /// Every move of a model's aliases, newest first.
+    History {
+        model: String,
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Delete a version (`M:V`); refused while an alias points at it.
+    Delete { version: String },
 }
 
 #[derive(Debug, Subcommand)]

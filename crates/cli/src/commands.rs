@@ -101,7 +101,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             alias,
             version,
-        }) => set_alias(&e, model, alias, version).await,
+            expect,
+        }) => set_alias(&e, model, alias, version, expect).await,
+        Command::Models(ModelsCommand::History { model, alias }) => {
+            alias_history(&e, model, alias).await
+        }
+        Command::Models(ModelsCommand::Delete { version }) => delete_version(&e, &version).await,
         Command::Predict { model, json } => predict(&e, &model, &json).await,
         Command::Pipeline(PipelineCommand::Run { file, wait }) => {
             let yaml = std::fs::read_to_string(&file)
@@ -481,12 +486,19 @@ async fn show_model(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<(
     Ok(())
 }
 
-async fn set_alias(e: &Ctx, model_name: String, alias: String, version: u32) -> anyhow::Result<()> {
+async fn set_alias(
+    e: &Ctx,
+    model_name: String,
+    alias: String,
+    version: u32,
+    expect: Option<u32>,
+) -> anyhow::Result<()> {
     let previous = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
         .set_model_alias(SetModelAliasRequest {
             model_name: model_name.clone(),
             alias: alias.clone(),
             version,
+            expected_version: expect,
         })
         .await
         .map_err(rpc("registry", &e.registry))?
@@ -496,6 +508,56 @@ async fn set_alias(e: &Ctx, model_name: String, alias: String, version: u32) -> 
         0 => println!("{model_name}@{alias} -> version {version}"),
         p => println!("{model_name}@{alias} -> version {version} (was {p})"),
     }
+    Ok(())
+}
+
+async fn alias_history(e: &Ctx, model_name: String, alias: Option<String>) -> anyhow::Result<()> {
+    let changes = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
+        .list_alias_history(ListAliasHistoryRequest {
+            model_name,
+            alias: alias.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc("registry", &e.registry))?
+        .into_inner()
+        .changes;
+    println!(
+        "{:<14} {:<16} {:>5} -> {:<5} BY",
+        "TIME_MS", "ALIAS", "FROM", "TO"
+    );
+    let shown = |v: u32| {
+        if v == 0 {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    for c in changes {
+        println!(
+            "{:<14} {:<16} {:>5} -> {:<5} {}",
+            c.time_ms,
+            c.alias,
+            shown(c.from_version),
+            shown(c.to_version),
+            c.principal
+        );
+    }
+    Ok(())
+}
+
+async fn delete_version(e: &Ctx, reference: &str) -> anyhow::Result<()> {
+    let (model_name, selector) = model_ref(reference)?;
+    let Selector::Version(version) = selector else {
+        bail!("name the version to delete as MODEL:VERSION");
+    };
+    RegistryServiceClient::new(e.connect("registry", &e.registry)?)
+        .delete_model_version(DeleteModelVersionRequest {
+            model_name: model_name.clone(),
+            version,
+        })
+        .await
+        .map_err(rpc("registry", &e.registry))?;
+    println!("deleted {model_name}:{version}");
     Ok(())
 }
 

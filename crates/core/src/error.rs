@@ -12,6 +12,10 @@ pub enum ErrorKind {
     Unauthenticated,
     PermissionDenied,
     Unavailable,
+    /// A concurrent change won (compare-and-swap lost): retry with fresh state.
+    Aborted,
+    /// Stored bytes no longer match their digest, or fail authentication.
+    DataLoss,
     Internal,
 }
 
@@ -26,6 +30,8 @@ impl ErrorKind {
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Unavailable => Code::Unavailable,
+            Self::Aborted => Code::Aborted,
+            Self::DataLoss => Code::DataLoss,
             Self::Internal => Code::Internal,
         }
     }
@@ -64,6 +70,12 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
     }
+    pub fn aborted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Aborted, message)
+    }
+    pub fn data_loss(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::DataLoss, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
@@ -74,7 +86,9 @@ impl ApiError {
             Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
             Code::NotFound => ErrorKind::NotFound,
             Code::AlreadyExists => ErrorKind::AlreadyExists,
-            Code::FailedPrecondition | Code::Aborted => ErrorKind::FailedPrecondition,
+            Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+            Code::Aborted => ErrorKind::Aborted,
+            Code::DataLoss => ErrorKind::DataLoss,
             Code::ResourceExhausted => ErrorKind::ResourceExhausted,
             Code::Unauthenticated => ErrorKind::Unauthenticated,
             Code::PermissionDenied => ErrorKind::PermissionDenied,

@@ -83,7 +83,7 @@ impl ArtifactStore {
         let mut bytes = self.store.get(&key(digest)).await?.bytes().await?;
         if Cipher::is_sealed(&bytes) {
             let cipher = self.cipher.as_ref().ok_or_else(|| {
-                ApiError::internal(format!(
+                ApiError::failed_precondition(format!(
                     "artifact {digest} is encrypted and no storage.encryption key is configured"
                 ))
             })?;
@@ -91,8 +91,8 @@ impl ArtifactStore {
         }
         // The content is its own checksum: refuse a corrupted blob rather than serve it.
         if sha256_hex(&bytes) != digest {
-            return Err(ApiError::internal(format!(
-                "artifact {digest} is corrupted"
+            return Err(ApiError::data_loss(format!(
+                "artifact {digest} is corrupted: its bytes no longer match the digest"
             )));
         }
         Ok(bytes)

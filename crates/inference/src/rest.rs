@@ -90,6 +90,8 @@ impl IntoResponse for HttpError {
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Aborted => StatusCode::CONFLICT,
+            ErrorKind::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if self.0.kind == ErrorKind::Internal {

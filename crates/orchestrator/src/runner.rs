@@ -406,7 +406,8 @@ impl Runner {
                 alias: alias.clone(),
             })
             .await;
-        let reason = match current {
+        // The decision holds only if nobody moved the alias meanwhile: compare-and-swap on it.
+        let (reason, expected) = match current {
             Ok(champion) => {
                 let champion = champion.into_inner();
                 let theirs = champion.metrics.get(metric).copied().unwrap_or(f64::NAN);
@@ -421,13 +422,14 @@ impl Runner {
                         champion.version
                     ));
                 }
-                format!(
+                let reason = format!(
                     "{metric} {ours:.4} beats {theirs:.4} of version {}",
                     champion.version
-                )
+                );
+                (reason, champion.version)
             }
             Err(status) if status.code() == tonic::Code::NotFound => {
-                format!("there was no {alias}")
+                (format!("there was no {alias}"), 0)
             }
             Err(status) => return Err(ApiError::from_status("registry", &status)),
         };
@@ -436,6 +438,7 @@ impl Runner {
                 model_name: model.clone(),
                 alias: alias.clone(),
                 version,
+                expected_version: Some(expected),
             })
             .await
             .map_err(peer("registry"))?;

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 
 use mlops_core::server::{self, ServeOptions};
+use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, CancellationToken};
 use mlops_proto::v1::registry_service_server::RegistryServiceServer;
 use tokio::net::TcpListener;
@@ -31,7 +32,10 @@ impl Application {
         let listener = server::bind(settings.registry.listen).await?;
         Ok(Self {
             listener,
-            api: Registry { store },
+            api: Registry {
+                store,
+                artifacts: ArtifactStore::open(&settings.storage)?,
+            },
             options,
         })
     }

@@ -1,17 +1,19 @@
 //! The RegistryService API: validation here, persistence in the store.
 
-use mlops_core::ApiError;
 use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
 use mlops_core::ids::{validate_id, validate_name};
+use mlops_core::storage::ArtifactStore;
 use mlops_core::storage::validate_digest;
+use mlops_core::{ApiError, ErrorKind};
 use mlops_proto::v1::registry_service_server::RegistryService;
 use mlops_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::store::Store;
+use crate::store::{AliasMove, Store};
 
 pub struct Registry {
     pub store: Store,
+    pub artifacts: ArtifactStore,
 }
 
 fn validate_version_request(request: &CreateModelVersionRequest) -> Result<(), ApiError> {
@@ -103,7 +105,21 @@ impl RegistryService for Registry {
         let request = request.into_inner();
         validate_version_request(&request)?;
         authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
-        let version = self.store.create_version(&request).await?;
+        // A version may only point at a bundle that exists and is intact.
+        match self.artifacts.get(&request.artifact_digest).await {
+            Err(error) if error.kind == ErrorKind::NotFound => {
+                return Err(ApiError::failed_precondition(format!(
+                    "artifact_digest {} is not in the artifact store",
+                    request.artifact_digest
+                ))
+                .into());
+            }
+            other => other?,
+        };
+        let version = self
+            .store
+            .create_version(&request, &subject(&caller))
+            .await?;
         tracing::info!(model = %version.model_name, version = version.version, "model version registered");
         Ok(Response::new(version))
     }
@@ -156,10 +172,15 @@ impl RegistryService for Registry {
                 ApiError::invalid_argument("version is required (versions start at 1)").into(),
             );
         }
+        let moves = [AliasMove {
+            alias: &request.alias,
+            version: request.version,
+            expected: request.expected_version,
+        }];
         let previous_version = self
             .store
-            .set_alias(&request.model_name, &request.alias, request.version)
-            .await?;
+            .set_aliases(&request.model_name, &moves, &subject(&caller))
+            .await?[0];
         tracing::info!(model = %request.model_name, alias = %request.alias, version = request.version, previous_version, "alias set");
         Ok(Response::new(SetModelAliasResponse { previous_version }))
     }
@@ -174,8 +195,100 @@ impl RegistryService for Registry {
         authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
         validate_name("alias", &request.alias)?;
         self.store
-            .delete_alias(&request.model_name, &request.alias)
+            .delete_alias(&request.model_name, &request.alias, &subject(&caller))
             .await?;
         Ok(Response::new(DeleteModelAliasResponse {}))
     }
+
+    async fn set_model_aliases(
+        &self,
+        request: Request<SetModelAliasesRequest>,
+    ) -> Result<Response<SetModelAliasesResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
+        if request.moves.is_empty() {
+            return Err(ApiError::invalid_argument("moves must name at least one alias").into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for change in &request.moves {
+            validate_name("moves.alias", &change.alias)?;
+            if change.version == 0 {
+                return Err(ApiError::invalid_argument(format!(
+                    "moves: alias {:?} needs a version (from 1)",
+                    change.alias
+                ))
+                .into());
+            }
+            if !seen.insert(change.alias.as_str()) {
+                return Err(ApiError::invalid_argument(format!(
+                    "moves: alias {:?} appears twice",
+                    change.alias
+                ))
+                .into());
+            }
+        }
+        let moves: Vec<AliasMove> = request
+            .moves
+            .iter()
+            .map(|m| AliasMove {
+                alias: &m.alias,
+                version: m.version,
+                expected: m.expected_version,
+            })
+            .collect();
+        let previous_versions = self
+            .store
+            .set_aliases(&request.model_name, &moves, &subject(&caller))
+            .await?;
+        tracing::info!(model = %request.model_name, moves = moves.len(), "aliases set");
+        Ok(Response::new(SetModelAliasesResponse { previous_versions }))
+    }
+
+    async fn list_alias_history(
+        &self,
+        request: Request<ListAliasHistoryRequest>,
+    ) -> Result<Response<ListAliasHistoryResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
+        if !request.alias.is_empty() {
+            validate_name("alias", &request.alias)?;
+        }
+        let changes = self
+            .store
+            .alias_history(&request.model_name, &request.alias)
+            .await?;
+        Ok(Response::new(ListAliasHistoryResponse { changes }))
+    }
+
+    async fn delete_model_version(
+        &self,
+        request: Request<DeleteModelVersionRequest>,
+    ) -> Result<Response<DeleteModelVersionResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
+        if request.version == 0 {
+            return Err(
+                ApiError::invalid_argument("version is required (versions start at 1)").into(),
+            );
+        }
+        self.store
+            .delete_version(&request.model_name, request.version)
+            .await?;
+        tracing::info!(model = %request.model_name, version = request.version, "model version deleted");
+        Ok(Response::new(DeleteModelVersionResponse {}))
+    }
+}
+
+/// Who is acting, for the records that keep it.
+fn subject(caller: &Option<Principal>) -> String {
+    caller
+        .as_ref()
+        .map(|p| p.subject.clone())
+        .unwrap_or_default()
 }

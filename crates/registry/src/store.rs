@@ -5,12 +5,28 @@ use std::path::Path;
 
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
-use mlops_proto::v1::{CreateModelVersionRequest, Lineage, ModelVersion, RegisteredModel};
+use mlops_proto::v1::{
+    AliasChange, CreateModelVersionRequest, Lineage, ModelVersion, RegisteredModel,
+};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "models", include_str!("migrations/0001_models.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "models", include_str!("migrations/0001_models.sql")),
+    (
+        2,
+        "alias history",
+        include_str!("migrations/0002_alias_history.sql"),
+    ),
+];
+
+/// One alias to point at `version`, optionally only if it currently points at `expected`
+/// (0: only if it does not exist yet).
+pub struct AliasMove<'a> {
+    pub alias: &'a str,
+    pub version: u32,
+    pub expected: Option<u32>,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -97,6 +113,7 @@ impl Store {
     pub async fn create_version(
         &self,
         request: &CreateModelVersionRequest,
+        created_by: &str,
     ) -> Result<ModelVersion, ApiError> {
         let lineage = request.lineage.clone().unwrap_or_default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -114,8 +131,8 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, \
-             feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&request.model_name)
         .bind(version)
@@ -130,6 +147,7 @@ impl Store {
         .bind(&lineage.dataset_digest)
         .bind(&lineage.training_job_id)
         .bind(now)
+        .bind(created_by)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -196,43 +214,149 @@ impl Store {
         Ok(versions)
     }
 
-    /// Returns the version the alias pointed at before (0 when new).
-    pub async fn set_alias(&self, model: &str, alias: &str, version: u32) -> Result<u32, ApiError> {
-        self.version(model, version).await?;
+    /// Moves every alias in `moves` in one transaction, checking each compare-and-swap
+    /// expectation first: all move or none. Returns the previous version of each (0: new).
+    pub async fn set_aliases(
+        &self,
+        model: &str,
+        moves: &[AliasMove<'_>],
+        principal: &str,
+    ) -> Result<Vec<u32>, ApiError> {
+        self.model(model).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let previous: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?",
-        )
-        .bind(model)
-        .bind(alias)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO model_aliases (model_name, alias, version, updated_at_ms) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(model)
-        .bind(alias)
-        .bind(version as i64)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let now = now_ms();
+        let mut previous_versions = Vec::with_capacity(moves.len());
+        for change in moves {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM model_versions WHERE model_name = ? AND version = ?",
+            )
+            .bind(model)
+            .bind(change.version as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "model {model:?} has no version {} for alias {:?}",
+                    change.version, change.alias
+                )));
+            }
+            let previous = current_alias(&mut tx, model, change.alias).await?;
+            if let Some(expected) = change.expected
+                && expected != previous
+            {
+                return Err(ApiError::aborted(format!(
+                    "alias {:?} points at version {previous}, not the expected {expected}: someone moved it; re-read and retry",
+                    change.alias
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO model_aliases (model_name, alias, version, updated_at_ms) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(model)
+            .bind(change.alias)
+            .bind(change.version as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            record_alias_change(
+                &mut tx,
+                model,
+                change.alias,
+                previous,
+                change.version,
+                principal,
+                now,
+            )
+            .await?;
+            previous_versions.push(previous);
+        }
         tx.commit().await?;
-        Ok(previous.unwrap_or_default() as u32)
+        Ok(previous_versions)
     }
 
-    pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<(), ApiError> {
-        let deleted = sqlx::query("DELETE FROM model_aliases WHERE model_name = ? AND alias = ?")
-            .bind(model)
-            .bind(alias)
-            .execute(&self.pool)
-            .await?;
-        if deleted.rows_affected() == 0 {
+    pub async fn delete_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        principal: &str,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let previous = current_alias(&mut tx, model, alias).await?;
+        if previous == 0 {
+            drop(tx);
             self.model(model).await?;
             return Err(ApiError::not_found(format!(
                 "model {model:?} has no alias {alias:?}"
             )));
         }
+        sqlx::query("DELETE FROM model_aliases WHERE model_name = ? AND alias = ?")
+            .bind(model)
+            .bind(alias)
+            .execute(&mut *tx)
+            .await?;
+        record_alias_change(&mut tx, model, alias, previous, 0, principal, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Newest first; only `alias` when it is not empty.
+    pub async fn alias_history(
+        &self,
+        model: &str,
+        alias: &str,
+    ) -> Result<Vec<AliasChange>, ApiError> {
+        self.model(model).await?;
+        sqlx::query("SELECT * FROM alias_history WHERE model_name = ? AND (? = '' OR alias = ?) ORDER BY id DESC")
+            .bind(model)
+            .bind(alias)
+            .bind(alias)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(AliasChange {
+                    alias: row.try_get("alias")?,
+                    from_version: row.try_get::<i64, _>("from_version")? as u32,
+                    to_version: row.try_get::<i64, _>("to_version")? as u32,
+                    principal: row.try_get("principal")?,
+                    time_ms: row.try_get("time_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+
+    /// Deletes a version's record; refused while an alias points at it.
+    pub async fn delete_version(&self, model: &str, version: u32) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let aliases: Vec<String> = sqlx::query_scalar(
+            "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
+        )
+        .bind(model)
+        .bind(version as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !aliases.is_empty() {
+            return Err(ApiError::failed_precondition(format!(
+                "model {model:?} version {version} is behind alias {}: move or delete the alias first",
+                aliases.join(", ")
+            )));
+        }
+        let deleted =
+            sqlx::query("DELETE FROM model_versions WHERE model_name = ? AND version = ?")
+                .bind(model)
+                .bind(version as i64)
+                .execute(&mut *tx)
+                .await?;
+        if deleted.rows_affected() == 0 {
+            drop(tx);
+            self.model(model).await?;
+            return Err(ApiError::not_found(format!(
+                "model {model:?} has no version {version}"
+            )));
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -262,9 +386,47 @@ impl Store {
             }),
             aliases,
             created_at_ms: row.try_get("created_at_ms")?,
+            created_by: row.try_get("created_by")?,
             model_name,
         })
     }
+}
+
+async fn current_alias(
+    tx: &mut sqlx::SqliteConnection,
+    model: &str,
+    alias: &str,
+) -> Result<u32, ApiError> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?")
+            .bind(model)
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(version.unwrap_or_default() as u32)
+}
+
+async fn record_alias_change(
+    tx: &mut sqlx::SqliteConnection,
+    model: &str,
+    alias: &str,
+    from: u32,
+    to: u32,
+    principal: &str,
+    time_ms: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO alias_history (model_name, alias, from_version, to_version, principal, time_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(model)
+    .bind(alias)
+    .bind(from as i64)
+    .bind(to as i64)
+    .bind(principal)
+    .bind(time_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {

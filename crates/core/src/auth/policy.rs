@@ -9,13 +9,14 @@ pub enum Action {
     Train,
     RegisterModel,
     Deploy,
+    DeleteModel,
     RunPipeline,
     ManageAuth,
     ReadAudit,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Read,
         Action::Predict,
         Action::WriteData,
@@ -23,6 +24,7 @@ impl Action {
         Action::Train,
         Action::RegisterModel,
         Action::Deploy,
+        Action::DeleteModel,
         Action::RunPipeline,
         Action::ManageAuth,
         Action::ReadAudit,
@@ -37,6 +39,7 @@ impl Action {
             Action::Train => "train",
             Action::RegisterModel => "register_model",
             Action::Deploy => "deploy",
+            Action::DeleteModel => "delete_model",
             Action::RunPipeline => "run_pipeline",
             Action::ManageAuth => "manage_auth",
             Action::ReadAudit => "read_audit",
@@ -117,6 +120,12 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
         ("/mlops.v1.RegistryService/ListModelVersions", read(Read)),
         ("/mlops.v1.RegistryService/SetModelAlias", write(Deploy)),
         ("/mlops.v1.RegistryService/DeleteModelAlias", write(Deploy)),
+        ("/mlops.v1.RegistryService/SetModelAliases", write(Deploy)),
+        ("/mlops.v1.RegistryService/ListAliasHistory", read(Read)),
+        (
+            "/mlops.v1.RegistryService/DeleteModelVersion",
+            write(DeleteModel),
+        ),
         (
             "/mlops.v1.OrchestratorService/RunPipeline",
             write(RunPipeline),

@@ -53,7 +53,7 @@ impl Role {
                 Read | Predict | WriteData | Train | RegisterModel | RunPipeline
             ),
             Role::Deployer => matches!(action, Read | Predict | Deploy),
-            Role::Service => !matches!(action, ManageAuth | ReadAudit | DeleteData),
+            Role::Service => !matches!(action, ManageAuth | ReadAudit | DeleteData | DeleteModel),
         }
     }
 

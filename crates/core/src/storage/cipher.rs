@@ -158,7 +158,7 @@ impl Cipher {
 
     pub fn open(&self, blob: &[u8], aad: &[u8]) -> Result<Vec<u8>, ApiError> {
         if !Self::is_sealed(blob) || blob[MAGIC.len()] != FORMAT {
-            return Err(ApiError::internal(
+            return Err(ApiError::data_loss(
                 "blob is not in a known encrypted format",
             ));
         }
@@ -177,13 +177,13 @@ impl Cipher {
             .chain(&self.keys)
             .find(|k| k.id == key_id)
             .ok_or_else(|| {
-                ApiError::internal(format!(
+                ApiError::failed_precondition(format!(
                     "blob is encrypted with key {} which is not configured",
                     hex::encode(key_id)
                 ))
             })?;
         let corrupt =
-            |_| ApiError::internal("encrypted blob failed authentication (corrupt or wrong key)");
+            |_| ApiError::data_loss("encrypted blob failed authentication (corrupt or tampered)");
         let data_key = kek
             .cipher
             .decrypt(

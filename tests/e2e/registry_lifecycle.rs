@@ -1,0 +1,255 @@
+//! Registry lifecycle: gapless concurrent versions, compare-and-swap aliases, atomic multi-alias
+//! moves with history, protected deletes, and corrupted artifacts reported as DATA_LOSS.
+
+use mlops_e2e::*;
+use mlops_proto::v1::*;
+use tonic::Code;
+
+const BUNDLE: &str = r#"{"format_version":1,"model_type":"linear","feature_names":["a","b"],"target":"y","coefficients":[1.5,-2.0],"intercept":3.0}"#;
+
+/// Puts a bundle into the cluster's artifact store, as a training job would.
+async fn store_bundle(cluster: &TestCluster, text: &str) -> String {
+    let store =
+        mlops_core::storage::ArtifactStore::local(&cluster.data_dir().join("artifacts"), None)
+            .unwrap();
+    store
+        .put(bytes::Bytes::copy_from_slice(text.as_bytes()))
+        .await
+        .unwrap()
+}
+
+fn version_request(model: &str, digest: &str) -> CreateModelVersionRequest {
+    CreateModelVersionRequest {
+        model_name: model.into(),
+        model_type: "linear".into(),
+        artifact_digest: digest.into(),
+        feature_names: vec!["a".into(), "b".into()],
+        target: "y".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_versions_are_gapless_and_aliases_compare_and_swap() {
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+
+    // 200 concurrent creations: numbers 1..=200, none twice.
+    let calls = (0..200).map(|_| {
+        let mut registry = cluster.registry();
+        let request = version_request("busy", &digest);
+        tokio::spawn(async move {
+            registry
+                .create_model_version(request)
+                .await
+                .map(|r| r.into_inner().version)
+        })
+    });
+    let mut versions: Vec<u32> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=200).collect::<Vec<u32>>());
+
+    // A version must point at a bundle the store holds.
+    let missing = cluster
+        .registry()
+        .create_model_version(version_request("busy", &"a".repeat(64)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.code(),
+        Code::FailedPrecondition,
+        "{}",
+        missing.message()
+    );
+
+    // Compare-and-swap: two promoters that both saw "no champion"; only the first wins.
+    let mut registry = cluster.registry();
+    let promote = |version, expected| SetModelAliasRequest {
+        model_name: "busy".into(),
+        alias: "champion".into(),
+        version,
+        expected_version: expected,
+    };
+    registry.set_model_alias(promote(7, Some(0))).await.unwrap();
+    let lost = registry
+        .set_model_alias(promote(9, Some(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(lost.code(), Code::Aborted, "{}", lost.message());
+    assert!(
+        lost.message().contains("points at version 7"),
+        "{}",
+        lost.message()
+    );
+    assert_eq!(
+        registry
+            .set_model_alias(promote(9, Some(7)))
+            .await
+            .unwrap()
+            .into_inner()
+            .previous_version,
+        7
+    );
+    let to_missing = registry
+        .set_model_alias(promote(999, None))
+        .await
+        .unwrap_err();
+    assert_eq!(to_missing.code(), Code::NotFound);
+
+    // Several aliases move together or not at all.
+    let moves = |champion_expected| SetModelAliasesRequest {
+        model_name: "busy".into(),
+        moves: vec![
+            AliasMove {
+                alias: "challenger".into(),
+                version: 9,
+                expected_version: Some(0),
+            },
+            AliasMove {
+                alias: "champion".into(),
+                version: 10,
+                expected_version: Some(champion_expected),
+            },
+        ],
+    };
+    assert_eq!(
+        registry
+            .set_model_aliases(moves(7))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Aborted
+    );
+    let model = registry
+        .get_registered_model(GetRegisteredModelRequest {
+            name: "busy".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !model.aliases.contains_key("challenger"),
+        "a failed multi-move changed nothing"
+    );
+    let previous = registry
+        .set_model_aliases(moves(9))
+        .await
+        .unwrap()
+        .into_inner()
+        .previous_versions;
+    assert_eq!(previous, vec![0, 9]);
+
+    // History, newest first, with who did it.
+    registry
+        .delete_model_alias(DeleteModelAliasRequest {
+            model_name: "busy".into(),
+            alias: "challenger".into(),
+        })
+        .await
+        .unwrap();
+    let history = registry
+        .list_alias_history(ListAliasHistoryRequest {
+            model_name: "busy".into(),
+            alias: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    let moves: Vec<(&str, u32, u32)> = history
+        .iter()
+        .map(|c| (c.alias.as_str(), c.from_version, c.to_version))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("challenger", 9, 0),
+            ("champion", 9, 10),
+            ("challenger", 0, 9),
+            ("champion", 7, 9),
+            ("champion", 0, 7)
+        ]
+    );
+    assert!(
+        history
+            .iter()
+            .all(|c| c.principal == "anonymous" && c.time_ms > 0)
+    );
+
+    // A version behind an alias cannot be deleted; another can.
+    let behind = registry
+        .delete_model_version(DeleteModelVersionRequest {
+            model_name: "busy".into(),
+            version: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(behind.code(), Code::FailedPrecondition);
+    assert!(
+        behind.message().contains("champion"),
+        "{}",
+        behind.message()
+    );
+    registry
+        .delete_model_version(DeleteModelVersionRequest {
+            model_name: "busy".into(),
+            version: 3,
+        })
+        .await
+        .unwrap();
+    let gone = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: "busy".into(),
+            version: 3,
+            alias: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_artifact_is_reported_as_data_loss_never_served() {
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("fragile", &digest))
+        .await
+        .unwrap();
+
+    // Flip bytes on disk behind the store's back.
+    let path = cluster
+        .data_dir()
+        .join(format!("artifacts/blobs/sha256/{}/{digest}", &digest[..2]));
+    std::fs::write(&path, BUNDLE.replace("1.5", "9.9")).unwrap();
+
+    let request = mlops_proto::inference::ModelInferRequest {
+        model_name: "fragile".into(),
+        inputs: vec![
+            mlops_proto::inference::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP64".into(),
+                shape: vec![1, 2],
+                ..Default::default()
+            },
+        ],
+        raw_input_contents: vec![raw_fp64([1.0, 2.0])],
+        ..Default::default()
+    };
+    let status = cluster.inference().model_infer(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DataLoss, "{}", status.message());
+    assert!(status.message().contains(&digest), "{}", status.message());
+    let again = cluster
+        .registry()
+        .create_model_version(version_request("fragile", &digest))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::DataLoss);
+    cluster.stop().await;
+}
