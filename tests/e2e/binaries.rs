@@ -177,6 +177,37 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let listed = mlops_cli(&["models", "list"], &addrs, Some(&admin));
     assert!(listed.contains("champion=1"), "{listed}");
 
+    // Alias history and compare-and-swap from the CLI.
+    let history = mlops_cli(
+        &["models", "history", "diabetes-linear"],
+        &addrs,
+        Some(&admin),
+    );
+    assert!(
+        history.contains("champion") && history.contains("service"),
+        "{history}"
+    );
+    let stale = Command::new(binary("mlops"))
+        .args([
+            "models",
+            "alias",
+            "diabetes-linear",
+            "champion",
+            "1",
+            "--expect",
+            "0",
+        ])
+        .env("MLOPS_REGISTRY_ADDR", url(registry))
+        .env("MLOPS_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("Aborted"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
+
     // `mlops auth`: an admin mints a viewer token; the viewer can read but not move aliases.
     let create = [
         "auth", "token", "create", "--name", "watcher", "--role", "viewer",
