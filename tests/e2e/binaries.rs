@@ -177,6 +177,31 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
     let listed = mlops_cli(&["models", "list"], &addrs, Some(&admin));
     assert!(listed.contains("champion=1"), "{listed}");
 
+    // Tags and search from the CLI.
+    mlops_cli(
+        &["models", "tag", "diabetes-linear:1", "stage", "prod"],
+        &addrs,
+        Some(&admin),
+    );
+    let found = mlops_cli(
+        &[
+            "models",
+            "search",
+            "--where",
+            "r2 > 0.3",
+            "--tag",
+            "stage=prod",
+            "--order-by",
+            "r2 desc",
+            "--json",
+        ],
+        &addrs,
+        Some(&admin),
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["tags"]["stage"], "prod");
+
     // Alias history and compare-and-swap from the CLI.
     let history = mlops_cli(
         &["models", "history", "diabetes-linear"],

@@ -253,3 +253,196 @@ async fn a_corrupted_artifact_is_reported_as_data_loss_never_served() {
     assert_eq!(again.code(), Code::DataLoss);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_filters_orders_and_pages_and_tags_are_kept() {
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    let mut registry = cluster.registry();
+    for i in 1..=30u32 {
+        let mut request = version_request("search-a", &digest);
+        request.metrics = [
+            ("rmse".to_string(), i as f64),
+            ("r2".to_string(), 1.0 - i as f64 / 100.0),
+        ]
+        .into();
+        registry.create_model_version(request).await.unwrap();
+    }
+    for i in 1..=5u32 {
+        let mut request = version_request("search-b", &digest);
+        request.metrics = [("rmse".to_string(), i as f64 / 2.0)].into();
+        registry.create_model_version(request).await.unwrap();
+    }
+    for version in [2, 4] {
+        let tag = SetModelVersionTagRequest {
+            model_name: "search-a".into(),
+            version,
+            key: "stage".into(),
+            value: "prod".into(),
+        };
+        registry.set_model_version_tag(tag).await.unwrap();
+    }
+    let champion = SetModelAliasRequest {
+        model_name: "search-a".into(),
+        alias: "champion".into(),
+        version: 5,
+        expected_version: None,
+    };
+    registry.set_model_alias(champion).await.unwrap();
+
+    let search = |request: SearchModelVersionsRequest| {
+        let mut registry = cluster.registry();
+        async move {
+            registry
+                .search_model_versions(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let ids = |page: &SearchModelVersionsResponse| -> Vec<(String, u32)> {
+        page.versions
+            .iter()
+            .map(|v| (v.model_name.clone(), v.version))
+            .collect()
+    };
+
+    // Metric condition within one model.
+    let page = search(SearchModelVersionsRequest {
+        model_name: "search-a".into(),
+        metric_filters: vec!["rmse < 10".into()],
+        order_by: "rmse asc".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        page.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        (1..10).collect::<Vec<u32>>()
+    );
+
+    // Across models, ordered by a metric: the best R2 first, versions without R2 last.
+    let page = search(SearchModelVersionsRequest {
+        metric_filters: vec!["rmse <= 2".into()],
+        order_by: "r2 desc".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let found = ids(&page);
+    assert_eq!(
+        &found[..2],
+        &[("search-a".to_string(), 1), ("search-a".to_string(), 2)]
+    );
+    assert_eq!(found.len(), 2 + 4, "{found:?}");
+
+    // Pages of 7 cover all 30 versions of a model exactly once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = search(SearchModelVersionsRequest {
+            model_name: "search-a".into(),
+            page_size: 7,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(page.versions.len() <= 7);
+        seen.extend(page.versions.iter().map(|v| v.version));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=30).collect::<Vec<u32>>(), "{seen:?}");
+
+    // Tags and aliases as conditions; tags come back on the versions.
+    let tagged = search(SearchModelVersionsRequest {
+        tags: [("stage".to_string(), "prod".to_string())].into(),
+        order_by: "rmse asc".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        tagged
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    assert_eq!(tagged.versions[0].tags["stage"], "prod");
+    let behind = search(SearchModelVersionsRequest {
+        alias: "champion".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(&behind), vec![("search-a".to_string(), 5)]);
+    registry
+        .delete_model_version_tag(DeleteModelVersionTagRequest {
+            model_name: "search-a".into(),
+            version: 2,
+            key: "stage".into(),
+        })
+        .await
+        .unwrap();
+    let v2 = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: "search-a".into(),
+            version: 2,
+            alias: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v2.tags.is_empty());
+
+    // Bad queries name what is wrong.
+    let bad = [
+        (
+            SearchModelVersionsRequest {
+                metric_filters: vec!["rmse ~ 3".into()],
+                ..Default::default()
+            },
+            "metric_filters",
+        ),
+        (
+            SearchModelVersionsRequest {
+                order_by: "r2 sideways".into(),
+                ..Default::default()
+            },
+            "order_by",
+        ),
+        (
+            SearchModelVersionsRequest {
+                page_token: "42".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            SearchModelVersionsRequest {
+                page_size: 5000,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            SearchModelVersionsRequest {
+                alias: "../x".into(),
+                ..Default::default()
+            },
+            "alias",
+        ),
+    ];
+    for (request, field) in bad {
+        let status = search(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+    cluster.stop().await;
+}

@@ -194,6 +194,35 @@ pub enum ModelsCommand {
     },
     /// Delete a version (`M:V`); refused while an alias points at it.
     Delete { version: String },
+    /// Set a tag on a version: `mlops models tag M:V KEY VALUE`.
+    Tag {
+        version: String,
+        key: String,
+        value: String,
+    },
+    /// Find versions: `--where "rmse < 50"`, `--tag k=v`, `--alias`, `--dataset`, `--order-by "r2 desc"`.
+    Search {
+        #[arg(long)]
+        model: Option<String>,
+        /// A metric condition (repeatable), e.g. "rmse < 50".
+        #[arg(long = "where")]
+        conditions: Vec<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// "created" (newest first) or "<metric> asc|desc".
+        #[arg(long, default_value = "created")]
+        order_by: String,
+        /// Most results to show (all pages are fetched up to this many).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

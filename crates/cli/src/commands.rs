@@ -107,6 +107,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             alias_history(&e, model, alias).await
         }
         Command::Models(ModelsCommand::Delete { version }) => delete_version(&e, &version).await,
+        Command::Models(ModelsCommand::Tag {
+            version,
+            key,
+            value,
+        }) => tag_version(&e, &version, key, value).await,
+        Command::Models(ModelsCommand::Search {
+            model,
+            conditions,
+            tags,
+            alias,
+            dataset,
+            order_by,
+            limit,
+            json,
+        }) => {
+            let query = SearchModelVersionsRequest {
+                model_name: model.unwrap_or_default(),
+                metric_filters: conditions,
+                tags: tags
+                    .iter()
+                    .map(|t| {
+                        t.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect::<Option<_>>()
+                    .context("--tag takes KEY=VALUE")?,
+                alias: alias.unwrap_or_default(),
+                dataset: dataset.unwrap_or_default(),
+                order_by,
+                ..Default::default()
+            };
+            search_versions(&e, query, limit, json).await
+        }
         Command::Predict { model, json } => predict(&e, &model, &json).await,
         Command::Pipeline(PipelineCommand::Run { file, wait }) => {
             let yaml = std::fs::read_to_string(&file)
@@ -444,6 +477,8 @@ fn version_json(v: &ModelVersion) -> Value {
             "training_job_id": lineage.training_job_id,
         },
         "created_at_ms": v.created_at_ms,
+        "created_by": v.created_by,
+        "tags": v.tags,
     })
 }
 
@@ -558,6 +593,79 @@ async fn delete_version(e: &Ctx, reference: &str) -> anyhow::Result<()> {
         .await
         .map_err(rpc("registry", &e.registry))?;
     println!("deleted {model_name}:{version}");
+    Ok(())
+}
+
+async fn tag_version(e: &Ctx, reference: &str, key: String, value: String) -> anyhow::Result<()> {
+    let (model_name, selector) = model_ref(reference)?;
+    let Selector::Version(version) = selector else {
+        bail!("name the version to tag as MODEL:VERSION");
+    };
+    RegistryServiceClient::new(e.connect("registry", &e.registry)?)
+        .set_model_version_tag(SetModelVersionTagRequest {
+            model_name: model_name.clone(),
+            version,
+            key: key.clone(),
+            value,
+        })
+        .await
+        .map_err(rpc("registry", &e.registry))?;
+    println!("tagged {model_name}:{version} with {key}");
+    Ok(())
+}
+
+/// Fetches pages until `limit` results or the end.
+async fn search_versions(
+    e: &Ctx,
+    mut query: SearchModelVersionsRequest,
+    limit: usize,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut registry = RegistryServiceClient::new(e.connect("registry", &e.registry)?);
+    let mut found = Vec::new();
+    loop {
+        query.page_size = (limit - found.len()).clamp(1, 1000) as u32;
+        let page = registry
+            .search_model_versions(query.clone())
+            .await
+            .map_err(rpc("registry", &e.registry))?
+            .into_inner();
+        found.extend(page.versions);
+        if page.next_page_token.is_empty() || found.len() >= limit {
+            break;
+        }
+        query.page_token = page.next_page_token;
+    }
+    found.truncate(limit);
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found.iter().map(version_json).collect::<Vec<_>>())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>7}  {:>10} {:>10}  {:<20} TAGS",
+        "MODEL", "VERSION", "RMSE", "R2", "ALIASES"
+    );
+    for v in found {
+        let metric = |name: &str| {
+            v.metrics
+                .get(name)
+                .map_or("-".to_string(), |m| format!("{m:.4}"))
+        };
+        let mut tags: Vec<String> = v.tags.iter().map(|(k, t)| format!("{k}={t}")).collect();
+        tags.sort();
+        println!(
+            "{:<32} {:>7}  {:>10} {:>10}  {:<20} {}",
+            v.model_name,
+            v.version,
+            metric("rmse"),
+            metric("r2"),
+            v.aliases.join(","),
+            tags.join(",")
+        );
+    }
     Ok(())
 }
 

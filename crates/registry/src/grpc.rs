@@ -9,7 +9,8 @@ use mlops_proto::v1::registry_service_server::RegistryService;
 use mlops_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::store::{AliasMove, Store};
+use crate::search;
+use crate::store::{AliasMove, Search, Store};
 
 pub struct Registry {
     pub store: Store,
@@ -283,6 +284,116 @@ impl RegistryService for Registry {
         tracing::info!(model = %request.model_name, version = request.version, "model version deleted");
         Ok(Response::new(DeleteModelVersionResponse {}))
     }
+
+    async fn set_model_version_tag(
+        &self,
+        request: Request<SetModelVersionTagRequest>,
+    ) -> Result<Response<SetModelVersionTagResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
+        validate_tag(&request.key, &request.value)?;
+        self.store
+            .set_tag(
+                &request.model_name,
+                request.version,
+                &request.key,
+                &request.value,
+            )
+            .await?;
+        Ok(Response::new(SetModelVersionTagResponse {}))
+    }
+
+    async fn delete_model_version_tag(
+        &self,
+        request: Request<DeleteModelVersionTagRequest>,
+    ) -> Result<Response<DeleteModelVersionTagResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("model_name", &request.model_name)?;
+        authorize(caller.as_ref(), ResourceKind::Model, &request.model_name)?;
+        validate_name("key", &request.key)?;
+        self.store
+            .delete_tag(&request.model_name, request.version, &request.key)
+            .await?;
+        Ok(Response::new(DeleteModelVersionTagResponse {}))
+    }
+
+    async fn search_model_versions(
+        &self,
+        request: Request<SearchModelVersionsRequest>,
+    ) -> Result<Response<SearchModelVersionsResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        if !request.model_name.is_empty() {
+            validate_name("model_name", &request.model_name)?;
+        }
+        if !request.alias.is_empty() {
+            validate_name("alias", &request.alias)?;
+        }
+        if !request.dataset.is_empty() {
+            validate_name("dataset", &request.dataset)?;
+        }
+        for (key, value) in &request.tags {
+            validate_tag(key, value)?;
+        }
+        if request.page_size > search::MAX_PAGE_SIZE {
+            return Err(ApiError::invalid_argument(format!(
+                "page_size is over {}",
+                search::MAX_PAGE_SIZE
+            ))
+            .into());
+        }
+        let limit = if request.page_size == 0 {
+            search::DEFAULT_PAGE_SIZE
+        } else {
+            request.page_size
+        };
+        let offset = search::parse_page_token(&request.page_token)?;
+        let query = Search {
+            model_name: &request.model_name,
+            filters: request
+                .metric_filters
+                .iter()
+                .map(|f| search::parse_filter(f))
+                .collect::<Result<_, _>>()?,
+            tags: request
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            alias: &request.alias,
+            dataset: &request.dataset,
+            dataset_version: request.dataset_version,
+            order: search::parse_order(&request.order_by)?,
+            offset,
+            limit,
+        };
+        let (versions, more) = self.store.search(&query).await?;
+        let versions = authorize_visible(caller.as_ref(), ResourceKind::Model, versions, |v| {
+            &v.model_name
+        })?;
+        let next_page_token = if more {
+            search::page_token(offset + limit as u64)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(SearchModelVersionsResponse {
+            versions,
+            next_page_token,
+        }))
+    }
+}
+
+fn validate_tag(key: &str, value: &str) -> Result<(), ApiError> {
+    validate_name("key", key)?;
+    if value.len() > 5000 || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid_argument(
+            "value must be at most 5000 characters, without control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Who is acting, for the records that keep it.

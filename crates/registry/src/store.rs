@@ -5,6 +5,8 @@ use std::path::Path;
 
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
+
+use crate::search::{MetricFilter, Order, metric_path};
 use mlops_proto::v1::{
     AliasChange, CreateModelVersionRequest, Lineage, ModelVersion, RegisteredModel,
 };
@@ -18,7 +20,31 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alias history",
         include_str!("migrations/0002_alias_history.sql"),
     ),
+    (
+        3,
+        "tags and search",
+        include_str!("migrations/0003_tags_and_search.sql"),
+    ),
 ];
+
+/// What `SearchModelVersions` asks for, already parsed and validated.
+pub struct Search<'a> {
+    pub model_name: &'a str,
+    pub filters: Vec<MetricFilter>,
+    pub tags: Vec<(&'a str, &'a str)>,
+    pub alias: &'a str,
+    pub dataset: &'a str,
+    pub dataset_version: u32,
+    pub order: Order,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+    Real(f64),
+}
 
 /// One alias to point at `version`, optionally only if it currently points at `expected`
 /// (0: only if it does not exist yet).
@@ -300,6 +326,117 @@ impl Store {
         Ok(())
     }
 
+    pub async fn set_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<(), ApiError> {
+        self.version(model, version).await?;
+        sqlx::query(
+            "INSERT INTO model_version_tags (model_name, version, key, value) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (model_name, version, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(model)
+        .bind(version as i64)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_tag(&self, model: &str, version: u32, key: &str) -> Result<(), ApiError> {
+        let deleted = sqlx::query(
+            "DELETE FROM model_version_tags WHERE model_name = ? AND version = ? AND key = ?",
+        )
+        .bind(model)
+        .bind(version as i64)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            self.version(model, version).await?;
+            return Err(ApiError::not_found(format!(
+                "model {model:?} version {version} has no tag {key:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One page of matching versions, and whether more follow.
+    pub async fn search(&self, search: &Search<'_>) -> Result<(Vec<ModelVersion>, bool), ApiError> {
+        let mut sql = String::from("SELECT v.* FROM model_versions v WHERE 1 = 1");
+        let mut binds = Vec::new();
+        if !search.model_name.is_empty() {
+            sql.push_str(" AND v.model_name = ?");
+            binds.push(Bind::Text(search.model_name.into()));
+        }
+        for filter in &search.filters {
+            // `op` comes from a fixed set; the metric travels as a bound JSON path.
+            sql.push_str(&format!(" AND json_extract(v.metrics, ?) {} ?", filter.op));
+            binds.push(Bind::Text(metric_path(&filter.metric)));
+            binds.push(Bind::Real(filter.value));
+        }
+        for (key, value) in &search.tags {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM model_version_tags t WHERE t.model_name = v.model_name \
+                 AND t.version = v.version AND t.key = ? AND t.value = ?)",
+            );
+            binds.push(Bind::Text(key.to_string()));
+            binds.push(Bind::Text(value.to_string()));
+        }
+        if !search.alias.is_empty() {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM model_aliases a WHERE a.model_name = v.model_name \
+                 AND a.version = v.version AND a.alias = ?)",
+            );
+            binds.push(Bind::Text(search.alias.into()));
+        }
+        if !search.dataset.is_empty() {
+            sql.push_str(" AND v.dataset = ?");
+            binds.push(Bind::Text(search.dataset.into()));
+            if search.dataset_version != 0 {
+                sql.push_str(" AND v.dataset_version = ?");
+                binds.push(Bind::Int(search.dataset_version as i64));
+            }
+        }
+        match &search.order {
+            Order::Created => {
+                sql.push_str(" ORDER BY v.created_at_ms DESC, v.model_name, v.version DESC")
+            }
+            Order::Metric { name, descending } => {
+                let direction = if *descending { "DESC" } else { "ASC" };
+                sql.push_str(&format!(
+                    " ORDER BY json_extract(v.metrics, ?) IS NULL, json_extract(v.metrics, ?) {direction}, v.model_name, v.version"
+                ));
+                binds.push(Bind::Text(metric_path(name)));
+                binds.push(Bind::Text(metric_path(name)));
+            }
+        }
+        // One extra row tells whether another page exists.
+        sql.push_str(" LIMIT ? OFFSET ?");
+        binds.push(Bind::Int(search.limit as i64 + 1));
+        binds.push(Bind::Int(search.offset.min(i64::MAX as u64) as i64));
+
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+                Bind::Real(real) => query.bind(real),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let more = rows.len() > search.limit as usize;
+        let mut versions = Vec::with_capacity(rows.len().min(search.limit as usize));
+        for row in rows.iter().take(search.limit as usize) {
+            versions.push(self.version_from_row(row).await?);
+        }
+        Ok((versions, more))
+    }
+
     /// Newest first; only `alias` when it is not empty.
     pub async fn alias_history(
         &self,
@@ -387,6 +524,16 @@ impl Store {
             aliases,
             created_at_ms: row.try_get("created_at_ms")?,
             created_by: row.try_get("created_by")?,
+            tags: sqlx::query(
+                "SELECT key, value FROM model_version_tags WHERE model_name = ? AND version = ?",
+            )
+            .bind(&model_name)
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect::<Result<HashMap<String, String>, sqlx::Error>>()?,
             model_name,
         })
     }

@@ -127,6 +127,15 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             write(DeleteModel),
         ),
         (
+            "/mlops.v1.RegistryService/SetModelVersionTag",
+            write(RegisterModel),
+        ),
+        (
+            "/mlops.v1.RegistryService/DeleteModelVersionTag",
+            write(RegisterModel),
+        ),
+        ("/mlops.v1.RegistryService/SearchModelVersions", read(Read)),
+        (
             "/mlops.v1.OrchestratorService/RunPipeline",
             write(RunPipeline),
         ),
