@@ -1,7 +1,9 @@
 //! Registry lifecycle: gapless concurrent versions, compare-and-swap aliases, atomic multi-alias
-//! moves with history, protected deletes, and corrupted artifacts reported as DATA_LOSS.
+//! moves with history, protected deletes, search and tags, corrupted artifacts reported as
+//! DATA_LOSS, and acknowledged writes surviving SIGKILL.
 
 use mlops_e2e::*;
+use mlops_proto::v1::registry_service_client;
 use mlops_proto::v1::*;
 use tonic::Code;
 
@@ -445,4 +447,92 @@ async fn search_filters_orders_and_pages_and_tags_are_kept() {
         assert!(status.message().contains(field), "{}", status.message());
     }
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_versions_survive_sigkill_mid_burst() {
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        mlops_core::storage::ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
+    let digest = store
+        .put(bytes::Bytes::from_static(BUNDLE.as_bytes()))
+        .await
+        .unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let start = || {
+        let child = Command::new(binary("mlops-registry"))
+            .env_clear()
+            .env("MLOPS__STORAGE__DATA_DIR", dir.path())
+            .env("MLOPS__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Processes(vec![("mlops-registry".into(), child)])
+    };
+    let mut registry_process = start();
+    wait_healthy(&url, Duration::from_secs(30)).await.unwrap();
+
+    // Eight writers create versions as fast as they can; every acknowledged number is kept.
+    let acked = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let channel = mlops_core::client::channel(&url, &Default::default()).unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (acked, digest) = (acked.clone(), digest.clone());
+            let mut client = registry_service_client::RegistryServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                while let Ok(response) = client
+                    .create_model_version(version_request("durable", &digest))
+                    .await
+                {
+                    acked.lock().unwrap().push(response.into_inner().version);
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL: no shutdown, no flush.
+    registry_process.0[0].1.kill().unwrap();
+    registry_process.0[0].1.wait().unwrap();
+    for writer in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let mut restarted = start();
+    wait_healthy(&url, Duration::from_secs(30)).await.unwrap();
+    let mut client = registry_service_client::RegistryServiceClient::new(
+        mlops_core::client::channel(&url, &Default::default()).unwrap(),
+    );
+    let versions = client
+        .list_model_versions(ListModelVersionsRequest {
+            model_name: "durable".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    let numbers: Vec<u32> = versions.iter().map(|v| v.version).collect();
+    // Every acknowledged version is there; numbers stay gapless (no half-created version).
+    assert!(
+        acked.iter().all(|v| numbers.contains(v)),
+        "lost an acknowledged version"
+    );
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>());
+    assert!(numbers.len() >= acked.len());
+    for version in &versions {
+        assert_eq!(version.artifact_digest, digest);
+    }
+    assert_eq!(
+        store.get(&digest).await.unwrap(),
+        bytes::Bytes::from_static(BUNDLE.as_bytes())
+    );
+    restarted.terminate_gracefully();
 }
