@@ -406,13 +406,11 @@ pub fn diabetes() -> (ndarray::Array2<f64>, ndarray::Array1<f64>) {
 
 /// Raw little-endian FP64 bytes of a matrix, row-major, as OIP clients send them.
 pub fn raw_fp64(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
-    values.into_iter().flat_map(f64::to_le_bytes).collect()
+    mlops_core::tensor::fp64_to_raw(values)
 }
 
 pub fn decode_fp64(raw: &[u8]) -> Vec<f64> {
-    raw.chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
+    mlops_core::tensor::fp64_from_raw(raw)
 }
 
 /// Runs the `mlops` CLI binary with the given service addresses; returns stdout, panicking with

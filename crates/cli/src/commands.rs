@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mlops_core::CancellationToken;
 use mlops_core::client::Channel;
 use mlops_core::client::{self, ClientOptions, MAX_MESSAGE_BYTES};
+use mlops_core::tensor::{fp64_from_raw, fp64_to_raw};
 use mlops_proto::inference::ModelInferRequest;
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mlops_proto::inference::model_infer_request::InferInputTensor;
@@ -683,11 +684,7 @@ async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()
         Selector::Version(v) => v.to_string(),
         Selector::Alias(_) => fetch_version(e, reference).await?.version.to_string(),
     };
-    let raw: Vec<u8> = rows
-        .iter()
-        .flatten()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let raw = fp64_to_raw(rows.iter().flatten().copied());
     let response = GrpcInferenceServiceClient::new(e.connect("inference", &e.inference)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -709,11 +706,7 @@ async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()
     let predictions: Vec<f64> = response
         .raw_output_contents
         .first()
-        .map(|raw| {
-            raw.chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect()
-        })
+        .map(|raw| fp64_from_raw(raw))
         .unwrap_or_default();
     println!(
         "{}",

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tensor;
 pub mod tls;
 pub mod watch;
 

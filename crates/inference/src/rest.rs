@@ -261,7 +261,7 @@ async fn infer_json(
         .iter()
         .zip(&response.raw_output_contents)
         .map(|(tensor, raw)| {
-            let data: Vec<f64> = raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+            let data = mlops_core::tensor::fp64_from_raw(raw);
             json!({"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "data": data})
         })
         .collect();

@@ -1,6 +1,7 @@
 //! Decoding the OIP input tensor and encoding the output, with every mismatch named.
 
 use mlops_core::ApiError;
+use mlops_core::tensor::{fp32_from_raw, fp64_from_raw, fp64_to_raw};
 use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
 use ndarray::Array2;
@@ -88,13 +89,9 @@ pub fn decode_input(request: &ModelInferRequest, features: usize) -> Result<Arra
                 )));
             }
             if element_size == 8 {
-                raw.chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect()
+                fp64_from_raw(raw)
             } else {
-                raw.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
-                    .collect()
+                fp32_from_raw(raw)
             }
         }
         (raw, None) => {
@@ -136,10 +133,7 @@ pub fn encode_output(predictions: &[f64]) -> (InferOutputTensor, Vec<u8>) {
         shape: vec![predictions.len() as i64],
         ..Default::default()
     };
-    (
-        tensor,
-        predictions.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
+    (tensor, fp64_to_raw(predictions.iter().copied()))
 }
 
 #[cfg(test)]
@@ -168,7 +162,7 @@ mod tests {
     }
 
     fn raw64(values: &[f64]) -> Vec<u8> {
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        fp64_to_raw(values.iter().copied())
     }
 
     #[test]

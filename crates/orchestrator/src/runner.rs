@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use mlops_core::client::Channel;
 use mlops_core::ids::new_id;
+use mlops_core::tensor::{fp64_from_raw, fp64_to_raw};
 use mlops_core::{ApiError, ErrorKind, now_ms};
 use mlops_proto::inference::ModelInferRequest;
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -478,11 +479,7 @@ impl Runner {
             }
             None => vec![vec![0.0; features.len()]],
         };
-        let raw: Vec<u8> = rows
-            .iter()
-            .flatten()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let raw = fp64_to_raw(rows.iter().flatten().copied());
         let response = self
             .clients
             .inference
@@ -506,11 +503,7 @@ impl Runner {
         let predictions: Vec<f64> = response
             .raw_output_contents
             .first()
-            .map(|raw| {
-                raw.chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect()
-            })
+            .map(|raw| fp64_from_raw(raw))
             .unwrap_or_default();
         if predictions.len() != rows.len() || predictions.iter().any(|p| !p.is_finite()) {
             return Err(ApiError::new(

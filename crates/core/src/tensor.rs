@@ -1,0 +1,36 @@
+//! The raw tensor encoding of the Open Inference Protocol: elements flattened row-major,
+//! little-endian, no padding. One implementation for servers, clients and tests.
+
+/// FP64 values as raw bytes.
+pub fn fp64_to_raw(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    values.into_iter().flat_map(f64::to_le_bytes).collect()
+}
+
+/// Raw bytes as FP64 values. Callers check the length against the shape first; a trailing
+/// partial element is ignored.
+pub fn fp64_from_raw(raw: &[u8]) -> Vec<f64> {
+    raw.chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")))
+        .collect()
+}
+
+/// Raw bytes as FP32 values, widened to f64.
+pub fn fp32_from_raw(raw: &[u8]) -> Vec<f64> {
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("chunks of 4")) as f64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_little_endian() {
+        let raw = fp64_to_raw([1.0, -2.5]);
+        assert_eq!(&raw[..8], &1.0f64.to_le_bytes());
+        assert_eq!(fp64_from_raw(&raw), vec![1.0, -2.5]);
+        let raw32: Vec<u8> = [1.5f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(fp32_from_raw(&raw32), vec![1.5, 2.0]);
+    }
+}
