@@ -251,7 +251,7 @@ async fn malformed_inference_requests_name_the_tensor() {
         .await
         .unwrap()
         .into_inner();
-    crate::quickstart::wait_job(&cluster, &job.id).await;
+    wait_job(&cluster, &job.id).await;
 
     let request = |name: &str, datatype: &str, shape: Vec<i64>, raw: Vec<u8>| ModelInferRequest {
         model_name: "pairs-model".into(),

@@ -104,23 +104,7 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
         ("registry", url(registry)),
         ("inference", url(inference)),
     ];
-    let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
-    let out = tokio::task::spawn_blocking({
-        let (addrs, admin) = (addrs.clone(), admin.clone());
-        move || {
-            mlops_cli(
-                &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
-                &addrs,
-                Some(&admin),
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.contains("promoted diabetes-linear:1 to champion"),
-        "{out}"
-    );
+    run_quickstart_with_cli(&addrs, &admin).await;
 
     let shown: serde_json::Value = serde_json::from_str(&mlops_cli(
         &["models", "show", "diabetes-linear@champion", "--json"],

@@ -123,23 +123,7 @@ async fn compose_stack_runs_the_quickstart() {
         ("registry", url("REGISTRY")),
         ("inference", url("INFERENCE_GRPC")),
     ];
-    let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
-    let out = tokio::task::spawn_blocking({
-        let (addrs, admin) = (addrs.clone(), admin.clone());
-        move || {
-            mlops_cli(
-                &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
-                &addrs,
-                Some(&admin),
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.contains("promoted diabetes-linear:1 to champion"),
-        "{out}"
-    );
+    run_quickstart_with_cli(&addrs, &admin).await;
 
     let (x, _) = diabetes();
     let row = serde_json::to_string(&vec![x.row(0).to_vec()]).unwrap();

@@ -289,32 +289,6 @@ async fn aliases_move_and_delete() {
     cluster.stop().await;
 }
 
-pub async fn wait_job(cluster: &TestCluster, id: &str) -> TrainingJob {
-    use futures::StreamExt;
-    let mut stream = cluster
-        .training()
-        .watch_training_job(WatchTrainingJobRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    let mut stages = Vec::new();
-    while let Some(job) = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next())
-        .await
-        .expect("job progresses")
-    {
-        let job = job.unwrap();
-        stages.push(job.stage.clone());
-        last = Some(job);
-    }
-    let last = last.expect("at least one update");
-    assert!(
-        matches!(last.state(), JobState::Succeeded | JobState::Failed),
-        "{stages:?}"
-    );
-    last
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collinear_exactly_linear_data_trains_and_predicts_exactly() {
     let cluster = TestCluster::builder().start().await;

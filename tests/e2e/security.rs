@@ -212,7 +212,7 @@ async fn roles_grants_revocation_expiry_and_audit() {
 
     // A data scientist uploads and trains a registered model.
     let csv = "a,b,y\n1,2,5\n2,1,4\n3,5,13\n4,4,12\n5,0,5\n6,3,12\n";
-    upload_csv_as(&alice, "sales", csv).await.unwrap();
+    alice.upload_csv("sales", csv).await.unwrap();
     let job = alice
         .training()
         .submit_training_job(SubmitTrainingJobRequest {
@@ -226,7 +226,8 @@ async fn roles_grants_revocation_expiry_and_audit() {
         .await
         .unwrap()
         .into_inner();
-    wait_job_as(&alice, &job.id).await;
+    let job = alice.wait_job(&job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
 
     // ...but may not move aliases; a deployer may, and may not delete datasets; a viewer may not
     // move aliases either.
@@ -280,10 +281,10 @@ async fn roles_grants_revocation_expiry_and_audit() {
         Code::PermissionDenied
     );
     assert_eq!(
-        code(upload_csv_as(&narrow, "sales", csv).await),
+        code(narrow.upload_csv("sales", csv).await),
         Code::PermissionDenied
     );
-    upload_csv_as(&narrow, "churn", csv).await.unwrap();
+    narrow.upload_csv("churn", csv).await.unwrap();
     let listed = narrow
         .ingestion()
         .list_datasets(ListDatasetsRequest {})
@@ -451,50 +452,6 @@ async fn roles_grants_revocation_expiry_and_audit() {
         }
     }
     cluster.stop().await;
-}
-
-async fn upload_csv_as(
-    client: &Client,
-    name: &str,
-    csv: &str,
-) -> Result<UploadDatasetResponse, tonic::Status> {
-    use mlops_proto::v1::upload_dataset_request::Part;
-    let messages = vec![
-        UploadDatasetRequest {
-            part: Some(Part::Header(UploadHeader {
-                name: name.into(),
-                description: String::new(),
-            })),
-        },
-        UploadDatasetRequest {
-            part: Some(Part::Chunk(csv.as_bytes().to_vec())),
-        },
-    ];
-    client
-        .ingestion()
-        .upload_dataset(futures::stream::iter(messages))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn wait_job_as(client: &Client, id: &str) -> TrainingJob {
-    use futures::StreamExt;
-    let mut stream = client
-        .training()
-        .watch_training_job(WatchTrainingJobRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(job) = tokio::time::timeout(Duration::from_secs(60), stream.next())
-        .await
-        .unwrap()
-    {
-        last = Some(job.unwrap());
-    }
-    let last = last.unwrap();
-    assert_eq!(last.state(), JobState::Succeeded, "{}", last.error);
-    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

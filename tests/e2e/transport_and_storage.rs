@@ -206,7 +206,7 @@ async fn artifacts_are_encrypted_at_rest_and_survive_key_rotation() {
         .await
         .unwrap()
         .into_inner();
-    let job = crate::quickstart::wait_job(&second, &job.id).await;
+    let job = wait_job(&second, &job.id).await;
     assert_eq!(
         job.state(),
         JobState::Succeeded,

@@ -161,6 +161,59 @@ impl Client {
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel(self.addrs.orchestrator))
     }
+
+    /// Uploads CSV text through the real streaming RPC, in small chunks so rows straddle
+    /// messages.
+    pub async fn upload_csv(
+        &self,
+        name: &str,
+        csv: &str,
+    ) -> Result<mlops_proto::v1::UploadDatasetResponse, tonic::Status> {
+        use mlops_proto::v1::upload_dataset_request::Part;
+        use mlops_proto::v1::{UploadDatasetRequest, UploadHeader};
+        let header = UploadHeader {
+            name: name.into(),
+            description: String::new(),
+        };
+        let mut messages = vec![UploadDatasetRequest {
+            part: Some(Part::Header(header)),
+        }];
+        messages.extend(csv.as_bytes().chunks(7).map(|c| UploadDatasetRequest {
+            part: Some(Part::Chunk(c.to_vec())),
+        }));
+        self.ingestion()
+            .upload_dataset(futures::stream::iter(messages))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Follows a training job until it ends (bounded) and returns its last state.
+    pub async fn wait_job(&self, id: &str) -> mlops_proto::v1::TrainingJob {
+        use futures::StreamExt;
+        use mlops_proto::v1::WatchTrainingJobRequest;
+        let mut stream = self
+            .training()
+            .watch_training_job(WatchTrainingJobRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        let mut stages = Vec::new();
+        while let Some(job) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("job progresses")
+        {
+            let job = job.unwrap();
+            stages.push(job.stage.clone());
+            last = Some(job);
+        }
+        let last = last.expect("at least one update");
+        assert!(
+            matches!(last.state(), JobState::Succeeded | JobState::Failed),
+            "{stages:?}"
+        );
+        last
+    }
 }
 
 impl TestCluster {
@@ -319,29 +372,19 @@ pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Uploads CSV text as a dataset version through the real streaming RPC (in small chunks, so
-/// rows straddle messages).
+/// Uploads CSV text as a dataset version through the real streaming RPC, with the cluster's
+/// default credentials.
 pub async fn upload_csv(
     cluster: &TestCluster,
     name: &str,
     csv: &str,
 ) -> Result<mlops_proto::v1::UploadDatasetResponse, tonic::Status> {
-    use mlops_proto::v1::upload_dataset_request::Part;
-    use mlops_proto::v1::{UploadDatasetRequest, UploadHeader};
-    let mut messages = vec![UploadDatasetRequest {
-        part: Some(Part::Header(UploadHeader {
-            name: name.into(),
-            description: String::new(),
-        })),
-    }];
-    messages.extend(csv.as_bytes().chunks(7).map(|c| UploadDatasetRequest {
-        part: Some(Part::Chunk(c.to_vec())),
-    }));
-    cluster
-        .ingestion()
-        .upload_dataset(futures::stream::iter(messages))
-        .await
-        .map(tonic::Response::into_inner)
+    cluster.client.upload_csv(name, csv).await
+}
+
+/// Follows a training job to its end with the cluster's default credentials.
+pub async fn wait_job(cluster: &TestCluster, id: &str) -> mlops_proto::v1::TrainingJob {
+    cluster.client.wait_job(id).await
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
@@ -432,6 +475,25 @@ pub fn mlops_cli(args: &[&str], addrs: &[(&str, String)], token: Option<&str>) -
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Runs the quickstart pipeline file through the `mlops` binary and checks it promoted v1.
+pub async fn run_quickstart_with_cli(addrs: &[(&'static str, String)], token: &str) {
+    let pipeline = repo_root().join("examples/pipelines/quickstart.yaml");
+    let (addrs, token) = (addrs.to_vec(), token.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        mlops_cli(
+            &["pipeline", "run", pipeline.to_str().unwrap(), "--wait"],
+            &addrs,
+            Some(&token),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("promoted diabetes-linear:1 to champion"),
+        "{out}"
+    );
 }
 
 /// Children killed on drop, so a failing test leaves no process behind.

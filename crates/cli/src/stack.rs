@@ -72,7 +72,9 @@ impl Stack {
                 configured
             }
         };
-        let common: mlops_orchestrator::Settings = load(&options)?;
+        // The orchestrator's settings also say how an in-process operator reaches the stack.
+        let mut orchestrator: mlops_orchestrator::Settings = load(&options)?;
+        let common = &orchestrator;
         let scheme = if common.tls.enabled { "https" } else { "http" };
         let url = |addr: SocketAddr| format!("{scheme}://{addr}");
         let client_options = mlops_core::client::ClientOptions {
@@ -107,7 +109,6 @@ impl Stack {
         inference.endpoints.registry = url(registry.grpc_addr());
         let inference = mlops_inference::Application::build(inference).await?;
 
-        let mut orchestrator: mlops_orchestrator::Settings = load(&options)?;
         apply_common(&mut orchestrator.storage, &options);
         orchestrator.orchestrator.listen = pick(orchestrator.orchestrator.listen);
         orchestrator.endpoints.registry = url(registry.grpc_addr());
