@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mlops/v1/orchestrator.proto",
         "mlops/v1/auth.proto",
         "inference/open_inference.proto",
+        "onnx/onnx_subset.proto",
     ]
     .map(|f| root.join(f));
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptor.bin");

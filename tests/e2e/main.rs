@@ -4,6 +4,8 @@ mod bad_input;
 mod binaries;
 mod compose;
 mod quickstart;
+mod registry_events;
 mod registry_lifecycle;
+mod registry_transfer;
 mod security;
 mod transport_and_storage;

@@ -7,30 +7,6 @@ use mlops_proto::v1::registry_service_client;
 use mlops_proto::v1::*;
 use tonic::Code;
 
-const BUNDLE: &str = r#"{"format_version":1,"model_type":"linear","feature_names":["a","b"],"target":"y","coefficients":[1.5,-2.0],"intercept":3.0}"#;
-
-/// Puts a bundle into the cluster's artifact store, as a training job would.
-async fn store_bundle(cluster: &TestCluster, text: &str) -> String {
-    let store =
-        mlops_core::storage::ArtifactStore::local(&cluster.data_dir().join("artifacts"), None)
-            .unwrap();
-    store
-        .put(bytes::Bytes::copy_from_slice(text.as_bytes()))
-        .await
-        .unwrap()
-}
-
-fn version_request(model: &str, digest: &str) -> CreateModelVersionRequest {
-    CreateModelVersionRequest {
-        model_name: model.into(),
-        model_type: "linear".into(),
-        artifact_digest: digest.into(),
-        feature_names: vec!["a".into(), "b".into()],
-        target: "y".into(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_versions_are_gapless_and_aliases_compare_and_swap() {
     let cluster = TestCluster::builder().start().await;
@@ -226,10 +202,11 @@ async fn a_corrupted_artifact_is_reported_as_data_loss_never_served() {
         .unwrap();
 
     // Flip bytes on disk behind the store's back.
-    let path = cluster
-        .data_dir()
-        .join(format!("artifacts/blobs/sha256/{}/{digest}", &digest[..2]));
-    std::fs::write(&path, BUNDLE.replace("1.5", "9.9")).unwrap();
+    std::fs::write(
+        blob_path(cluster.data_dir(), &digest),
+        BUNDLE.replace("1.5", "9.9"),
+    )
+    .unwrap();
 
     let request = mlops_proto::inference::ModelInferRequest {
         model_name: "fragile".into(),
@@ -253,6 +230,17 @@ async fn a_corrupted_artifact_is_reported_as_data_loss_never_served() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::DataLoss);
+    // A download is refused before any byte of the bundle is sent.
+    let download = cluster
+        .registry()
+        .download_model_version(DownloadModelVersionRequest {
+            model_name: "fragile".into(),
+            version: 1,
+            alias: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(download.code(), Code::DataLoss, "{}", download.message());
     cluster.stop().await;
 }
 
@@ -322,7 +310,8 @@ async fn search_filters_orders_and_pages_and_tags_are_kept() {
         (1..10).collect::<Vec<u32>>()
     );
 
-    // Across models, ordered by a metric: the best R2 first, versions without R2 last.
+    // Across models, ordered by a metric: the best R2 first. Versions without R2 have no place
+    // in that order and are left out.
     let page = search(SearchModelVersionsRequest {
         metric_filters: vec!["rmse <= 2".into()],
         order_by: "r2 desc".into(),
@@ -335,14 +324,19 @@ async fn search_filters_orders_and_pages_and_tags_are_kept() {
         &found[..2],
         &[("search-a".to_string(), 1), ("search-a".to_string(), 2)]
     );
-    assert_eq!(found.len(), 2 + 4, "{found:?}");
+    assert_eq!(found.len(), 2, "{found:?}");
 
-    // Pages of 7 cover all 30 versions of a model exactly once.
+    // Pages of 7 cover all 35 versions exactly once, even with versions created
+    // between pages (keyset cursors: new rows sort before the cursor, nothing shifts).
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
+        if !token.is_empty() && seen.len() < 14 {
+            let mut request = version_request("search-c", &digest);
+            request.metrics = [("rmse".to_string(), 99.0)].into();
+            registry.create_model_version(request).await.unwrap();
+        }
         let page = search(SearchModelVersionsRequest {
-            model_name: "search-a".into(),
             page_size: 7,
             page_token: token.clone(),
             ..Default::default()
@@ -350,7 +344,7 @@ async fn search_filters_orders_and_pages_and_tags_are_kept() {
         .await
         .unwrap();
         assert!(page.versions.len() <= 7);
-        seen.extend(page.versions.iter().map(|v| v.version));
+        seen.extend(ids(&page));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -358,7 +352,11 @@ async fn search_filters_orders_and_pages_and_tags_are_kept() {
     }
     let mut sorted = seen.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (1..=30).collect::<Vec<u32>>(), "{seen:?}");
+    let expected: Vec<(String, u32)> = (1..=30)
+        .map(|v| ("search-a".to_string(), v))
+        .chain((1..=5).map(|v| ("search-b".to_string(), v)))
+        .collect();
+    assert_eq!(sorted, expected, "{seen:?}");
 
     // Tags and aliases as conditions; tags come back on the versions.
     let tagged = search(SearchModelVersionsRequest {
@@ -534,5 +532,22 @@ async fn acknowledged_versions_survive_sigkill_mid_burst() {
         store.get(&digest).await.unwrap(),
         bytes::Bytes::from_static(BUNDLE.as_bytes())
     );
+    // The outbox went down with the data: exactly one creation event per surviving version.
+    let created: Vec<u32> = client
+        .list_registry_events(ListRegistryEventsRequest {
+            model_name: "durable".into(),
+            kinds: vec![RegistryEventKind::VersionCreated as i32],
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .iter()
+        .rev()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(created, numbers);
     restarted.terminate_gracefully();
 }

@@ -317,6 +317,35 @@ impl TestCluster {
     }
 }
 
+/// A two-feature linear bundle, as a training job writes it.
+pub const BUNDLE: &str = r#"{"format_version":1,"model_type":"linear","feature_names":["a","b"],"target":"y","coefficients":[1.5,-2.0],"intercept":3.0}"#;
+
+/// Puts a bundle into the cluster's artifact store, as a training job would.
+pub async fn store_bundle(cluster: &TestCluster, text: &str) -> String {
+    mlops_core::storage::ArtifactStore::local(&cluster.data_dir().join("artifacts"), None)
+        .unwrap()
+        .put(bytes::Bytes::copy_from_slice(text.as_bytes()))
+        .await
+        .unwrap()
+}
+
+/// Where the artifact store keeps a blob, for tests that damage or look for it.
+pub fn blob_path(data_dir: &Path, digest: &str) -> PathBuf {
+    data_dir.join(format!("artifacts/blobs/sha256/{}/{digest}", &digest[..2]))
+}
+
+/// A CreateModelVersion request for a `BUNDLE` stored under `digest`.
+pub fn version_request(model: &str, digest: &str) -> mlops_proto::v1::CreateModelVersionRequest {
+    mlops_proto::v1::CreateModelVersionRequest {
+        model_name: model.into(),
+        model_type: "linear".into(),
+        artifact_digest: digest.into(),
+        feature_names: vec!["a".into(), "b".into()],
+        target: "y".into(),
+        ..Default::default()
+    }
+}
+
 /// A built binary of this workspace (`cargo build --workspace` puts them beside `deps/`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

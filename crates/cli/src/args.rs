@@ -200,6 +200,76 @@ pub enum ModelsCommand {
         key: String,
         value: String,
     },
+    /// A model's versions, oldest first.
+    Versions {
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive a version (`M:V`): kept and downloadable, out of search, cannot take an alias.
+    Archive { version: String },
+    /// Bring an archived version (`M:V`) back.
+    Restore { version: String },
+    /// Delete the bundles of deleted versions that nothing references.
+    Gc {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only bundles orphaned at least this long ago.
+        #[arg(long, default_value_t = 0)]
+        min_age_seconds: u64,
+    },
+    /// The registry's audit log, newest first: who changed what, before and after.
+    Audit {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow registry events as JSON lines (replayed from `--after`, then live).
+    Watch {
+        #[arg(long)]
+        model: Option<String>,
+        /// Resume after this event seq (0: from the first event).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Only events from now on.
+        #[arg(long)]
+        from_now: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Import a model file (ONNX, or a bundle from `mlops models download`) as a new version.
+    Import {
+        file: PathBuf,
+        /// The model to add the version to (default: the record's model).
+        #[arg(long)]
+        model: Option<String>,
+        /// "onnx" or "mlops" (default: detected).
+        #[arg(long)]
+        format: Option<String>,
+        /// The version record `mlops models download` wrote: metrics, params, tags and lineage
+        /// come from it, and the file must match its digest.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// NAME=VALUE (repeatable).
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Download a version's bundle (`M`, `M:V` or `M@ALIAS`) and its record into a directory.
+    Download {
+        version: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Find versions: `--where "rmse < 50"`, `--tag k=v`, `--alias`, `--dataset`, `--order-by "r2 desc"`.
     Search {
         #[arg(long)]

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::args::*;
+use crate::models::*;
 use crate::refs::{Selector, dataset_ref, model_ref};
 use crate::stack::{Stack, StackOptions};
 
@@ -113,6 +114,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             value,
         }) => tag_version(&e, &version, key, value).await,
+        Command::Models(ModelsCommand::Versions { model, json }) => {
+            list_versions(&e, model, json).await
+        }
+        Command::Models(ModelsCommand::Archive { version }) => {
+            set_archived(&e, &version, true).await
+        }
+        Command::Models(ModelsCommand::Restore { version }) => {
+            set_archived(&e, &version, false).await
+        }
+        Command::Models(ModelsCommand::Gc {
+            dry_run,
+            min_age_seconds,
+        }) => collect_garbage(&e, dry_run, min_age_seconds).await,
+        Command::Models(ModelsCommand::Audit {
+            model,
+            principal,
+            limit,
+            json,
+        }) => {
+            let query = ListRegistryEventsRequest {
+                model_name: model.unwrap_or_default(),
+                principal: principal.unwrap_or_default(),
+                limit,
+                ..Default::default()
+            };
+            registry_audit(&e, query, json).await
+        }
+        Command::Models(ModelsCommand::Watch {
+            model,
+            after,
+            from_now,
+            count,
+        }) => {
+            let request = WatchRegistryRequest {
+                after_seq: after,
+                model_name: model.unwrap_or_default(),
+                from_now,
+            };
+            watch_registry(&e, request, count).await
+        }
+        Command::Models(ModelsCommand::Import {
+            file,
+            model,
+            format,
+            record,
+            metrics,
+            tags,
+        }) => {
+            let header = import_header(model, format, record, &metrics, &tags)?;
+            import_version(&e, &file, header).await
+        }
+        Command::Models(ModelsCommand::Download { version, out }) => {
+            download_version(&e, &version, &out).await
+        }
         Command::Models(ModelsCommand::Search {
             model,
             conditions,
@@ -256,7 +311,7 @@ fn first_rows(n: usize) -> anyhow::Result<Vec<Vec<f64>>> {
     Ok(rows)
 }
 
-fn spinner(message: impl Into<String>) -> ProgressBar {
+pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
@@ -459,8 +514,9 @@ async fn fetch_version(e: &Ctx, reference: &str) -> anyhow::Result<ModelVersion>
     )
 }
 
-fn version_json(v: &ModelVersion) -> Value {
+pub(crate) fn version_json(v: &ModelVersion) -> Value {
     let lineage = v.lineage.clone().unwrap_or_default();
+    let signature = v.signature.as_ref();
     json!({
         "model_name": v.model_name,
         "version": v.version,
@@ -476,11 +532,32 @@ fn version_json(v: &ModelVersion) -> Value {
             "dataset_version": lineage.dataset_version,
             "dataset_digest": lineage.dataset_digest,
             "training_job_id": lineage.training_job_id,
+            "pipeline_run_id": lineage.pipeline_run_id,
+            "parent_version": lineage.parent_version,
+            "source": lineage.source,
         },
         "created_at_ms": v.created_at_ms,
         "created_by": v.created_by,
         "tags": v.tags,
+        "status": status_name(v.status),
+        "format": v.format,
+        "size_bytes": v.size_bytes,
+        "signature": signature.map(|s| json!({
+            "inputs": s.inputs.iter().map(spec_json).collect::<Vec<_>>(),
+            "outputs": s.outputs.iter().map(spec_json).collect::<Vec<_>>(),
+        })),
     })
+}
+
+fn spec_json(spec: &TensorSpec) -> Value {
+    json!({ "name": spec.name, "datatype": spec.datatype, "shape": spec.shape })
+}
+
+pub(crate) fn status_name(status: i32) -> &'static str {
+    match ModelVersionStatus::try_from(status) {
+        Ok(ModelVersionStatus::Archived) => "archived",
+        _ => "ready",
+    }
 }
 
 async fn show_model(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()> {

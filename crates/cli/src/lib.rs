@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod args;
 pub mod commands;
+pub mod models;
 pub mod refs;
 pub mod stack;
 

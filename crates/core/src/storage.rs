@@ -97,6 +97,21 @@ impl ArtifactStore {
         }
         Ok(bytes)
     }
+
+    /// The stored size of a blob (after encryption, when on).
+    pub async fn size(&self, digest: &str) -> Result<u64, ApiError> {
+        validate_digest("digest", digest)?;
+        Ok(self.store.head(&key(digest)).await?.size)
+    }
+
+    /// Removes a blob; removing one that is already gone is not an error.
+    pub async fn delete(&self, digest: &str) -> Result<(), ApiError> {
+        validate_digest("digest", digest)?;
+        match self.store.delete(&key(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 #[cfg(test)]

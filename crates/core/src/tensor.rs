@@ -1,6 +1,11 @@
 //! The raw tensor encoding of the Open Inference Protocol: elements flattened row-major,
 //! little-endian, no padding. One implementation for servers, clients and tests.
 
+/// The tensor names of a platform bundle: the registry records them in each version's
+/// signature, and the inference server serves them.
+pub const INPUT_NAME: &str = "input";
+pub const OUTPUT_NAME: &str = "predictions";
+
 /// FP64 values as raw bytes.
 pub fn fp64_to_raw(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
     values.into_iter().flat_map(f64::to_le_bytes).collect()

@@ -6,8 +6,7 @@ use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
 use ndarray::Array2;
 
-pub const INPUT_NAME: &str = "input";
-pub const OUTPUT_NAME: &str = "predictions";
+pub use mlops_core::tensor::{INPUT_NAME, OUTPUT_NAME};
 
 fn invalid(message: String) -> ApiError {
     ApiError::invalid_argument(message)

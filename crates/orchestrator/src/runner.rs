@@ -340,7 +340,10 @@ impl Runner {
         sender: &watch::Sender<PipelineRun>,
         pipeline: &Pipeline,
     ) -> Result<String, ApiError> {
-        let job_id = sender.borrow().training_job_id.clone();
+        let (job_id, run_id) = {
+            let run = sender.borrow();
+            (run.training_job_id.clone(), run.id.clone())
+        };
         let job = self
             .clients
             .training
@@ -364,6 +367,8 @@ impl Runner {
                     dataset_version: job.dataset_version,
                     dataset_digest: job.dataset_digest.clone(),
                     training_job_id: job.id.clone(),
+                    pipeline_run_id: run_id,
+                    ..Default::default()
                 }),
                 feature_names: job.feature_names.clone(),
                 target: job.target_column.clone(),

@@ -12,6 +12,11 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+/// The subset of ONNX's model format the registry reads on import.
+pub mod onnx {
+    tonic::include_proto!("onnx");
+}
+
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
 

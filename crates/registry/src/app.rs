@@ -28,13 +28,18 @@ impl Application {
             &settings.tls,
         )
         .await?;
-        let store = Store::open(&settings.storage.database_path("registry")).await?;
+        let store = Store::open(
+            &settings.storage.database_path("registry"),
+            ArtifactStore::open(&settings.storage)?,
+        )
+        .await?;
         let listener = server::bind(settings.registry.listen).await?;
         Ok(Self {
             listener,
             api: Registry {
                 store,
-                artifacts: ArtifactStore::open(&settings.storage)?,
+                shutdown: CancellationToken::new(),
+                max_bundle_bytes: settings.registry.max_bundle_bytes,
             },
             options,
         })
@@ -46,7 +51,8 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
+    pub async fn run_until(mut self, shutdown: CancellationToken) -> Result<(), ApiError> {
+        self.api.shutdown = shutdown.clone();
         tracing::info!(addr = %self.grpc_addr(), "registry serving");
         server::serve(
             self.listener,

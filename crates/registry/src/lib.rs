@@ -3,6 +3,7 @@
 
 mod app;
 mod grpc;
+mod model_file;
 mod search;
 mod settings;
 mod store;

@@ -2,6 +2,7 @@
 
 use mlops_core::ApiError;
 use mlops_core::ids::validate_name;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricFilter {
@@ -77,24 +78,54 @@ pub fn parse_order(text: &str) -> Result<Order, ApiError> {
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// Page tokens are opaque to clients; this server reads back only what it issued.
-pub fn page_token(offset: u64) -> String {
-    format!("o{offset}")
+/// Where a page ended: the sort key, model and version of its last row. The next page starts
+/// strictly after it, so pages neither skip nor repeat rows when versions are added meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The `order_by` it was issued for.
+    pub order: String,
+    pub key: f64,
+    pub model: String,
+    pub version: u32,
 }
 
-pub fn parse_page_token(token: &str) -> Result<u64, ApiError> {
-    if token.is_empty() {
-        return Ok(0);
+impl Order {
+    pub fn canonical(&self) -> String {
+        match self {
+            Order::Created => "created".into(),
+            Order::Metric { name, descending } => {
+                format!("{name} {}", if *descending { "desc" } else { "asc" })
+            }
+        }
     }
-    token
-        .strip_prefix('o')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| ApiError::invalid_argument("page_token is not one this server issued"))
 }
 
-/// A JSON path for a metric; names are validated, so they hold no quote.
-pub fn metric_path(metric: &str) -> String {
-    format!("$.\"{metric}\"")
+/// Page tokens are opaque to clients; this server reads back only what it issued.
+pub fn page_token(cursor: &Cursor) -> String {
+    format!(
+        "k{}",
+        hex::encode(serde_json::to_vec(cursor).expect("a cursor serializes"))
+    )
+}
+
+pub fn parse_page_token(token: &str, order: &Order) -> Result<Option<Cursor>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let cursor: Cursor = token
+        .strip_prefix('k')
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .filter(|c: &Cursor| c.key.is_finite())
+        .ok_or_else(|| ApiError::invalid_argument("page_token is not one this server issued"))?;
+    if cursor.order != order.canonical() {
+        return Err(ApiError::invalid_argument(format!(
+            "page_token was issued for order_by {:?}, not {:?}",
+            cursor.order,
+            order.canonical()
+        )));
+    }
+    Ok(Some(cursor))
 }
 
 #[cfg(test)]
@@ -136,7 +167,24 @@ mod tests {
             }
         );
         assert!(parse_order("r2 sideways").is_err());
-        assert_eq!(parse_page_token(&page_token(120)).unwrap(), 120);
-        assert!(parse_page_token("120").is_err());
+        let order = parse_order("r2 desc").unwrap();
+        let cursor = Cursor {
+            order: order.canonical(),
+            key: 0.5,
+            model: "m".into(),
+            version: 3,
+        };
+        assert_eq!(
+            parse_page_token(&page_token(&cursor), &order).unwrap(),
+            Some(cursor.clone())
+        );
+        assert!(
+            parse_page_token(&page_token(&cursor), &Order::Created)
+                .unwrap_err()
+                .message
+                .contains("order_by")
+        );
+        assert!(parse_page_token("120", &order).is_err());
+        assert!(parse_page_token("k00", &order).is_err());
     }
 }

@@ -21,12 +21,15 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrySettings {
     pub listen: SocketAddr,
+    /// The largest model file an import accepts.
+    pub max_bundle_bytes: u64,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50054)),
+            max_bundle_bytes: 512 << 20,
         }
     }
 }

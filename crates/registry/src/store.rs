@@ -1,17 +1,26 @@
-//! Registry metadata in SQL. Versions are immutable; aliases are the only thing that moves.
+//! Registry metadata in SQL. Versions are immutable; aliases, tags and status are what move,
+//! and every move appends its event (the outbox WatchRegistry replays, and the audit log) in
+//! the same transaction.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use mlops_core::db::{self, Pool};
-use mlops_core::{ApiError, now_ms};
-
-use crate::search::{MetricFilter, Order, metric_path};
-use mlops_proto::v1::{
-    AliasChange, CreateModelVersionRequest, Lineage, ModelVersion, RegisteredModel,
-};
-use sqlx::Row;
+use mlops_core::storage::ArtifactStore;
+use mlops_core::{ApiError, ErrorKind, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::watch;
+
+use crate::model_file;
+use crate::search::{Cursor, MetricFilter, Order};
+use mlops_proto::v1::{
+    AliasChange, Lineage, ModelVersion, ModelVersionStatus, RegisteredModel, RegistryEvent,
+    RegistryEventKind, Signature, TensorSpec,
+};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "models", include_str!("migrations/0001_models.sql")),
@@ -25,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tags and search",
         include_str!("migrations/0003_tags_and_search.sql"),
     ),
+    (
+        4,
+        "events, archive and garbage collection",
+        include_str!("migrations/0004_events_archive_gc.sql"),
+    ),
 ];
 
 /// What `SearchModelVersions` asks for, already parsed and validated.
@@ -36,8 +50,9 @@ pub struct Search<'a> {
     pub dataset: &'a str,
     pub dataset_version: u32,
     pub order: Order,
-    pub offset: u64,
+    pub after: Option<Cursor>,
     pub limit: u32,
+    pub include_archived: bool,
 }
 
 enum Bind {
@@ -54,38 +69,124 @@ pub struct AliasMove<'a> {
     pub expected: Option<u32>,
 }
 
+/// A version to create, from CreateModelVersion or an import. Empty fields are taken from the
+/// bundle itself.
+pub struct NewVersion<'a> {
+    pub model_name: &'a str,
+    pub model_type: &'a str,
+    pub digest: &'a str,
+    pub format: &'a str,
+    pub metrics: &'a HashMap<String, f64>,
+    pub params: &'a HashMap<String, String>,
+    pub tags: &'a HashMap<String, String>,
+    pub lineage: Lineage,
+    pub feature_names: &'a [String],
+    pub target: &'a str,
+}
+
+/// Which audit events to list.
+pub struct EventQuery<'a> {
+    pub model_name: &'a str,
+    pub principal: &'a str,
+    pub kinds: Vec<i32>,
+    pub before_seq: u64,
+    pub limit: u32,
+}
+
+pub struct Garbage {
+    pub digests: Vec<String>,
+    pub bytes: u64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    artifacts: ArtifactStore,
+    /// The newest committed event's seq: wakes watchers.
+    committed: Arc<watch::Sender<u64>>,
+}
+
+/// An event about to be appended.
+struct Event<'a> {
+    kind: RegistryEventKind,
+    model: &'a str,
+    version: u32,
+    key: &'a str,
+    before: String,
+    after: String,
 }
 
 fn model_not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("model {name:?} not found"))
 }
 
+fn no_version(model: &str, version: u32) -> ApiError {
+    ApiError::not_found(format!("model {model:?} has no version {version}"))
+}
+
+const READY: i64 = ModelVersionStatus::Ready as i64;
+const ARCHIVED: i64 = ModelVersionStatus::Archived as i64;
+
 impl Store {
-    pub async fn open(path: &Path) -> Result<Self, ApiError> {
+    pub async fn open(path: &Path, artifacts: ArtifactStore) -> Result<Self, ApiError> {
+        let pool = db::open(path, MIGRATIONS).await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM registry_events")
+            .fetch_one(&pool)
+            .await?;
         Ok(Self {
-            pool: db::open(path, MIGRATIONS).await?,
+            pool,
+            artifacts,
+            committed: Arc::new(watch::Sender::new(newest as u64)),
         })
+    }
+
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// A receiver that changes whenever events are committed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    fn notify(&self, seq: i64) {
+        self.committed
+            .send_modify(|newest| *newest = (*newest).max(seq as u64));
     }
 
     pub async fn create_model(
         &self,
         name: &str,
         description: &str,
+        principal: &str,
     ) -> Result<RegisteredModel, ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(description)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if inserted.rows_affected() == 0 {
             return Err(ApiError::already_exists(format!(
                 "model {name:?} already exists"
             )));
         }
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::ModelCreated,
+                model: name,
+                version: 0,
+                key: "",
+                before: String::new(),
+                after: json!({ "description": description }).to_string(),
+            },
+            principal,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify(seq);
         self.model(name).await
     }
 
@@ -135,49 +236,148 @@ impl Store {
         })
     }
 
-    /// Creates the next version (and the model, when new) in one transaction.
+    /// Creates the next version (and the model, when new) in one transaction. The bundle is
+    /// read and checked inside it, so garbage collection (which takes the same write lock)
+    /// can never delete a bundle between the check and the insert.
     pub async fn create_version(
         &self,
-        request: &CreateModelVersionRequest,
-        created_by: &str,
+        new: &NewVersion<'_>,
+        principal: &str,
     ) -> Result<ModelVersion, ApiError> {
-        let lineage = request.lineage.clone().unwrap_or_default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let bytes = match self.artifacts.get(new.digest).await {
+            Err(error) if error.kind == ErrorKind::NotFound => {
+                return Err(ApiError::failed_precondition(format!(
+                    "artifact_digest {} is not in the artifact store",
+                    new.digest
+                )));
+            }
+            other => other?,
+        };
+        let inspected = model_file::inspect(&bytes, new.format)?;
+        if !new.model_type.is_empty() && new.model_type != inspected.model_type {
+            return Err(ApiError::invalid_argument(format!(
+                "model_type {:?} does not match the bundle's {:?}",
+                new.model_type, inspected.model_type
+            )));
+        }
+        if !new.feature_names.is_empty()
+            && !inspected.feature_names.is_empty()
+            && new.feature_names != inspected.feature_names.as_slice()
+        {
+            return Err(ApiError::invalid_argument(
+                "feature_names do not match the bundle's",
+            ));
+        }
+        let feature_names = if inspected.feature_names.is_empty() {
+            new.feature_names.to_vec()
+        } else {
+            inspected.feature_names.clone()
+        };
+        let target = if inspected.target.is_empty() {
+            new.target
+        } else {
+            &inspected.target
+        };
         let now = now_ms();
-        sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING")
-            .bind(&request.model_name)
+        let model_created = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING")
+            .bind(new.model_name)
             .bind(now)
             .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if model_created {
+            record(
+                &mut tx,
+                Event {
+                    kind: RegistryEventKind::ModelCreated,
+                    model: new.model_name,
+                    version: 0,
+                    key: "",
+                    before: String::new(),
+                    after: json!({ "description": "" }).to_string(),
+                },
+                principal,
+            )
             .await?;
+        }
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model_name = ?",
         )
-        .bind(&request.model_name)
+        .bind(new.model_name)
         .fetch_one(&mut *tx)
         .await?;
+        let lineage = &new.lineage;
         sqlx::query(
             "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, \
-             feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms, created_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms, created_by, \
+             status, signature, format, size_bytes, pipeline_run_id, parent_version, source) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&request.model_name)
+        .bind(new.model_name)
         .bind(version)
-        .bind(&request.model_type)
-        .bind(&request.artifact_digest)
-        .bind(json(&request.metrics))
-        .bind(json(&request.params))
-        .bind(json(&request.feature_names))
-        .bind(&request.target)
+        .bind(&inspected.model_type)
+        .bind(new.digest)
+        .bind(to_json(new.metrics))
+        .bind(to_json(new.params))
+        .bind(to_json(&feature_names))
+        .bind(target)
         .bind(&lineage.dataset)
         .bind(lineage.dataset_version as i64)
         .bind(&lineage.dataset_digest)
         .bind(&lineage.training_job_id)
         .bind(now)
-        .bind(created_by)
+        .bind(principal)
+        .bind(READY)
+        .bind(to_json(&SignatureJson::from(&inspected.signature)))
+        .bind(inspected.format)
+        .bind(bytes.len() as i64)
+        .bind(&lineage.pipeline_run_id)
+        .bind(lineage.parent_version as i64)
+        .bind(&lineage.source)
         .execute(&mut *tx)
         .await?;
+        for (name, value) in new.metrics {
+            sqlx::query("INSERT INTO model_version_metrics (model_name, version, name, value) VALUES (?, ?, ?, ?)")
+                .bind(new.model_name)
+                .bind(version)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (key, value) in new.tags {
+            sqlx::query("INSERT INTO model_version_tags (model_name, version, key, value) VALUES (?, ?, ?, ?)")
+                .bind(new.model_name)
+                .bind(version)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Referenced again: no longer garbage.
+        sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = ?")
+            .bind(new.digest)
+            .execute(&mut *tx)
+            .await?;
+        let after = snapshot(&mut tx, new.model_name, version as u32).await?;
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::VersionCreated,
+                model: new.model_name,
+                version: version as u32,
+                key: "",
+                before: String::new(),
+                after,
+            },
+            principal,
+        )
+        .await?;
         tx.commit().await?;
-        self.version(&request.model_name, version as u32).await
+        self.notify(seq);
+        self.version(new.model_name, version as u32).await
     }
 
     pub async fn version(&self, model: &str, version: u32) -> Result<ModelVersion, ApiError> {
@@ -190,9 +390,7 @@ impl Store {
             Some(row) => self.version_from_row(&row).await,
             None => {
                 self.model(model).await?;
-                Err(ApiError::not_found(format!(
-                    "model {model:?} has no version {version}"
-                )))
+                Err(no_version(model, version))
             }
         }
     }
@@ -252,19 +450,29 @@ impl Store {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_ms();
         let mut previous_versions = Vec::with_capacity(moves.len());
+        let mut seq = 0;
         for change in moves {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM model_versions WHERE model_name = ? AND version = ?",
+            let status: Option<i64> = sqlx::query_scalar(
+                "SELECT status FROM model_versions WHERE model_name = ? AND version = ?",
             )
             .bind(model)
             .bind(change.version as i64)
             .fetch_optional(&mut *tx)
             .await?;
-            if exists.is_none() {
-                return Err(ApiError::not_found(format!(
-                    "model {model:?} has no version {} for alias {:?}",
-                    change.version, change.alias
-                )));
+            match status {
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "model {model:?} has no version {} for alias {:?}",
+                        change.version, change.alias
+                    )));
+                }
+                Some(ARCHIVED) => {
+                    return Err(ApiError::failed_precondition(format!(
+                        "model {model:?} version {} is archived: restore it before pointing alias {:?} at it",
+                        change.version, change.alias
+                    )));
+                }
+                Some(_) => {}
             }
             let previous = current_alias(&mut tx, model, change.alias).await?;
             if let Some(expected) = change.expected
@@ -285,19 +493,23 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            record_alias_change(
+            seq = record(
                 &mut tx,
-                model,
-                change.alias,
-                previous,
-                change.version,
+                Event {
+                    kind: RegistryEventKind::AliasSet,
+                    model,
+                    version: change.version,
+                    key: change.alias,
+                    before: version_json(previous),
+                    after: version_json(change.version),
+                },
                 principal,
-                now,
             )
             .await?;
             previous_versions.push(previous);
         }
         tx.commit().await?;
+        self.notify(seq);
         Ok(previous_versions)
     }
 
@@ -321,8 +533,21 @@ impl Store {
             .bind(alias)
             .execute(&mut *tx)
             .await?;
-        record_alias_change(&mut tx, model, alias, previous, 0, principal, now_ms()).await?;
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::AliasDeleted,
+                model,
+                version: previous,
+                key: alias,
+                before: version_json(previous),
+                after: String::new(),
+            },
+            principal,
+        )
+        .await?;
         tx.commit().await?;
+        self.notify(seq);
         Ok(())
     }
 
@@ -332,8 +557,14 @@ impl Store {
         version: u32,
         key: &str,
         value: &str,
+        principal: &str,
     ) -> Result<(), ApiError> {
-        self.version(model, version).await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if snapshot(&mut tx, model, version).await?.is_empty() {
+            drop(tx);
+            return Err(self.missing_version(model, version).await);
+        }
+        let previous = current_tag(&mut tx, model, version, key).await?;
         sqlx::query(
             "INSERT INTO model_version_tags (model_name, version, key, value) VALUES (?, ?, ?, ?) \
              ON CONFLICT (model_name, version, key) DO UPDATE SET value = excluded.value",
@@ -342,41 +573,111 @@ impl Store {
         .bind(version as i64)
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::TagSet,
+                model,
+                version,
+                key,
+                before: previous
+                    .map(|v| json!({ "value": v }).to_string())
+                    .unwrap_or_default(),
+                after: json!({ "value": value }).to_string(),
+            },
+            principal,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify(seq);
         Ok(())
     }
 
-    pub async fn delete_tag(&self, model: &str, version: u32, key: &str) -> Result<(), ApiError> {
-        let deleted = sqlx::query(
+    pub async fn delete_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        principal: &str,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(previous) = current_tag(&mut tx, model, version, key).await? else {
+            drop(tx);
+            self.version(model, version).await?;
+            return Err(ApiError::not_found(format!(
+                "model {model:?} version {version} has no tag {key:?}"
+            )));
+        };
+        sqlx::query(
             "DELETE FROM model_version_tags WHERE model_name = ? AND version = ? AND key = ?",
         )
         .bind(model)
         .bind(version as i64)
         .bind(key)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if deleted.rows_affected() == 0 {
-            self.version(model, version).await?;
-            return Err(ApiError::not_found(format!(
-                "model {model:?} version {version} has no tag {key:?}"
-            )));
-        }
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::TagDeleted,
+                model,
+                version,
+                key,
+                before: json!({ "value": previous }).to_string(),
+                after: String::new(),
+            },
+            principal,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify(seq);
         Ok(())
     }
 
-    /// One page of matching versions, and whether more follow.
-    pub async fn search(&self, search: &Search<'_>) -> Result<(Vec<ModelVersion>, bool), ApiError> {
-        let mut sql = String::from("SELECT v.* FROM model_versions v WHERE 1 = 1");
+    async fn missing_version(&self, model: &str, version: u32) -> ApiError {
+        match self.model(model).await {
+            Err(error) => error,
+            Ok(_) => no_version(model, version),
+        }
+    }
+
+    /// One page of matching versions, and the cursor of its last row when more follow.
+    pub async fn search(
+        &self,
+        search: &Search<'_>,
+    ) -> Result<(Vec<ModelVersion>, Option<Cursor>), ApiError> {
         let mut binds = Vec::new();
+        let mut sql = match &search.order {
+            Order::Created => String::from(
+                "SELECT v.*, CAST(v.created_at_ms AS REAL) AS sort_key FROM model_versions v WHERE 1 = 1",
+            ),
+            // Versions without the metric have no place in its order: the join leaves them out.
+            Order::Metric { name, .. } => {
+                binds.push(Bind::Text(name.clone()));
+                String::from(
+                    "SELECT v.*, o.value AS sort_key FROM model_version_metrics o JOIN model_versions v \
+                     ON v.model_name = o.model_name AND v.version = o.version WHERE o.name = ?",
+                )
+            }
+        };
         if !search.model_name.is_empty() {
             sql.push_str(" AND v.model_name = ?");
             binds.push(Bind::Text(search.model_name.into()));
         }
+        if !search.include_archived {
+            sql.push_str(" AND v.status = ?");
+            binds.push(Bind::Int(READY));
+        }
         for filter in &search.filters {
-            // `op` comes from a fixed set; the metric travels as a bound JSON path.
-            sql.push_str(&format!(" AND json_extract(v.metrics, ?) {} ?", filter.op));
-            binds.push(Bind::Text(metric_path(&filter.metric)));
+            // `op` comes from a fixed set; everything else is bound.
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM model_version_metrics m WHERE m.model_name = v.model_name \
+                 AND m.version = v.version AND m.name = ? AND m.value {} ?)",
+                filter.op
+            ));
+            binds.push(Bind::Text(filter.metric.clone()));
             binds.push(Bind::Real(filter.value));
         }
         for (key, value) in &search.tags {
@@ -402,23 +703,31 @@ impl Store {
                 binds.push(Bind::Int(search.dataset_version as i64));
             }
         }
-        match &search.order {
-            Order::Created => {
-                sql.push_str(" ORDER BY v.created_at_ms DESC, v.model_name, v.version DESC")
+        // Keyset pagination: rows strictly after the cursor, in an order an index provides.
+        let (key, direction, comparison) = match &search.order {
+            Order::Created => ("v.created_at_ms, v.model_name, v.version", "DESC", "<"),
+            Order::Metric {
+                descending: true, ..
+            } => ("o.value, o.model_name, o.version", "DESC", "<"),
+            Order::Metric { .. } => ("o.value, o.model_name, o.version", "ASC", ">"),
+        };
+        if let Some(cursor) = &search.after {
+            sql.push_str(&format!(" AND ({key}) {comparison} (?, ?, ?)"));
+            match search.order {
+                Order::Created => binds.push(Bind::Int(cursor.key as i64)),
+                Order::Metric { .. } => binds.push(Bind::Real(cursor.key)),
             }
-            Order::Metric { name, descending } => {
-                let direction = if *descending { "DESC" } else { "ASC" };
-                sql.push_str(&format!(
-                    " ORDER BY json_extract(v.metrics, ?) IS NULL, json_extract(v.metrics, ?) {direction}, v.model_name, v.version"
-                ));
-                binds.push(Bind::Text(metric_path(name)));
-                binds.push(Bind::Text(metric_path(name)));
-            }
+            binds.push(Bind::Text(cursor.model.clone()));
+            binds.push(Bind::Int(cursor.version as i64));
         }
+        let order_by = key
+            .split(", ")
+            .map(|column| format!("{column} {direction}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         // One extra row tells whether another page exists.
-        sql.push_str(" LIMIT ? OFFSET ?");
+        sql.push_str(&format!(" ORDER BY {order_by} LIMIT ?"));
         binds.push(Bind::Int(search.limit as i64 + 1));
-        binds.push(Bind::Int(search.offset.min(i64::MAX as u64) as i64));
 
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for bind in binds {
@@ -430,71 +739,279 @@ impl Store {
         }
         let rows = query.fetch_all(&self.pool).await?;
         let more = rows.len() > search.limit as usize;
-        let mut versions = Vec::with_capacity(rows.len().min(search.limit as usize));
-        for row in rows.iter().take(search.limit as usize) {
+        let page = &rows[..rows.len().min(search.limit as usize)];
+        let mut versions = Vec::with_capacity(page.len());
+        for row in page {
             versions.push(self.version_from_row(row).await?);
         }
-        Ok((versions, more))
+        let next = match (more, page.last()) {
+            (true, Some(last)) => Some(Cursor {
+                order: search.order.canonical(),
+                key: last.try_get("sort_key")?,
+                model: last.try_get("model_name")?,
+                version: last.try_get::<i64, _>("version")? as u32,
+            }),
+            _ => None,
+        };
+        Ok((versions, next))
     }
 
-    /// Newest first; only `alias` when it is not empty.
+    /// Newest first; only `alias` when it is not empty. Read from the event log.
     pub async fn alias_history(
         &self,
         model: &str,
         alias: &str,
     ) -> Result<Vec<AliasChange>, ApiError> {
         self.model(model).await?;
-        sqlx::query("SELECT * FROM alias_history WHERE model_name = ? AND (? = '' OR alias = ?) ORDER BY id DESC")
-            .bind(model)
-            .bind(alias)
-            .bind(alias)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
+        let rows = sqlx::query(
+            "SELECT * FROM registry_events WHERE model_name = ? AND kind IN (?, ?) \
+             AND (? = '' OR key = ?) ORDER BY seq DESC",
+        )
+        .bind(model)
+        .bind(RegistryEventKind::AliasSet as i32)
+        .bind(RegistryEventKind::AliasDeleted as i32)
+        .bind(alias)
+        .bind(alias)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
             .map(|row| {
+                let event = event_from_row(row)?;
                 Ok(AliasChange {
-                    alias: row.try_get("alias")?,
-                    from_version: row.try_get::<i64, _>("from_version")? as u32,
-                    to_version: row.try_get::<i64, _>("to_version")? as u32,
-                    principal: row.try_get("principal")?,
-                    time_ms: row.try_get("time_ms")?,
+                    alias: event.key,
+                    from_version: version_of(&event.before),
+                    to_version: version_of(&event.after),
+                    principal: event.principal,
+                    time_ms: event.time_ms,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(ApiError::from)
+            .collect()
     }
 
-    /// Deletes a version's record; refused while an alias points at it.
-    pub async fn delete_version(&self, model: &str, version: u32) -> Result<(), ApiError> {
+    /// Deletes a version's record; refused while an alias points at it. Its bundle becomes
+    /// garbage once no other version references it.
+    pub async fn delete_version(
+        &self,
+        model: &str,
+        version: u32,
+        principal: &str,
+    ) -> Result<(), ApiError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let aliases: Vec<String> = sqlx::query_scalar(
-            "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
+        refuse_if_aliased(&mut tx, model, version, "deleted").await?;
+        let before = snapshot(&mut tx, model, version).await?;
+        let digest: Option<String> = sqlx::query_scalar(
+            "DELETE FROM model_versions WHERE model_name = ? AND version = ? RETURNING artifact_digest",
         )
         .bind(model)
         .bind(version as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(digest) = digest else {
+            drop(tx);
+            return Err(self.missing_version(model, version).await);
+        };
+        sqlx::query(
+            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = ?) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&digest)
+        .bind(now_ms())
+        .bind(&digest)
+        .execute(&mut *tx)
+        .await?;
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::VersionDeleted,
+                model,
+                version,
+                key: "",
+                before,
+                after: String::new(),
+            },
+            principal,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify(seq);
+        Ok(())
+    }
+
+    /// Archives (`archive`) or restores a version.
+    pub async fn set_archived(
+        &self,
+        model: &str,
+        version: u32,
+        archive: bool,
+        principal: &str,
+    ) -> Result<ModelVersion, ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let status: Option<i64> = sqlx::query_scalar(
+            "SELECT status FROM model_versions WHERE model_name = ? AND version = ?",
+        )
+        .bind(model)
+        .bind(version as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(status) = status else {
+            drop(tx);
+            return Err(self.missing_version(model, version).await);
+        };
+        let (from, to, kind) = if archive {
+            (READY, ARCHIVED, RegistryEventKind::VersionArchived)
+        } else {
+            (ARCHIVED, READY, RegistryEventKind::VersionRestored)
+        };
+        if status != from {
+            return Err(ApiError::failed_precondition(format!(
+                "model {model:?} version {version} is already {}",
+                status_name(status)
+            )));
+        }
+        if archive {
+            refuse_if_aliased(&mut tx, model, version, "archived").await?;
+        }
+        sqlx::query("UPDATE model_versions SET status = ? WHERE model_name = ? AND version = ?")
+            .bind(to)
+            .bind(model)
+            .bind(version as i64)
+            .execute(&mut *tx)
+            .await?;
+        let seq = record(
+            &mut tx,
+            Event {
+                kind,
+                model,
+                version,
+                key: "",
+                before: json!({ "status": status_name(from) }).to_string(),
+                after: json!({ "status": status_name(to) }).to_string(),
+            },
+            principal,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify(seq);
+        self.version(model, version).await
+    }
+
+    /// Deletes (or with `dry_run` lists) the bundles of deleted versions that no version
+    /// references and that were orphaned at least `min_age_ms` ago. Holds the write lock
+    /// throughout, so no version can start referencing a bundle being deleted.
+    pub async fn collect_garbage(
+        &self,
+        dry_run: bool,
+        min_age_ms: i64,
+        principal: &str,
+    ) -> Result<Garbage, ApiError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let digests: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM orphaned_artifacts o WHERE since_ms <= ? \
+             AND NOT EXISTS (SELECT 1 FROM model_versions v WHERE v.artifact_digest = o.digest) ORDER BY digest",
+        )
+        .bind(now_ms().saturating_sub(min_age_ms))
         .fetch_all(&mut *tx)
         .await?;
-        if !aliases.is_empty() {
-            return Err(ApiError::failed_precondition(format!(
-                "model {model:?} version {version} is behind alias {}: move or delete the alias first",
-                aliases.join(", ")
-            )));
+        let mut bytes = 0;
+        for digest in &digests {
+            bytes += match self.artifacts.size(digest).await {
+                Err(error) if error.kind == ErrorKind::NotFound => 0,
+                other => other?,
+            };
         }
-        let deleted =
-            sqlx::query("DELETE FROM model_versions WHERE model_name = ? AND version = ?")
-                .bind(model)
-                .bind(version as i64)
+        if dry_run || digests.is_empty() {
+            return Ok(Garbage { digests, bytes });
+        }
+        for digest in &digests {
+            self.artifacts.delete(digest).await?;
+            sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = ?")
+                .bind(digest)
                 .execute(&mut *tx)
                 .await?;
-        if deleted.rows_affected() == 0 {
-            drop(tx);
-            self.model(model).await?;
-            return Err(ApiError::not_found(format!(
-                "model {model:?} has no version {version}"
-            )));
         }
+        let seq = record(
+            &mut tx,
+            Event {
+                kind: RegistryEventKind::ArtifactsCollected,
+                model: "",
+                version: 0,
+                key: "",
+                before: String::new(),
+                after: json!({ "digests": digests, "bytes": bytes }).to_string(),
+            },
+            principal,
+        )
+        .await?;
         tx.commit().await?;
+        self.notify(seq);
+        Ok(Garbage { digests, bytes })
+    }
+
+    /// Marks a stored bundle that no version references as garbage.
+    pub async fn forget_artifact(&self, digest: &str) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = ?) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(now_ms())
+        .bind(digest)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// Events after `after_seq`, oldest first, at most `limit`; only `model` when not empty.
+    pub async fn events_after(
+        &self,
+        after_seq: u64,
+        model: &str,
+        limit: u32,
+    ) -> Result<Vec<RegistryEvent>, ApiError> {
+        sqlx::query(
+            "SELECT * FROM registry_events WHERE seq > ? AND (? = '' OR model_name = ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq.min(i64::MAX as u64) as i64)
+        .bind(model)
+        .bind(model)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    /// The audit log, newest first.
+    pub async fn events(&self, query: &EventQuery<'_>) -> Result<Vec<RegistryEvent>, ApiError> {
+        let mut sql = String::from(
+            "SELECT * FROM registry_events WHERE (? = '' OR model_name = ?) AND (? = '' OR principal = ?) AND seq < ?",
+        );
+        if !query.kinds.is_empty() {
+            // Kinds are validated enum numbers, not client text.
+            let kinds: Vec<String> = query.kinds.iter().map(i32::to_string).collect();
+            sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let before = if query.before_seq == 0 {
+            i64::MAX
+        } else {
+            query.before_seq.min(i64::MAX as u64) as i64
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.model_name)
+            .bind(query.model_name)
+            .bind(query.principal)
+            .bind(query.principal)
+            .bind(before)
+            .bind(query.limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
     }
 
     async fn version_from_row(&self, row: &SqliteRow) -> Result<ModelVersion, ApiError> {
@@ -507,6 +1024,7 @@ impl Store {
         .bind(version)
         .fetch_all(&self.pool)
         .await?;
+        let signature: SignatureJson = parse(row, "signature")?;
         Ok(ModelVersion {
             version: version as u32,
             model_type: row.try_get("model_type")?,
@@ -520,6 +1038,9 @@ impl Store {
                 dataset_version: row.try_get::<i64, _>("dataset_version")? as u32,
                 dataset_digest: row.try_get("dataset_digest")?,
                 training_job_id: row.try_get("training_job_id")?,
+                pipeline_run_id: row.try_get("pipeline_run_id")?,
+                parent_version: row.try_get::<i64, _>("parent_version")? as u32,
+                source: row.try_get("source")?,
             }),
             aliases,
             created_at_ms: row.try_get("created_at_ms")?,
@@ -534,13 +1055,118 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
             .collect::<Result<HashMap<String, String>, sqlx::Error>>()?,
+            status: row.try_get::<i64, _>("status")? as i32,
+            signature: Some(signature.into()),
+            format: row.try_get("format")?,
+            size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
             model_name,
         })
     }
 }
 
+/// Appends an event in the caller's transaction and returns its seq.
+async fn record(
+    tx: &mut SqliteConnection,
+    event: Event<'_>,
+    principal: &str,
+) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO registry_events (kind, model_name, version, key, principal, time_ms, before, after) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(event.kind as i32)
+    .bind(event.model)
+    .bind(event.version as i64)
+    .bind(event.key)
+    .bind(principal)
+    .bind(now_ms())
+    .bind(event.before)
+    .bind(event.after)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<RegistryEvent, ApiError> {
+    Ok(RegistryEvent {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        kind: row.try_get("kind")?,
+        model_name: row.try_get("model_name")?,
+        version: row.try_get::<i64, _>("version")? as u32,
+        key: row.try_get("key")?,
+        principal: row.try_get("principal")?,
+        time_ms: row.try_get("time_ms")?,
+        before: row.try_get("before")?,
+        after: row.try_get("after")?,
+    })
+}
+
+/// A version's record as JSON, for an event's before/after ("" when there is no such version).
+async fn snapshot(
+    tx: &mut SqliteConnection,
+    model: &str,
+    version: u32,
+) -> Result<String, ApiError> {
+    let Some(row) =
+        sqlx::query("SELECT * FROM model_versions WHERE model_name = ? AND version = ?")
+            .bind(model)
+            .bind(version as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(String::new());
+    };
+    let status: i64 = row.try_get("status")?;
+    Ok(json!({
+        "model_type": row.try_get::<String, _>("model_type")?,
+        "format": row.try_get::<String, _>("format")?,
+        "artifact_digest": row.try_get::<String, _>("artifact_digest")?,
+        "size_bytes": row.try_get::<i64, _>("size_bytes")?,
+        "status": status_name(status),
+        "metrics": parse::<Value>(&row, "metrics")?,
+        "params": parse::<Value>(&row, "params")?,
+        "feature_names": parse::<Value>(&row, "feature_names")?,
+        "target": row.try_get::<String, _>("target")?,
+        "signature": parse::<Value>(&row, "signature")?,
+        "lineage": {
+            "dataset": row.try_get::<String, _>("dataset")?,
+            "dataset_version": row.try_get::<i64, _>("dataset_version")?,
+            "dataset_digest": row.try_get::<String, _>("dataset_digest")?,
+            "training_job_id": row.try_get::<String, _>("training_job_id")?,
+            "pipeline_run_id": row.try_get::<String, _>("pipeline_run_id")?,
+            "parent_version": row.try_get::<i64, _>("parent_version")?,
+            "source": row.try_get::<String, _>("source")?,
+        },
+        "created_by": row.try_get::<String, _>("created_by")?,
+        "created_at_ms": row.try_get::<i64, _>("created_at_ms")?,
+    })
+    .to_string())
+}
+
+async fn refuse_if_aliased(
+    tx: &mut SqliteConnection,
+    model: &str,
+    version: u32,
+    verb: &str,
+) -> Result<(), ApiError> {
+    let aliases: Vec<String> = sqlx::query_scalar(
+        "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
+    )
+    .bind(model)
+    .bind(version as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if aliases.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::failed_precondition(format!(
+            "model {model:?} version {version} is behind alias {} and cannot be {verb}: move or delete the alias first",
+            aliases.join(", ")
+        )))
+    }
+}
+
 async fn current_alias(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut SqliteConnection,
     model: &str,
     alias: &str,
 ) -> Result<u32, ApiError> {
@@ -553,34 +1179,154 @@ async fn current_alias(
     Ok(version.unwrap_or_default() as u32)
 }
 
-async fn record_alias_change(
-    tx: &mut sqlx::SqliteConnection,
+async fn current_tag(
+    tx: &mut SqliteConnection,
     model: &str,
-    alias: &str,
-    from: u32,
-    to: u32,
-    principal: &str,
-    time_ms: i64,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO alias_history (model_name, alias, from_version, to_version, principal, time_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    version: u32,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT value FROM model_version_tags WHERE model_name = ? AND version = ? AND key = ?",
     )
     .bind(model)
-    .bind(alias)
-    .bind(from as i64)
-    .bind(to as i64)
-    .bind(principal)
-    .bind(time_ms)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(version as i64)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+/// An alias state for an event: `{"version": n}`, or "" for none.
+fn version_json(version: u32) -> String {
+    if version == 0 {
+        String::new()
+    } else {
+        json!({ "version": version }).to_string()
+    }
+}
+
+fn version_of(state: &str) -> u32 {
+    serde_json::from_str::<Value>(state)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        .unwrap_or_default() as u32
+}
+
+fn status_name(status: i64) -> &'static str {
+    if status == ARCHIVED {
+        "archived"
+    } else {
+        "ready"
+    }
+}
+
+/// The stored form of a signature.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct SignatureJson {
+    inputs: Vec<SpecJson>,
+    outputs: Vec<SpecJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SpecJson {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+}
+
+impl From<&Signature> for SignatureJson {
+    fn from(signature: &Signature) -> Self {
+        let specs = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| SpecJson {
+                    name: s.name.clone(),
+                    datatype: s.datatype.clone(),
+                    shape: s.shape.clone(),
+                })
+                .collect()
+        };
+        Self {
+            inputs: specs(&signature.inputs),
+            outputs: specs(&signature.outputs),
+        }
+    }
+}
+
+impl From<SignatureJson> for Signature {
+    fn from(signature: SignatureJson) -> Self {
+        let specs = |specs: Vec<SpecJson>| {
+            specs
+                .into_iter()
+                .map(|s| TensorSpec {
+                    name: s.name,
+                    datatype: s.datatype,
+                    shape: s.shape,
+                })
+                .collect()
+        };
+        Self {
+            inputs: specs(signature.inputs),
+            outputs: specs(signature.outputs),
+        }
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("maps of strings and finite numbers serialize")
 }
 
 fn parse<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, ApiError> {
     serde_json::from_str(&row.try_get::<String, _>(column)?)
         .map_err(|e| ApiError::internal(format!("stored {column}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry from before the event log keeps its alias history and metrics on upgrade.
+    #[tokio::test]
+    async fn upgrading_moves_alias_history_into_the_event_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let old = db::open(&path, &MIGRATIONS[..3]).await.unwrap();
+        for sql in [
+            "INSERT INTO registered_models VALUES ('m', '', 1)",
+            "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms) VALUES ('m', 1, 'linear', 'd', '{\"rmse\": 3.5}', '{}', '[]', 'y', '', 0, '', '', 1)",
+            "INSERT INTO alias_history (model_name, alias, from_version, to_version, principal, time_ms) VALUES ('m', 'champion', 0, 1, 'alice', 10)",
+            "INSERT INTO alias_history (model_name, alias, from_version, to_version, principal, time_ms) VALUES ('m', 'champion', 1, 0, 'bob', 20)",
+        ] {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
+        let store = Store::open(&path, artifacts).await.unwrap();
+        let history = store.alias_history("m", "").await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|c| (c.from_version, c.to_version, c.principal.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, 0, "bob"), (0, 1, "alice")]
+        );
+        let (found, _) = store
+            .search(&Search {
+                model_name: "",
+                filters: vec![crate::search::parse_filter("rmse < 4").unwrap()],
+                tags: vec![],
+                alias: "",
+                dataset: "",
+                dataset_version: 0,
+                order: Order::Created,
+                after: None,
+                limit: 10,
+                include_archived: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(*store.subscribe().borrow(), 2);
+    }
 }

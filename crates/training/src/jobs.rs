@@ -190,6 +190,7 @@ impl Jobs {
                         dataset_version: spec.dataset_version,
                         dataset_digest: spec.dataset_digest.clone(),
                         training_job_id: spec.id.clone(),
+                        ..Default::default()
                     }),
                     feature_names,
                     target: spec.target_column.clone(),

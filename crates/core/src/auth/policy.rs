@@ -136,6 +136,25 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
         ),
         ("/mlops.v1.RegistryService/SearchModelVersions", read(Read)),
         (
+            "/mlops.v1.RegistryService/ArchiveModelVersion",
+            write(DeleteModel),
+        ),
+        (
+            "/mlops.v1.RegistryService/RestoreModelVersion",
+            write(DeleteModel),
+        ),
+        (
+            "/mlops.v1.RegistryService/CollectGarbage",
+            write(DeleteModel),
+        ),
+        ("/mlops.v1.RegistryService/WatchRegistry", read(Read)),
+        ("/mlops.v1.RegistryService/ListRegistryEvents", read(Read)),
+        (
+            "/mlops.v1.RegistryService/ImportModelVersion",
+            write(RegisterModel),
+        ),
+        ("/mlops.v1.RegistryService/DownloadModelVersion", read(Read)),
+        (
             "/mlops.v1.OrchestratorService/RunPipeline",
             write(RunPipeline),
         ),
