@@ -122,7 +122,7 @@ pub async fn serve(
         .timeout(Duration::from_secs(options.limits.request_timeout_seconds))
         .trace_fn(request_span)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), drain)
         .await
         .map_err(|e| ApiError::unavailable(format!("server failed: {e}")))
 }
@@ -138,6 +138,10 @@ pub async fn serve_http(
 ) -> Result<(), ApiError> {
     let router = gate.wrap(router);
     let Some(tls) = tls else {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         return axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
@@ -153,6 +157,7 @@ pub async fn serve_http(
             },
             _ = shutdown.cancelled() => break,
         };
+        let _ = tcp.set_nodelay(true);
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         connections.spawn(async move {
             // A failed handshake (plaintext, unknown client certificate) just closes it.
@@ -176,6 +181,19 @@ pub async fn serve_http(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off. Without it a response that does not fill a
+/// segment waits for the client's delayed ACK: about 40 ms added to every larger reply.
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// One span per request carrying the caller's `x-request-id` (or a fresh one), and a request

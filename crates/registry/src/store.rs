@@ -387,7 +387,10 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(row) => self.version_from_row(&row).await,
+            Some(row) => Ok(self
+                .versions_from_rows(std::slice::from_ref(&row))
+                .await?
+                .remove(0)),
             None => {
                 self.model(model).await?;
                 Err(no_version(model, version))
@@ -431,11 +434,7 @@ impl Store {
                 .bind(model)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut versions = Vec::with_capacity(rows.len());
-        for row in &rows {
-            versions.push(self.version_from_row(row).await?);
-        }
-        Ok(versions)
+        self.versions_from_rows(&rows).await
     }
 
     /// Moves every alias in `moves` in one transaction, checking each compare-and-swap
@@ -680,18 +679,20 @@ impl Store {
             binds.push(Bind::Text(filter.metric.clone()));
             binds.push(Bind::Real(filter.value));
         }
+        // Tags and aliases are selective: as IN lists they drive the query from their own
+        // index instead of being probed for every version in order.
         for (key, value) in &search.tags {
             sql.push_str(
-                " AND EXISTS (SELECT 1 FROM model_version_tags t WHERE t.model_name = v.model_name \
-                 AND t.version = v.version AND t.key = ? AND t.value = ?)",
+                " AND (v.model_name, v.version) IN (SELECT t.model_name, t.version FROM model_version_tags t \
+                 WHERE t.key = ? AND t.value = ?)",
             );
             binds.push(Bind::Text(key.to_string()));
             binds.push(Bind::Text(value.to_string()));
         }
         if !search.alias.is_empty() {
             sql.push_str(
-                " AND EXISTS (SELECT 1 FROM model_aliases a WHERE a.model_name = v.model_name \
-                 AND a.version = v.version AND a.alias = ?)",
+                " AND (v.model_name, v.version) IN (SELECT a.model_name, a.version FROM model_aliases a \
+                 WHERE a.alias = ?)",
             );
             binds.push(Bind::Text(search.alias.into()));
         }
@@ -740,10 +741,7 @@ impl Store {
         let rows = query.fetch_all(&self.pool).await?;
         let more = rows.len() > search.limit as usize;
         let page = &rows[..rows.len().min(search.limit as usize)];
-        let mut versions = Vec::with_capacity(page.len());
-        for row in page {
-            versions.push(self.version_from_row(row).await?);
-        }
+        let versions = self.versions_from_rows(page).await?;
         let next = match (more, page.last()) {
             (true, Some(last)) => Some(Cursor {
                 order: search.order.canonical(),
@@ -1014,53 +1012,88 @@ impl Store {
             .collect()
     }
 
-    async fn version_from_row(&self, row: &SqliteRow) -> Result<ModelVersion, ApiError> {
-        let model_name: String = row.try_get("model_name")?;
-        let version = row.try_get::<i64, _>("version")?;
-        let aliases = sqlx::query_scalar(
-            "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
-        )
-        .bind(&model_name)
-        .bind(version)
-        .fetch_all(&self.pool)
-        .await?;
-        let signature: SignatureJson = parse(row, "signature")?;
-        Ok(ModelVersion {
-            version: version as u32,
-            model_type: row.try_get("model_type")?,
-            artifact_digest: row.try_get("artifact_digest")?,
-            metrics: parse(row, "metrics")?,
-            params: parse(row, "params")?,
-            feature_names: parse(row, "feature_names")?,
-            target: row.try_get("target")?,
-            lineage: Some(Lineage {
-                dataset: row.try_get("dataset")?,
-                dataset_version: row.try_get::<i64, _>("dataset_version")? as u32,
-                dataset_digest: row.try_get("dataset_digest")?,
-                training_job_id: row.try_get("training_job_id")?,
-                pipeline_run_id: row.try_get("pipeline_run_id")?,
-                parent_version: row.try_get::<i64, _>("parent_version")? as u32,
-                source: row.try_get("source")?,
-            }),
-            aliases,
-            created_at_ms: row.try_get("created_at_ms")?,
-            created_by: row.try_get("created_by")?,
-            tags: sqlx::query(
-                "SELECT key, value FROM model_version_tags WHERE model_name = ? AND version = ?",
-            )
-            .bind(&model_name)
-            .bind(version)
-            .fetch_all(&self.pool)
-            .await?
+    /// Versions from their rows, with aliases and tags fetched for all of them at once.
+    async fn versions_from_rows(&self, rows: &[SqliteRow]) -> Result<Vec<ModelVersion>, ApiError> {
+        // Bound parameters are limited per statement: hydrate long lists in slices.
+        const SLICE: usize = 500;
+        if rows.len() > SLICE {
+            let mut versions = Vec::with_capacity(rows.len());
+            for slice in rows.chunks(SLICE) {
+                versions.extend(Box::pin(self.versions_from_rows(slice)).await?);
+            }
+            return Ok(versions);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = rows
             .iter()
-            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
-            .collect::<Result<HashMap<String, String>, sqlx::Error>>()?,
-            status: row.try_get::<i64, _>("status")? as i32,
-            signature: Some(signature.into()),
-            format: row.try_get("format")?,
-            size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
-            model_name,
-        })
+            .map(|row| Ok((row.try_get::<String, _>("model_name")?, row.try_get::<i64, _>("version")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let fetch = |sql: String| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (model, version) in &keys {
+                query = query.bind(model.clone()).bind(*version);
+            }
+            query.fetch_all(&self.pool)
+        };
+        let mut aliases: HashMap<(String, i64), Vec<String>> = HashMap::new();
+        for row in fetch(format!(
+            "SELECT model_name, version, alias FROM model_aliases \
+             WHERE (model_name, version) IN (VALUES {values}) ORDER BY alias"
+        ))
+        .await?
+        {
+            aliases
+                .entry((row.try_get("model_name")?, row.try_get("version")?))
+                .or_default()
+                .push(row.try_get("alias")?);
+        }
+        let mut tags: HashMap<(String, i64), HashMap<String, String>> = HashMap::new();
+        for row in fetch(format!(
+            "SELECT model_name, version, key, value FROM model_version_tags \
+             WHERE (model_name, version) IN (VALUES {values})"
+        ))
+        .await?
+        {
+            tags.entry((row.try_get("model_name")?, row.try_get("version")?))
+                .or_default()
+                .insert(row.try_get("key")?, row.try_get("value")?);
+        }
+        rows.iter()
+            .zip(keys)
+            .map(|(row, key)| {
+                let signature: SignatureJson = parse(row, "signature")?;
+                Ok(ModelVersion {
+                    version: key.1 as u32,
+                    model_type: row.try_get("model_type")?,
+                    artifact_digest: row.try_get("artifact_digest")?,
+                    metrics: parse(row, "metrics")?,
+                    params: parse(row, "params")?,
+                    feature_names: parse(row, "feature_names")?,
+                    target: row.try_get("target")?,
+                    lineage: Some(Lineage {
+                        dataset: row.try_get("dataset")?,
+                        dataset_version: row.try_get::<i64, _>("dataset_version")? as u32,
+                        dataset_digest: row.try_get("dataset_digest")?,
+                        training_job_id: row.try_get("training_job_id")?,
+                        pipeline_run_id: row.try_get("pipeline_run_id")?,
+                        parent_version: row.try_get::<i64, _>("parent_version")? as u32,
+                        source: row.try_get("source")?,
+                    }),
+                    aliases: aliases.remove(&key).unwrap_or_default(),
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    created_by: row.try_get("created_by")?,
+                    tags: tags.remove(&key).unwrap_or_default(),
+                    status: row.try_get::<i64, _>("status")? as i32,
+                    signature: Some(signature.into()),
+                    format: row.try_get("format")?,
+                    size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+                    model_name: key.0,
+                })
+            })
+            .collect()
     }
 }
 
