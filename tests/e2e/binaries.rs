@@ -77,6 +77,12 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
             ],
         ),
     ];
+    // The suite's database when it runs against PostgreSQL (`MLOPS_TEST_DATABASE_URL`).
+    let database: Vec<(&str, String)> = test_database(dir.path())
+        .await
+        .map(|url| ("MLOPS__STORAGE__DATABASE_URL", url))
+        .into_iter()
+        .collect();
     let mut processes = Processes::default();
     for (name, env) in services {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
@@ -84,6 +90,7 @@ async fn service_binaries_run_the_quickstart_as_separate_processes() {
             .current_dir(dir.path())
             .env_clear()
             .envs(common.iter().cloned())
+            .envs(database.iter().cloned())
             .envs(env)
             .stdout(Stdio::null())
             .stderr(log)

@@ -360,3 +360,53 @@ async fn archived_versions_leave_search_and_gc_removes_only_unreferenced_bundles
     assert!(events[0].after.contains(&shared));
     cluster.stop().await;
 }
+
+/// Two registry replicas on one database (SQLite file or PostgreSQL): version numbers stay
+/// gapless across both, and a watcher on one sees what the other commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_database_number_versions_and_notify_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestCluster::builder().data_dir(dir.path()).start().await;
+    let b = TestCluster::builder().data_dir(dir.path()).start().await;
+    let digest = store_bundle(&a, BUNDLE).await;
+    let mut watcher = watch(
+        &a,
+        WatchRegistryRequest {
+            model_name: "shared".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let writers: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|cluster| (0..10).map(|_| cluster.registry()))
+        .map(|mut registry| {
+            let digest = digest.clone();
+            tokio::spawn(async move {
+                registry
+                    .create_model_version(version_request("shared", &digest))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .version
+            })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for writer in writers {
+        numbers.push(writer.await.unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<u32>>());
+    // The model creation plus twenty versions, whichever replica committed them.
+    let events = next_events(&mut watcher, 21).await;
+    let mut seen: Vec<u32> = events
+        .iter()
+        .filter(|e| e.kind() == RegistryEventKind::VersionCreated)
+        .map(|e| e.version)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, numbers);
+    a.stop().await;
+    b.stop().await;
+}

@@ -462,9 +462,11 @@ async fn acknowledged_versions_survive_sigkill_mid_burst() {
         .unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
+    let database = test_database(dir.path()).await;
     let start = || {
         let child = Command::new(binary("mlops-registry"))
             .env_clear()
+            .envs(database.iter().map(|u| ("MLOPS__STORAGE__DATABASE_URL", u)))
             .env("MLOPS__STORAGE__DATA_DIR", dir.path())
             .env("MLOPS__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())

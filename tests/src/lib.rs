@@ -90,7 +90,7 @@ impl TestClusterBuilder {
         self
     }
 
-    pub async fn start(self) -> TestCluster {
+    pub async fn start(mut self) -> TestCluster {
         let owned = match self.data_dir {
             Some(_) => None,
             None => Some(tempfile::tempdir().expect("temp dir")),
@@ -98,6 +98,9 @@ impl TestClusterBuilder {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| owned.as_ref().expect("owned dir").path().to_path_buf());
+        if let Some(url) = test_database(&data_dir).await {
+            self.env.push(("MLOPS__STORAGE__DATABASE_URL".into(), url));
+        }
         let stack = Stack::start(StackOptions {
             config_file: self.config_file,
             data_dir: Some(data_dir.clone()),
@@ -315,6 +318,37 @@ impl TestCluster {
             stack.shutdown().await;
         }
     }
+}
+
+/// With `MLOPS_TEST_DATABASE_URL` set (a PostgreSQL server URL), the database a cluster on
+/// `data_dir` keeps its tables in: one per data directory, created on first use, so a restart
+/// on the same directory finds its data again. Unset: None, and services use SQLite files.
+pub async fn test_database(data_dir: &Path) -> Option<String> {
+    use sqlx::{Connection, Executor};
+    let server = std::env::var("MLOPS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!(
+        "mlops_test_{}",
+        &mlops_core::storage::sha256_hex(data_dir.to_string_lossy().as_bytes())[..20]
+    );
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("MLOPS_TEST_DATABASE_URL answers");
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await
+        .expect("pg_database");
+    if exists.is_none() {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("test database created");
+    }
+    let mut url = url::Url::parse(&server).expect("MLOPS_TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    Some(url.to_string())
 }
 
 /// A two-feature linear bundle, as a training job writes it.

@@ -75,6 +75,9 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// Encryption at rest of artifacts; off unless a key is set.
     pub encryption: crate::storage::EncryptionSettings,
+    /// `postgres://user:password@host/database` to keep every service's tables in PostgreSQL
+    /// (a schema per service); empty: a SQLite file per service under `data_dir`.
+    pub database_url: String,
 }
 
 impl Default for StorageSettings {
@@ -82,6 +85,7 @@ impl Default for StorageSettings {
         Self {
             data_dir: PathBuf::from(".mlops"),
             encryption: Default::default(),
+            database_url: String::new(),
         }
     }
 }
@@ -95,9 +99,17 @@ impl StorageSettings {
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
-    /// The SQLite file of one service.
-    pub fn database_path(&self, service: &str) -> PathBuf {
-        self.data_dir.join(format!("{service}.db"))
+    /// Where one service keeps its tables: `<data_dir>/<service>.db`, or the schema
+    /// `<service>` of the PostgreSQL database at `database_url`.
+    pub fn database(&self, service: &'static str) -> crate::db::Location {
+        if self.database_url.is_empty() {
+            crate::db::Location::Sqlite(self.data_dir.join(format!("{service}.db")))
+        } else {
+            crate::db::Location::Postgres {
+                url: self.database_url.clone(),
+                schema: service,
+            }
+        }
     }
 }
 

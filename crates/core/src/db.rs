@@ -1,41 +1,99 @@
-//! The SQL pool: a SQLite file under the data directory, migrated on start.
+//! The SQL pool: by default a SQLite file per service under the data directory; with
+//! `storage.database_url` set, a PostgreSQL database where each service keeps its tables in a
+//! schema of its own. Migrated on start, either way.
 
 use std::borrow::Cow;
-use std::path::Path;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
-use sqlx::SqlSafeStr;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection as _, Executor, SqlSafeStr};
 
 use crate::ApiError;
 
-pub type Pool = SqlitePool;
+pub type Pool = sqlx::AnyPool;
+pub type Row = sqlx::any::AnyRow;
+pub type Connection = sqlx::AnyConnection;
+pub type Transaction = sqlx::Transaction<'static, sqlx::Any>;
 
-/// Opens (creating if needed) the database file and applies `migrations`, given as
-/// `(version, description, sql)` in order. Migrations never change once landed.
-pub async fn open(
-    path: &Path,
-    migrations: &[(i64, &'static str, &'static str)],
-) -> Result<Pool, ApiError> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+/// `(version, description, sql)`, in order. Migrations never change once landed.
+pub type Step = (i64, &'static str, &'static str);
+
+/// One service's migrations, in each SQL dialect. Both lists take the same steps.
+pub struct Migrations {
+    pub sqlite: &'static [Step],
+    pub postgres: &'static [Step],
+}
+
+/// Where one service's tables live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres {
+        url: String,
+        /// A fixed name from the code, never client input.
+        schema: &'static str,
+    },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres { schema, .. } => write!(f, "PostgreSQL schema {schema}"),
+        }
     }
-    let options = SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
+}
+
+/// Opens (creating if needed) the database and applies the migrations of its dialect.
+pub async fn open(location: &Location, migrations: &Migrations) -> Result<Pool, ApiError> {
+    sqlx::any::install_default_drivers();
+    let (options, steps) = match location {
+        Location::Sqlite(path) => {
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            let url = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .to_url_lossy();
+            (AnyConnectOptions::from_url(&url)?, migrations.sqlite)
+        }
+        Location::Postgres { url, schema } => {
+            create_schema(url, schema).await?;
+            let mut url = url::Url::parse(url).map_err(|e| {
+                ApiError::invalid_argument(format!("storage.database_url is not a URL: {e}"))
+            })?;
+            url.query_pairs_mut()
+                .append_pair("options", &format!("-c search_path={schema}"));
+            (AnyConnectOptions::from_url(&url)?, migrations.postgres)
+        }
+    };
+    let sqlite = matches!(location, Location::Sqlite(_));
+    let pool = AnyPoolOptions::new()
+        .max_connections(if sqlite { 4 } else { 8 })
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL: readers never wait for the writer. Writers queue instead of failing.
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+                             PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;",
+                        )
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await?;
     let migrator = Migrator::with_migrations(
-        migrations
+        steps
             .iter()
             .map(|(version, description, sql)| {
                 Migration::new(
@@ -48,7 +106,7 @@ pub async fn open(
             })
             .collect(),
     );
-    // Several processes may open a shared file (auth.db) at once and race to migrate it; the
+    // Several processes may open a shared database (auth) at once and race to migrate it; the
     // loser sees the winner's migrations on its next attempt.
     (|| migrator.run(&pool))
         .retry(
@@ -58,8 +116,47 @@ pub async fn open(
         )
         .notify(|error, _| tracing::debug!(%error, "migration attempt failed; retrying"))
         .await
-        .map_err(|e| ApiError::internal(format!("migrating {}: {e}", path.display())))?;
+        .map_err(|e| ApiError::internal(format!("migrating {location}: {e}")))?;
     Ok(pool)
+}
+
+async fn create_schema(url: &str, schema: &str) -> Result<(), ApiError> {
+    let options = AnyConnectOptions::from_url(&url::Url::parse(url).map_err(|e| {
+        ApiError::invalid_argument(format!("storage.database_url is not a URL: {e}"))
+    })?)?;
+    let create = || async {
+        let mut connection = sqlx::AnyConnection::connect_with(&options).await?;
+        // Concurrent starts may both try; the loser retries and finds it there.
+        connection
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .await?;
+        connection.close().await
+    };
+    create
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(6),
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(format!("PostgreSQL at storage.database_url: {e}")))
+}
+
+/// Starts a transaction that holds the database's write lock from its first statement, so
+/// read-then-write sequences (next version number, compare-and-swap) cannot interleave:
+/// `BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock per schema on PostgreSQL.
+pub async fn begin_write(pool: &Pool) -> Result<Transaction, ApiError> {
+    let options = pool.connect_options();
+    if options.database_url.scheme() == "sqlite" {
+        return Ok(pool.begin_with("BEGIN IMMEDIATE").await?);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// A table of long-running records (jobs, runs) kept as their protobuf message: the contract is
@@ -95,7 +192,7 @@ impl<M: prost::Message + Default> MessageTable<M> {
         message: &M,
     ) -> Result<(), ApiError> {
         let sql = format!(
-            "INSERT INTO {} (id, created_at_ms, state, message) VALUES (?, ?, ?, ?) \
+            "INSERT INTO {} (id, created_at_ms, state, message) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, message = excluded.message",
             self.table
         );
@@ -110,7 +207,7 @@ impl<M: prost::Message + Default> MessageTable<M> {
     }
 
     pub async fn get(&self, id: &str) -> Result<M, ApiError> {
-        let sql = format!("SELECT message FROM {} WHERE id = ?", self.table);
+        let sql = format!("SELECT message FROM {} WHERE id = $1", self.table);
         let bytes: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)

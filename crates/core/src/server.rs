@@ -46,7 +46,7 @@ impl ServeOptions {
     ) -> Result<Self, ApiError> {
         Ok(Self {
             gate: Gate {
-                auth: Authenticator::open(auth, &storage.data_dir).await?,
+                auth: Authenticator::open(auth, storage).await?,
                 service,
             },
             limits: limits.clone(),

@@ -30,7 +30,7 @@ impl Application {
         .await?;
         let storage = &settings.storage;
         tokio::fs::create_dir_all(storage.tmp_dir()).await?;
-        let store = Store::open(&storage.database_path("ingestion")).await?;
+        let store = Store::open(&storage.database("ingestion")).await?;
         let artifacts = ArtifactStore::open(storage)?;
         let listener = server::bind(settings.ingestion.listen).await?;
         let api = Ingestion {

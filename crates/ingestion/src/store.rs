@@ -1,16 +1,20 @@
 //! Dataset metadata in SQL. Versions are immutable rows; the next number is taken inside an
 //! immediate transaction so concurrent uploads never collide.
 
-use std::path::Path;
-
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{Column, DataType, Dataset, DatasetVersion};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "datasets", include_str!("migrations/0001_datasets.sql"))];
+const MIGRATIONS: db::Migrations = db::Migrations {
+    sqlite: &[(1, "datasets", include_str!("migrations/0001_datasets.sql"))],
+    postgres: &[(
+        1,
+        "datasets",
+        include_str!("migrations/postgres/0001_datasets.sql"),
+    )],
+};
 
 #[derive(Clone)]
 pub struct Store {
@@ -34,9 +38,9 @@ pub struct NewVersion<'a> {
 }
 
 impl Store {
-    pub async fn open(path: &Path) -> Result<Self, ApiError> {
+    pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
         Ok(Self {
-            pool: db::open(path, MIGRATIONS).await?,
+            pool: db::open(location, &MIGRATIONS).await?,
         })
     }
 
@@ -45,16 +49,16 @@ impl Store {
         &self,
         new: NewVersion<'_>,
     ) -> Result<(DatasetVersion, bool), ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let now = now_ms();
-        sqlx::query("INSERT INTO datasets (name, description, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO datasets (name, description, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(new.dataset)
             .bind(new.description)
             .bind(now)
             .execute(&mut *tx)
             .await?;
         let latest = sqlx::query(
-            "SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version DESC LIMIT 1",
+            "SELECT * FROM dataset_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
         )
         .bind(new.dataset)
         .fetch_optional(&mut *tx)
@@ -66,7 +70,7 @@ impl Store {
             }
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset = ?",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset = $1",
         )
         .bind(new.dataset)
         .fetch_one(&mut *tx)
@@ -81,7 +85,7 @@ impl Store {
             .collect();
         sqlx::query(
             "INSERT INTO dataset_versions (dataset, version, digest, row_count, columns, size_bytes, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(new.dataset)
         .bind(version)
@@ -113,7 +117,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT d.name, d.description, d.created_at_ms, \
              (SELECT COALESCE(MAX(version), 0) FROM dataset_versions v WHERE v.dataset = d.name) AS latest \
-             FROM datasets d WHERE d.name = ?",
+             FROM datasets d WHERE d.name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -139,13 +143,13 @@ impl Store {
     pub async fn version(&self, dataset: &str, version: u32) -> Result<DatasetVersion, ApiError> {
         let row = if version == 0 {
             sqlx::query(
-                "SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version DESC LIMIT 1",
+                "SELECT * FROM dataset_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
             )
             .bind(dataset)
             .fetch_optional(&self.pool)
             .await?
         } else {
-            sqlx::query("SELECT * FROM dataset_versions WHERE dataset = ? AND version = ?")
+            sqlx::query("SELECT * FROM dataset_versions WHERE dataset = $1 AND version = $2")
                 .bind(dataset)
                 .bind(version as i64)
                 .fetch_optional(&self.pool)
@@ -165,13 +169,13 @@ impl Store {
 
     /// Removes the dataset and its versions; the blobs stay (content-addressed, possibly shared).
     pub async fn delete(&self, dataset: &str) -> Result<u32, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let versions = sqlx::query("DELETE FROM dataset_versions WHERE dataset = ?")
+        let mut tx = db::begin_write(&self.pool).await?;
+        let versions = sqlx::query("DELETE FROM dataset_versions WHERE dataset = $1")
             .bind(dataset)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let removed = sqlx::query("DELETE FROM datasets WHERE name = ?")
+        let removed = sqlx::query("DELETE FROM datasets WHERE name = $1")
             .bind(dataset)
             .execute(&mut *tx)
             .await?;
@@ -184,7 +188,7 @@ impl Store {
 
     pub async fn versions(&self, dataset: &str) -> Result<Vec<DatasetVersion>, ApiError> {
         self.dataset(dataset).await?;
-        sqlx::query("SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY version")
+        sqlx::query("SELECT * FROM dataset_versions WHERE dataset = $1 ORDER BY version")
             .bind(dataset)
             .fetch_all(&self.pool)
             .await?
@@ -198,7 +202,7 @@ fn not_found(dataset: &str) -> ApiError {
     ApiError::not_found(format!("dataset {dataset:?} not found"))
 }
 
-fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Dataset, ApiError> {
+fn dataset_from_row(row: &db::Row) -> Result<Dataset, ApiError> {
     Ok(Dataset {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
@@ -207,7 +211,7 @@ fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Dataset, ApiError> 
     })
 }
 
-fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetVersion, ApiError> {
+fn version_from_row(row: &db::Row) -> Result<DatasetVersion, ApiError> {
     let dataset: String = row.try_get("dataset")?;
     let version = row.try_get::<i64, _>("version")? as u32;
     let columns: Vec<StoredColumn> = serde_json::from_str(&row.try_get::<String, _>("columns")?)

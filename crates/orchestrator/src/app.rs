@@ -35,7 +35,7 @@ impl Application {
         )
         .await?;
         let peers = options.client_options(&settings.tls)?;
-        let store = Store::open(&settings.storage.database_path("orchestrator")).await?;
+        let store = Store::open(&settings.storage.database("orchestrator")).await?;
         let endpoints = &settings.endpoints;
         let clients = Clients {
             ingestion: IngestionServiceClient::new(client::channel(&endpoints.ingestion, &peers)?)

@@ -1,12 +1,13 @@
 //! Runs persisted as their protobuf message, with the pipeline file they ran.
 
-use std::path::Path;
-
 use mlops_core::db::{self, MessageTable};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{JobState, PipelineRun};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "runs", include_str!("migrations/0001_runs.sql"))];
+const MIGRATIONS: db::Migrations = db::Migrations {
+    sqlite: &[(1, "runs", include_str!("migrations/0001_runs.sql"))],
+    postgres: &[(1, "runs", include_str!("migrations/postgres/0001_runs.sql"))],
+};
 
 #[derive(Clone)]
 pub struct Store {
@@ -14,8 +15,8 @@ pub struct Store {
 }
 
 impl Store {
-    pub async fn open(path: &Path) -> Result<Self, ApiError> {
-        let pool = db::open(path, MIGRATIONS).await?;
+    pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
+        let pool = db::open(location, &MIGRATIONS).await?;
         let store = Self {
             runs: MessageTable::new(pool, "pipeline_runs", "pipeline run"),
         };
@@ -26,7 +27,7 @@ impl Store {
     /// The first save of a run also records its pipeline file.
     pub async fn create(&self, run: &PipelineRun, pipeline_yaml: &str) -> Result<(), ApiError> {
         self.save(run).await?;
-        sqlx::query("INSERT INTO pipeline_files (run_id, pipeline_yaml) VALUES (?, ?)")
+        sqlx::query("INSERT INTO pipeline_files (run_id, pipeline_yaml) VALUES ($1, $2)")
             .bind(&run.id)
             .bind(pipeline_yaml)
             .execute(self.runs.pool())

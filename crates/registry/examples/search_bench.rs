@@ -13,7 +13,6 @@ use mlops_proto::v1::*;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-
 const MODELS: u32 = 100;
 const VERSIONS_PER_MODEL: u32 = 1_000;
 const RUNS: usize = 50;
@@ -21,7 +20,9 @@ const BUNDLE: &str = r#"{"format_version":1,"model_type":"linear","feature_names
 
 /// A deterministic spread of metric values (no RNG dependency needed).
 fn noise(i: u64) -> f64 {
-    let x = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let x = i
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -52,10 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("http://{}", app.grpc_addr());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until(shutdown.clone()));
-    let mut client = RegistryServiceClient::new(mlops_core::client::channel(
-        &url,
-        &Default::default(),
-    )?);
+    let mut client =
+        RegistryServiceClient::new(mlops_core::client::channel(&url, &Default::default())?);
 
     println!(
         "{} versions ({MODELS} models x {per_model}) seeded in {:.1} s\n",
@@ -113,13 +112,17 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, request) in queries {
         let mut results = 0;
-        let times = time(RUNS, || {
-            let (mut client, request) = (client.clone(), request.clone());
-            async move {
-                let page = client.search_model_versions(request).await?.into_inner();
-                Ok(page.versions.len())
-            }
-        }, &mut results)
+        let times = time(
+            RUNS,
+            || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move {
+                    let page = client.search_model_versions(request).await?.into_inner();
+                    Ok(page.versions.len())
+                }
+            },
+            &mut results,
+        )
         .await?;
         row(name, results, &times);
     }
@@ -210,13 +213,19 @@ async fn seed(path: &std::path::Path, per_model: u32, digest: &str) -> anyhow::R
     let mut i: u64 = 0;
     for m in 0..MODELS {
         let model = format!("model-{m:03}");
-        sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', 0)")
-            .bind(&model)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', 0)",
+        )
+        .bind(&model)
+        .execute(&mut *tx)
+        .await?;
         for v in 1..=per_model {
             i += 1;
-            let (rmse, r2, mae) = (5.0 + 95.0 * noise(i), noise(i + 7), 1.0 + 49.0 * noise(i + 13));
+            let (rmse, r2, mae) = (
+                5.0 + 95.0 * noise(i),
+                noise(i + 7),
+                1.0 + 49.0 * noise(i + 13),
+            );
             let metrics = format!(r#"{{"rmse":{rmse},"r2":{r2},"mae":{mae}}}"#);
             sqlx::query(
                 "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, \

@@ -29,7 +29,7 @@ impl Application {
         )
         .await?;
         let store = Store::open(
-            &settings.storage.database_path("registry"),
+            &settings.storage.database("registry"),
             ArtifactStore::open(&settings.storage)?,
         )
         .await?;

@@ -20,6 +20,8 @@ use crate::store::{AliasMove, EventQuery, NewVersion, Search, Store};
 const DOWNLOAD_CHUNK_BYTES: usize = 1 << 20;
 /// A watcher reads the event table this many rows at a time.
 const WATCH_BATCH: u32 = 256;
+/// How often a waiting watcher reads the table without being woken.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Registry {
     pub store: Store,
@@ -802,6 +804,9 @@ impl Watcher {
                         return None;
                     }
                 }
+                // Commits by other replicas sharing a PostgreSQL database wake nobody here:
+                // look again now and then.
+                _ = tokio::time::sleep(WATCH_POLL) => {}
             }
         }
     }

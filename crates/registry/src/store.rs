@@ -3,16 +3,15 @@
 //! the same transaction.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use mlops_core::db::{self, Pool};
+use mlops_core::db::{Connection, Location, Row as DbRow};
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, ErrorKind, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::model_file;
@@ -22,24 +21,48 @@ use mlops_proto::v1::{
     RegistryEventKind, Signature, TensorSpec,
 };
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "models", include_str!("migrations/0001_models.sql")),
-    (
-        2,
-        "alias history",
-        include_str!("migrations/0002_alias_history.sql"),
-    ),
-    (
-        3,
-        "tags and search",
-        include_str!("migrations/0003_tags_and_search.sql"),
-    ),
-    (
-        4,
-        "events, archive and garbage collection",
-        include_str!("migrations/0004_events_archive_gc.sql"),
-    ),
-];
+const MIGRATIONS: db::Migrations = db::Migrations {
+    sqlite: &[
+        (1, "models", include_str!("migrations/0001_models.sql")),
+        (
+            2,
+            "alias history",
+            include_str!("migrations/0002_alias_history.sql"),
+        ),
+        (
+            3,
+            "tags and search",
+            include_str!("migrations/0003_tags_and_search.sql"),
+        ),
+        (
+            4,
+            "events, archive and garbage collection",
+            include_str!("migrations/0004_events_archive_gc.sql"),
+        ),
+    ],
+    postgres: &[
+        (
+            1,
+            "models",
+            include_str!("migrations/postgres/0001_models.sql"),
+        ),
+        (
+            2,
+            "alias history",
+            include_str!("migrations/postgres/0002_alias_history.sql"),
+        ),
+        (
+            3,
+            "tags and search",
+            include_str!("migrations/postgres/0003_tags_and_search.sql"),
+        ),
+        (
+            4,
+            "events, archive and garbage collection",
+            include_str!("migrations/postgres/0004_events_archive_gc.sql"),
+        ),
+    ],
+};
 
 /// What `SearchModelVersions` asks for, already parsed and validated.
 pub struct Search<'a> {
@@ -59,6 +82,26 @@ enum Bind {
     Text(String),
     Int(i64),
     Real(f64),
+}
+
+/// Values for a query built at run time; each method returns its placeholder.
+#[derive(Default)]
+struct Binds(Vec<Bind>);
+
+impl Binds {
+    fn push(&mut self, bind: Bind) -> String {
+        self.0.push(bind);
+        format!("${}", self.0.len())
+    }
+    fn text(&mut self, text: &str) -> String {
+        self.push(Bind::Text(text.to_string()))
+    }
+    fn int(&mut self, int: i64) -> String {
+        self.push(Bind::Int(int))
+    }
+    fn real(&mut self, real: f64) -> String {
+        self.push(Bind::Real(real))
+    }
 }
 
 /// One alias to point at `version`, optionally only if it currently points at `expected`
@@ -128,8 +171,8 @@ const READY: i64 = ModelVersionStatus::Ready as i64;
 const ARCHIVED: i64 = ModelVersionStatus::Archived as i64;
 
 impl Store {
-    pub async fn open(path: &Path, artifacts: ArtifactStore) -> Result<Self, ApiError> {
-        let pool = db::open(path, MIGRATIONS).await?;
+    pub async fn open(location: &Location, artifacts: ArtifactStore) -> Result<Self, ApiError> {
+        let pool = db::open(location, &MIGRATIONS).await?;
         let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM registry_events")
             .fetch_one(&pool)
             .await?;
@@ -160,8 +203,8 @@ impl Store {
         description: &str,
         principal: &str,
     ) -> Result<RegisteredModel, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let inserted = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+        let mut tx = db::begin_write(&self.pool).await?;
+        let inserted = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(description)
             .bind(now_ms())
@@ -194,7 +237,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT name, description, created_at_ms, \
              (SELECT COALESCE(MAX(version), 0) FROM model_versions v WHERE v.model_name = m.name) AS latest \
-             FROM registered_models m WHERE name = ?",
+             FROM registered_models m WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -218,9 +261,9 @@ impl Store {
         Ok(models)
     }
 
-    async fn model_from_row(&self, row: &SqliteRow) -> Result<RegisteredModel, ApiError> {
+    async fn model_from_row(&self, row: &DbRow) -> Result<RegisteredModel, ApiError> {
         let name: String = row.try_get("name")?;
-        let aliases = sqlx::query("SELECT alias, version FROM model_aliases WHERE model_name = ?")
+        let aliases = sqlx::query("SELECT alias, version FROM model_aliases WHERE model_name = $1")
             .bind(&name)
             .fetch_all(&self.pool)
             .await?
@@ -244,7 +287,7 @@ impl Store {
         new: &NewVersion<'_>,
         principal: &str,
     ) -> Result<ModelVersion, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let bytes = match self.artifacts.get(new.digest).await {
             Err(error) if error.kind == ErrorKind::NotFound => {
                 return Err(ApiError::failed_precondition(format!(
@@ -280,7 +323,7 @@ impl Store {
             &inspected.target
         };
         let now = now_ms();
-        let model_created = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING")
+        let model_created = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING")
             .bind(new.model_name)
             .bind(now)
             .execute(&mut *tx)
@@ -303,7 +346,7 @@ impl Store {
             .await?;
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model_name = ?",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model_name = $1",
         )
         .bind(new.model_name)
         .fetch_one(&mut *tx)
@@ -313,7 +356,7 @@ impl Store {
             "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, \
              feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms, created_by, \
              status, signature, format, size_bytes, pipeline_run_id, parent_version, source) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(new.model_name)
         .bind(version)
@@ -339,7 +382,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for (name, value) in new.metrics {
-            sqlx::query("INSERT INTO model_version_metrics (model_name, version, name, value) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO model_version_metrics (model_name, version, name, value) VALUES ($1, $2, $3, $4)")
                 .bind(new.model_name)
                 .bind(version)
                 .bind(name)
@@ -348,7 +391,7 @@ impl Store {
                 .await?;
         }
         for (key, value) in new.tags {
-            sqlx::query("INSERT INTO model_version_tags (model_name, version, key, value) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO model_version_tags (model_name, version, key, value) VALUES ($1, $2, $3, $4)")
                 .bind(new.model_name)
                 .bind(version)
                 .bind(key)
@@ -357,7 +400,7 @@ impl Store {
                 .await?;
         }
         // Referenced again: no longer garbage.
-        sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = ?")
+        sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = $1")
             .bind(new.digest)
             .execute(&mut *tx)
             .await?;
@@ -381,11 +424,12 @@ impl Store {
     }
 
     pub async fn version(&self, model: &str, version: u32) -> Result<ModelVersion, ApiError> {
-        let row = sqlx::query("SELECT * FROM model_versions WHERE model_name = ? AND version = ?")
-            .bind(model)
-            .bind(version as i64)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM model_versions WHERE model_name = $1 AND version = $2")
+                .bind(model)
+                .bind(version as i64)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             Some(row) => Ok(self
                 .versions_from_rows(std::slice::from_ref(&row))
@@ -410,7 +454,7 @@ impl Store {
 
     pub async fn alias_target(&self, model: &str, alias: &str) -> Result<u32, ApiError> {
         let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?",
+            "SELECT version FROM model_aliases WHERE model_name = $1 AND alias = $2",
         )
         .bind(model)
         .bind(alias)
@@ -430,7 +474,7 @@ impl Store {
     pub async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, ApiError> {
         self.model(model).await?;
         let rows =
-            sqlx::query("SELECT * FROM model_versions WHERE model_name = ? ORDER BY version")
+            sqlx::query("SELECT * FROM model_versions WHERE model_name = $1 ORDER BY version")
                 .bind(model)
                 .fetch_all(&self.pool)
                 .await?;
@@ -446,13 +490,13 @@ impl Store {
         principal: &str,
     ) -> Result<Vec<u32>, ApiError> {
         self.model(model).await?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let now = now_ms();
         let mut previous_versions = Vec::with_capacity(moves.len());
         let mut seq = 0;
         for change in moves {
             let status: Option<i64> = sqlx::query_scalar(
-                "SELECT status FROM model_versions WHERE model_name = ? AND version = ?",
+                "SELECT status FROM model_versions WHERE model_name = $1 AND version = $2",
             )
             .bind(model)
             .bind(change.version as i64)
@@ -483,7 +527,7 @@ impl Store {
                 )));
             }
             sqlx::query(
-                "INSERT INTO model_aliases (model_name, alias, version, updated_at_ms) VALUES (?, ?, ?, ?) \
+                "INSERT INTO model_aliases (model_name, alias, version, updated_at_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
             )
             .bind(model)
@@ -518,7 +562,7 @@ impl Store {
         alias: &str,
         principal: &str,
     ) -> Result<(), ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let previous = current_alias(&mut tx, model, alias).await?;
         if previous == 0 {
             drop(tx);
@@ -527,7 +571,7 @@ impl Store {
                 "model {model:?} has no alias {alias:?}"
             )));
         }
-        sqlx::query("DELETE FROM model_aliases WHERE model_name = ? AND alias = ?")
+        sqlx::query("DELETE FROM model_aliases WHERE model_name = $1 AND alias = $2")
             .bind(model)
             .bind(alias)
             .execute(&mut *tx)
@@ -558,14 +602,14 @@ impl Store {
         value: &str,
         principal: &str,
     ) -> Result<(), ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         if snapshot(&mut tx, model, version).await?.is_empty() {
             drop(tx);
             return Err(self.missing_version(model, version).await);
         }
         let previous = current_tag(&mut tx, model, version, key).await?;
         sqlx::query(
-            "INSERT INTO model_version_tags (model_name, version, key, value) VALUES (?, ?, ?, ?) \
+            "INSERT INTO model_version_tags (model_name, version, key, value) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (model_name, version, key) DO UPDATE SET value = excluded.value",
         )
         .bind(model)
@@ -601,7 +645,7 @@ impl Store {
         key: &str,
         principal: &str,
     ) -> Result<(), ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let Some(previous) = current_tag(&mut tx, model, version, key).await? else {
             drop(tx);
             self.version(model, version).await?;
@@ -610,7 +654,7 @@ impl Store {
             )));
         };
         sqlx::query(
-            "DELETE FROM model_version_tags WHERE model_name = ? AND version = ? AND key = ?",
+            "DELETE FROM model_version_tags WHERE model_name = $1 AND version = $2 AND key = $3",
         )
         .bind(model)
         .bind(version as i64)
@@ -647,61 +691,58 @@ impl Store {
         &self,
         search: &Search<'_>,
     ) -> Result<(Vec<ModelVersion>, Option<Cursor>), ApiError> {
-        let mut binds = Vec::new();
+        let mut binds = Binds::default();
         let mut sql = match &search.order {
             Order::Created => String::from(
-                "SELECT v.*, CAST(v.created_at_ms AS REAL) AS sort_key FROM model_versions v WHERE 1 = 1",
+                "SELECT v.*, CAST(v.created_at_ms AS DOUBLE PRECISION) AS sort_key FROM model_versions v WHERE 1 = 1",
             ),
             // Versions without the metric have no place in its order: the join leaves them out.
-            Order::Metric { name, .. } => {
-                binds.push(Bind::Text(name.clone()));
-                String::from(
-                    "SELECT v.*, o.value AS sort_key FROM model_version_metrics o JOIN model_versions v \
-                     ON v.model_name = o.model_name AND v.version = o.version WHERE o.name = ?",
-                )
-            }
+            Order::Metric { name, .. } => format!(
+                "SELECT v.*, o.value AS sort_key FROM model_version_metrics o JOIN model_versions v \
+                 ON v.model_name = o.model_name AND v.version = o.version WHERE o.name = {}",
+                binds.text(name)
+            ),
         };
         if !search.model_name.is_empty() {
-            sql.push_str(" AND v.model_name = ?");
-            binds.push(Bind::Text(search.model_name.into()));
+            sql += &format!(" AND v.model_name = {}", binds.text(search.model_name));
         }
         if !search.include_archived {
-            sql.push_str(" AND v.status = ?");
-            binds.push(Bind::Int(READY));
+            sql += &format!(" AND v.status = {}", binds.int(READY));
         }
         for filter in &search.filters {
             // `op` comes from a fixed set; everything else is bound.
-            sql.push_str(&format!(
+            sql += &format!(
                 " AND EXISTS (SELECT 1 FROM model_version_metrics m WHERE m.model_name = v.model_name \
-                 AND m.version = v.version AND m.name = ? AND m.value {} ?)",
-                filter.op
-            ));
-            binds.push(Bind::Text(filter.metric.clone()));
-            binds.push(Bind::Real(filter.value));
+                 AND m.version = v.version AND m.name = {} AND m.value {} {})",
+                binds.text(&filter.metric),
+                filter.op,
+                binds.real(filter.value)
+            );
         }
         // Tags and aliases are selective: as IN lists they drive the query from their own
         // index instead of being probed for every version in order.
         for (key, value) in &search.tags {
-            sql.push_str(
+            sql += &format!(
                 " AND (v.model_name, v.version) IN (SELECT t.model_name, t.version FROM model_version_tags t \
-                 WHERE t.key = ? AND t.value = ?)",
+                 WHERE t.key = {} AND t.value = {})",
+                binds.text(key),
+                binds.text(value)
             );
-            binds.push(Bind::Text(key.to_string()));
-            binds.push(Bind::Text(value.to_string()));
         }
         if !search.alias.is_empty() {
-            sql.push_str(
+            sql += &format!(
                 " AND (v.model_name, v.version) IN (SELECT a.model_name, a.version FROM model_aliases a \
-                 WHERE a.alias = ?)",
+                 WHERE a.alias = {})",
+                binds.text(search.alias)
             );
-            binds.push(Bind::Text(search.alias.into()));
         }
         if !search.dataset.is_empty() {
-            sql.push_str(" AND v.dataset = ?");
-            binds.push(Bind::Text(search.dataset.into()));
+            sql += &format!(" AND v.dataset = {}", binds.text(search.dataset));
             if search.dataset_version != 0 {
-                sql.push_str(" AND v.dataset_version = ?");
-                binds.push(Bind::Int(search.dataset_version as i64));
+                sql += &format!(
+                    " AND v.dataset_version = {}",
+                    binds.int(search.dataset_version as i64)
+                );
             }
         }
         // Keyset pagination: rows strictly after the cursor, in an order an index provides.
@@ -713,13 +754,15 @@ impl Store {
             Order::Metric { .. } => ("o.value, o.model_name, o.version", "ASC", ">"),
         };
         if let Some(cursor) = &search.after {
-            sql.push_str(&format!(" AND ({key}) {comparison} (?, ?, ?)"));
-            match search.order {
-                Order::Created => binds.push(Bind::Int(cursor.key as i64)),
-                Order::Metric { .. } => binds.push(Bind::Real(cursor.key)),
-            }
-            binds.push(Bind::Text(cursor.model.clone()));
-            binds.push(Bind::Int(cursor.version as i64));
+            let sort_key = match search.order {
+                Order::Created => binds.int(cursor.key as i64),
+                Order::Metric { .. } => binds.real(cursor.key),
+            };
+            sql += &format!(
+                " AND ({key}) {comparison} ({sort_key}, {}, {})",
+                binds.text(&cursor.model),
+                binds.int(cursor.version as i64)
+            );
         }
         let order_by = key
             .split(", ")
@@ -727,11 +770,13 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         // One extra row tells whether another page exists.
-        sql.push_str(&format!(" ORDER BY {order_by} LIMIT ?"));
-        binds.push(Bind::Int(search.limit as i64 + 1));
+        sql += &format!(
+            " ORDER BY {order_by} LIMIT {}",
+            binds.int(search.limit as i64 + 1)
+        );
 
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds {
+        for bind in binds.0 {
             query = match bind {
                 Bind::Text(text) => query.bind(text),
                 Bind::Int(int) => query.bind(int),
@@ -762,8 +807,8 @@ impl Store {
     ) -> Result<Vec<AliasChange>, ApiError> {
         self.model(model).await?;
         let rows = sqlx::query(
-            "SELECT * FROM registry_events WHERE model_name = ? AND kind IN (?, ?) \
-             AND (? = '' OR key = ?) ORDER BY seq DESC",
+            "SELECT * FROM registry_events WHERE model_name = $1 AND kind IN ($2, $3) \
+             AND ($4 = '' OR key = $5) ORDER BY seq DESC",
         )
         .bind(model)
         .bind(RegistryEventKind::AliasSet as i32)
@@ -794,11 +839,11 @@ impl Store {
         version: u32,
         principal: &str,
     ) -> Result<(), ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         refuse_if_aliased(&mut tx, model, version, "deleted").await?;
         let before = snapshot(&mut tx, model, version).await?;
         let digest: Option<String> = sqlx::query_scalar(
-            "DELETE FROM model_versions WHERE model_name = ? AND version = ? RETURNING artifact_digest",
+            "DELETE FROM model_versions WHERE model_name = $1 AND version = $2 RETURNING artifact_digest",
         )
         .bind(model)
         .bind(version as i64)
@@ -809,8 +854,8 @@ impl Store {
             return Err(self.missing_version(model, version).await);
         };
         sqlx::query(
-            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = ?) \
+            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT $1, $2 \
+             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = $3) \
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(&digest)
@@ -844,9 +889,9 @@ impl Store {
         archive: bool,
         principal: &str,
     ) -> Result<ModelVersion, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let status: Option<i64> = sqlx::query_scalar(
-            "SELECT status FROM model_versions WHERE model_name = ? AND version = ?",
+            "SELECT status FROM model_versions WHERE model_name = $1 AND version = $2",
         )
         .bind(model)
         .bind(version as i64)
@@ -870,7 +915,7 @@ impl Store {
         if archive {
             refuse_if_aliased(&mut tx, model, version, "archived").await?;
         }
-        sqlx::query("UPDATE model_versions SET status = ? WHERE model_name = ? AND version = ?")
+        sqlx::query("UPDATE model_versions SET status = $1 WHERE model_name = $2 AND version = $3")
             .bind(to)
             .bind(model)
             .bind(version as i64)
@@ -903,9 +948,9 @@ impl Store {
         min_age_ms: i64,
         principal: &str,
     ) -> Result<Garbage, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let digests: Vec<String> = sqlx::query_scalar(
-            "SELECT digest FROM orphaned_artifacts o WHERE since_ms <= ? \
+            "SELECT digest FROM orphaned_artifacts o WHERE since_ms <= $1 \
              AND NOT EXISTS (SELECT 1 FROM model_versions v WHERE v.artifact_digest = o.digest) ORDER BY digest",
         )
         .bind(now_ms().saturating_sub(min_age_ms))
@@ -923,7 +968,7 @@ impl Store {
         }
         for digest in &digests {
             self.artifacts.delete(digest).await?;
-            sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = ?")
+            sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = $1")
                 .bind(digest)
                 .execute(&mut *tx)
                 .await?;
@@ -949,8 +994,8 @@ impl Store {
     /// Marks a stored bundle that no version references as garbage.
     pub async fn forget_artifact(&self, digest: &str) -> Result<(), ApiError> {
         sqlx::query(
-            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = ?) \
+            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT $1, $2 \
+             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = $3) \
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(digest)
@@ -969,7 +1014,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RegistryEvent>, ApiError> {
         sqlx::query(
-            "SELECT * FROM registry_events WHERE seq > ? AND (? = '' OR model_name = ?) ORDER BY seq LIMIT ?",
+            "SELECT * FROM registry_events WHERE seq > $1 AND ($2 = '' OR model_name = $3) ORDER BY seq LIMIT $4",
         )
         .bind(after_seq.min(i64::MAX as u64) as i64)
         .bind(model)
@@ -985,14 +1030,14 @@ impl Store {
     /// The audit log, newest first.
     pub async fn events(&self, query: &EventQuery<'_>) -> Result<Vec<RegistryEvent>, ApiError> {
         let mut sql = String::from(
-            "SELECT * FROM registry_events WHERE (? = '' OR model_name = ?) AND (? = '' OR principal = ?) AND seq < ?",
+            "SELECT * FROM registry_events WHERE ($1 = '' OR model_name = $2) AND ($3 = '' OR principal = $4) AND seq < $5",
         );
         if !query.kinds.is_empty() {
             // Kinds are validated enum numbers, not client text.
             let kinds: Vec<String> = query.kinds.iter().map(i32::to_string).collect();
             sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
         }
-        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        sql.push_str(" ORDER BY seq DESC LIMIT $6");
         let before = if query.before_seq == 0 {
             i64::MAX
         } else {
@@ -1013,7 +1058,7 @@ impl Store {
     }
 
     /// Versions from their rows, with aliases and tags fetched for all of them at once.
-    async fn versions_from_rows(&self, rows: &[SqliteRow]) -> Result<Vec<ModelVersion>, ApiError> {
+    async fn versions_from_rows(&self, rows: &[DbRow]) -> Result<Vec<ModelVersion>, ApiError> {
         // Bound parameters are limited per statement: hydrate long lists in slices.
         const SLICE: usize = 500;
         if rows.len() > SLICE {
@@ -1028,9 +1073,17 @@ impl Store {
         }
         let keys = rows
             .iter()
-            .map(|row| Ok((row.try_get::<String, _>("model_name")?, row.try_get::<i64, _>("version")?)))
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("model_name")?,
+                    row.try_get::<i64, _>("version")?,
+                ))
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let values = (0..keys.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let fetch = |sql: String| {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (model, version) in &keys {
@@ -1098,14 +1151,10 @@ impl Store {
 }
 
 /// Appends an event in the caller's transaction and returns its seq.
-async fn record(
-    tx: &mut SqliteConnection,
-    event: Event<'_>,
-    principal: &str,
-) -> Result<i64, ApiError> {
+async fn record(tx: &mut Connection, event: Event<'_>, principal: &str) -> Result<i64, ApiError> {
     Ok(sqlx::query_scalar(
         "INSERT INTO registry_events (kind, model_name, version, key, principal, time_ms, before, after) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
     )
     .bind(event.kind as i32)
     .bind(event.model)
@@ -1119,7 +1168,7 @@ async fn record(
     .await?)
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<RegistryEvent, ApiError> {
+fn event_from_row(row: &DbRow) -> Result<RegistryEvent, ApiError> {
     Ok(RegistryEvent {
         seq: row.try_get::<i64, _>("seq")? as u64,
         kind: row.try_get("kind")?,
@@ -1134,13 +1183,9 @@ fn event_from_row(row: &SqliteRow) -> Result<RegistryEvent, ApiError> {
 }
 
 /// A version's record as JSON, for an event's before/after ("" when there is no such version).
-async fn snapshot(
-    tx: &mut SqliteConnection,
-    model: &str,
-    version: u32,
-) -> Result<String, ApiError> {
+async fn snapshot(tx: &mut Connection, model: &str, version: u32) -> Result<String, ApiError> {
     let Some(row) =
-        sqlx::query("SELECT * FROM model_versions WHERE model_name = ? AND version = ?")
+        sqlx::query("SELECT * FROM model_versions WHERE model_name = $1 AND version = $2")
             .bind(model)
             .bind(version as i64)
             .fetch_optional(&mut *tx)
@@ -1176,13 +1221,13 @@ async fn snapshot(
 }
 
 async fn refuse_if_aliased(
-    tx: &mut SqliteConnection,
+    tx: &mut Connection,
     model: &str,
     version: u32,
     verb: &str,
 ) -> Result<(), ApiError> {
     let aliases: Vec<String> = sqlx::query_scalar(
-        "SELECT alias FROM model_aliases WHERE model_name = ? AND version = ? ORDER BY alias",
+        "SELECT alias FROM model_aliases WHERE model_name = $1 AND version = $2 ORDER BY alias",
     )
     .bind(model)
     .bind(version as i64)
@@ -1198,28 +1243,25 @@ async fn refuse_if_aliased(
     }
 }
 
-async fn current_alias(
-    tx: &mut SqliteConnection,
-    model: &str,
-    alias: &str,
-) -> Result<u32, ApiError> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM model_aliases WHERE model_name = ? AND alias = ?")
-            .bind(model)
-            .bind(alias)
-            .fetch_optional(&mut *tx)
-            .await?;
+async fn current_alias(tx: &mut Connection, model: &str, alias: &str) -> Result<u32, ApiError> {
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM model_aliases WHERE model_name = $1 AND alias = $2",
+    )
+    .bind(model)
+    .bind(alias)
+    .fetch_optional(&mut *tx)
+    .await?;
     Ok(version.unwrap_or_default() as u32)
 }
 
 async fn current_tag(
-    tx: &mut SqliteConnection,
+    tx: &mut Connection,
     model: &str,
     version: u32,
     key: &str,
 ) -> Result<Option<String>, ApiError> {
     Ok(sqlx::query_scalar(
-        "SELECT value FROM model_version_tags WHERE model_name = ? AND version = ? AND key = ?",
+        "SELECT value FROM model_version_tags WHERE model_name = $1 AND version = $2 AND key = $3",
     )
     .bind(model)
     .bind(version as i64)
@@ -1309,7 +1351,7 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("maps of strings and finite numbers serialize")
 }
 
-fn parse<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(row: &DbRow, column: &str) -> Result<T, ApiError> {
     serde_json::from_str(&row.try_get::<String, _>(column)?)
         .map_err(|e| ApiError::internal(format!("stored {column}: {e}")))
 }
@@ -1323,7 +1365,12 @@ mod tests {
     async fn upgrading_moves_alias_history_into_the_event_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let old = db::open(&path, &MIGRATIONS[..3]).await.unwrap();
+        let location = Location::Sqlite(path);
+        let before_events = db::Migrations {
+            sqlite: &MIGRATIONS.sqlite[..3],
+            postgres: &MIGRATIONS.postgres[..3],
+        };
+        let old = db::open(&location, &before_events).await.unwrap();
         for sql in [
             "INSERT INTO registered_models VALUES ('m', '', 1)",
             "INSERT INTO model_versions (model_name, version, model_type, artifact_digest, metrics, params, feature_names, target, dataset, dataset_version, dataset_digest, training_job_id, created_at_ms) VALUES ('m', 1, 'linear', 'd', '{\"rmse\": 3.5}', '{}', '[]', 'y', '', 0, '', '', 1)",
@@ -1335,7 +1382,7 @@ mod tests {
         old.close().await;
 
         let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
-        let store = Store::open(&path, artifacts).await.unwrap();
+        let store = Store::open(&location, artifacts).await.unwrap();
         let history = store.alias_history("m", "").await.unwrap();
         assert_eq!(
             history

@@ -31,7 +31,7 @@ impl Application {
         )
         .await?;
         let peers = options.client_options(&settings.tls)?;
-        let store = Store::open(&settings.storage.database_path("training")).await?;
+        let store = Store::open(&settings.storage.database("training")).await?;
         let artifacts = ArtifactStore::open(&settings.storage)?;
         let registry = client::channel(&settings.endpoints.registry, &peers)?;
         let ingestion =

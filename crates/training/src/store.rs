@@ -1,12 +1,13 @@
 //! Jobs persisted as their protobuf message, so a restart keeps history.
 
-use std::path::Path;
-
 use mlops_core::db::{self, MessageTable};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{JobState, TrainingJob};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "jobs", include_str!("migrations/0001_jobs.sql"))];
+const MIGRATIONS: db::Migrations = db::Migrations {
+    sqlite: &[(1, "jobs", include_str!("migrations/0001_jobs.sql"))],
+    postgres: &[(1, "jobs", include_str!("migrations/postgres/0001_jobs.sql"))],
+};
 
 #[derive(Clone)]
 pub struct Store {
@@ -14,8 +15,8 @@ pub struct Store {
 }
 
 impl Store {
-    pub async fn open(path: &Path) -> Result<Self, ApiError> {
-        let pool = db::open(path, MIGRATIONS).await?;
+    pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
+        let pool = db::open(location, &MIGRATIONS).await?;
         let store = Self {
             jobs: MessageTable::new(pool, "training_jobs", "training job"),
         };

@@ -1,7 +1,6 @@
 //! The gate in front of every router: authenticate, check the rule, audit mutations.
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -33,8 +32,11 @@ pub struct Authenticator {
 impl Authenticator {
     /// Opens the shared auth store under `data_dir`. With auth enabled: requires the service
     /// token, installs the configured admin token, or generates and prints one on first start.
-    pub async fn open(settings: &AuthSettings, data_dir: &Path) -> Result<Arc<Self>, ApiError> {
-        let store = AuthStore::open(&data_dir.join("auth.db")).await?;
+    pub async fn open(
+        settings: &AuthSettings,
+        storage: &crate::config::StorageSettings,
+    ) -> Result<Arc<Self>, ApiError> {
+        let store = AuthStore::open(&storage.database("auth")).await?;
         if !settings.enabled {
             return Ok(Arc::new(Self {
                 enabled: false,

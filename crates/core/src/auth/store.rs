@@ -1,16 +1,16 @@
 //! Tokens (as hashes) and the audit log, in one SQL store every service shares.
 
-use std::path::Path;
-
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::auth::principal::{Grant, Principal, Role};
 use crate::db::{self, Pool};
 use crate::storage::sha256_hex;
 use crate::{ApiError, ErrorKind, now_ms};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "auth", include_str!("migrations/0001_auth.sql"))];
+const MIGRATIONS: db::Migrations = db::Migrations {
+    sqlite: &[(1, "auth", include_str!("migrations/0001_auth.sql"))],
+    postgres: &[(1, "auth", include_str!("migrations/postgres/0001_auth.sql"))],
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {
@@ -49,9 +49,9 @@ fn unauthenticated() -> ApiError {
 }
 
 impl AuthStore {
-    pub async fn open(path: &Path) -> Result<Self, ApiError> {
+    pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
         Ok(Self {
-            pool: db::open(path, MIGRATIONS).await?,
+            pool: db::open(location, &MIGRATIONS).await?,
         })
     }
 
@@ -75,7 +75,7 @@ impl AuthStore {
         let id = crate::ids::new_id();
         sqlx::query(
             "INSERT INTO api_tokens (id, name, token_hash, role, resources, created_at_ms, expires_at_ms, revoked_at_ms, created_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
         )
         .bind(&id)
         .bind(name)
@@ -101,7 +101,7 @@ impl AuthStore {
 
     /// Installs the first admin token unless an admin token exists. Returns whether it did.
     pub async fn bootstrap_admin(&self, token: &str) -> Result<bool, ApiError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let admins: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM api_tokens WHERE role = 'admin' AND revoked_at_ms = 0",
         )
@@ -112,7 +112,7 @@ impl AuthStore {
         }
         sqlx::query(
             "INSERT INTO api_tokens (id, name, token_hash, role, resources, created_at_ms, expires_at_ms, revoked_at_ms, created_by) \
-             VALUES (?, 'admin', ?, 'admin', '[]', ?, 0, 0, 'bootstrap') ON CONFLICT (token_hash) DO NOTHING",
+             VALUES ($1, 'admin', $2, 'admin', '[]', $3, 0, 0, 'bootstrap') ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(crate::ids::new_id())
         .bind(sha256_hex(token.as_bytes()))
@@ -125,7 +125,7 @@ impl AuthStore {
 
     /// The principal of an opaque token, if it is known, unexpired and not revoked.
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1")
             .bind(sha256_hex(token.as_bytes()))
             .fetch_optional(&self.pool)
             .await?
@@ -160,7 +160,7 @@ impl AuthStore {
 
     pub async fn revoke(&self, id: &str) -> Result<(), ApiError> {
         let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms = 0",
+            "UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms = 0",
         )
         .bind(now_ms())
         .bind(id)
@@ -175,7 +175,7 @@ impl AuthStore {
     }
 
     pub async fn record(&self, event: &AuditRecord) -> Result<(), ApiError> {
-        sqlx::query("INSERT INTO audit_events (time_ms, service, principal, action, resource, result) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO audit_events (time_ms, service, principal, action, resource, result) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(event.time_ms)
             .bind(&event.service)
             .bind(&event.principal)
@@ -195,7 +195,7 @@ impl AuthStore {
     ) -> Result<Vec<AuditRecord>, ApiError> {
         let limit = if limit == 0 { 100 } else { limit.min(10_000) } as i64;
         sqlx::query(
-            "SELECT * FROM audit_events WHERE (? = '' OR principal = ?) ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM audit_events WHERE ($1 = '' OR principal = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(principal)
         .bind(principal)
@@ -219,7 +219,7 @@ impl AuthStore {
     }
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, ApiError> {
+fn token_from_row(row: &db::Row) -> Result<TokenRecord, ApiError> {
     Ok(TokenRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
