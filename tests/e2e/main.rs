@@ -7,5 +7,6 @@ mod quickstart;
 mod registry_events;
 mod registry_lifecycle;
 mod registry_transfer;
+mod s3_storage;
 mod security;
 mod transport_and_storage;

@@ -197,6 +197,7 @@ mod tests {
         let known = [
             "storage",
             "storage.encryption",
+            "storage.s3",
             "auth",
             "auth.jwt",
             "tls",

@@ -78,6 +78,22 @@ pub struct StorageSettings {
     /// `postgres://user:password@host/database` to keep every service's tables in PostgreSQL
     /// (a schema per service); empty: a SQLite file per service under `data_dir`.
     pub database_url: String,
+    /// `s3://bucket/prefix` to keep artifacts in S3 or an S3-compatible store; empty:
+    /// `<data_dir>/artifacts`. Credentials come from the usual AWS_* environment variables.
+    pub artifact_url: String,
+    pub s3: S3Settings,
+}
+
+/// For S3-compatible stores (MinIO, Ceph, ...): AWS itself needs none of these.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    /// e.g. `http://minio:9000`; empty: AWS.
+    pub endpoint: String,
+    /// Empty: AWS_REGION, else us-east-1.
+    pub region: String,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
 }
 
 impl Default for StorageSettings {
@@ -86,6 +102,8 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from(".mlops"),
             encryption: Default::default(),
             database_url: String::new(),
+            artifact_url: String::new(),
+            s3: S3Settings::default(),
         }
     }
 }

@@ -126,6 +126,10 @@ impl From<object_store::Error> for ApiError {
             object_store::Error::NotFound { path, .. } => {
                 Self::not_found(format!("artifact {path} not found"))
             }
+            // Network and remote-store failures (S3 down, throttled): worth a retry.
+            object_store::Error::Generic { store, source } => {
+                Self::unavailable(format!("artifact store ({store}): {source}"))
+            }
             other => Self::internal(format!("artifact store: {other}")),
         }
     }

@@ -43,15 +43,58 @@ pub fn validate_digest(field: &str, digest: &str) -> Result<(), ApiError> {
     }
 }
 
+/// An S3 (or compatible) bucket, under the URL's path as a prefix.
+fn s3(settings: &StorageSettings) -> Result<Arc<dyn ObjectStore>, ApiError> {
+    let invalid = |why: String| ApiError::invalid_argument(format!("storage.artifact_url: {why}"));
+    let url = url::Url::parse(&settings.artifact_url).map_err(|e| invalid(e.to_string()))?;
+    if url.scheme() != "s3" {
+        return Err(invalid(format!(
+            "scheme {:?} is not supported: use s3://bucket/prefix",
+            url.scheme()
+        )));
+    }
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| invalid("no bucket: use s3://bucket/prefix".into()))?;
+    // One process-wide TLS provider: ring, as everywhere else here.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let s3 = &settings.s3;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if !s3.endpoint.is_empty() {
+        builder = builder.with_endpoint(&s3.endpoint);
+    }
+    if !s3.region.is_empty() {
+        builder = builder.with_region(&s3.region);
+    }
+    if s3.allow_http {
+        builder = builder.with_allow_http(true);
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+    let prefix = url.path().trim_matches('/');
+    Ok(if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    })
+}
+
 fn key(digest: &str) -> StorePath {
     StorePath::from(format!("blobs/sha256/{}/{digest}", &digest[..2]))
 }
 
 impl ArtifactStore {
-    /// The store the settings describe: `<data_dir>/artifacts`, encrypted when a key is set.
+    /// The store the settings describe: `<data_dir>/artifacts` or `storage.artifact_url`,
+    /// encrypted when a key is set.
     pub fn open(settings: &StorageSettings) -> Result<Self, ApiError> {
         let cipher = Cipher::from_settings(&settings.encryption)?.map(Arc::new);
-        Self::local(&settings.artifacts_dir(), cipher)
+        if settings.artifact_url.is_empty() {
+            return Self::local(&settings.artifacts_dir(), cipher);
+        }
+        Ok(Self {
+            store: s3(settings)?,
+            cipher,
+        })
     }
 
     /// A store in a local directory (created if needed).
@@ -117,6 +160,27 @@ impl ArtifactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_urls_other_than_s3_are_refused_by_name() {
+        for (url, why) in [
+            ("ftp://bucket/x", "scheme"),
+            ("s3:///prefix", "bucket"),
+            ("not a url", "artifact_url"),
+        ] {
+            let settings = StorageSettings {
+                artifact_url: url.into(),
+                ..Default::default()
+            };
+            let error = ArtifactStore::open(&settings).err().expect(url);
+            assert_eq!(error.kind, crate::ErrorKind::InvalidArgument, "{url}");
+            assert!(
+                error.message.contains("storage.artifact_url") && error.message.contains(why),
+                "{url}: {}",
+                error.message
+            );
+        }
+    }
 
     #[tokio::test]
     async fn round_trip_by_digest() {
