@@ -156,7 +156,10 @@ async fn artifacts_live_in_s3_through_training_serving_and_the_registry() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(collected.digests, [imported.artifact_digest.clone()]);
+    assert_eq!(
+        collected.digests,
+        std::slice::from_ref(&imported.artifact_digest)
+    );
     assert!(matches!(
         bucket.head(&key).await,
         Err(object_store::Error::NotFound { .. })
