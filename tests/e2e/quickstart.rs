@@ -171,6 +171,22 @@ async fn quickstart_pipeline_trains_registers_promotes_and_serves() {
         .into_inner();
     assert_eq!(model.latest_version, 2);
     assert_eq!(model.aliases["champion"], 1);
+    // Lineage: version 2 was trained to replace the champion, by the second run.
+    let v2 = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: "diabetes-linear".into(),
+            version: 2,
+            alias: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lineage
+        .unwrap();
+    assert_eq!(
+        (v2.parent_version, v2.pipeline_run_id),
+        (1, second.id.clone())
+    );
 
     // Runs are persisted and listed.
     let runs = cluster

@@ -257,14 +257,60 @@ async fn a_version_is_copied_to_another_registry_with_its_lineage() {
             None,
         );
         let shown = mlops_cli(&["models", "show", "copied:1", "--json"], &to, None);
+        // The rest of the lifecycle through the CLI, on the copy.
+        mlops_cli(&["models", "archive", "copied:1"], &to, None);
         let versions = mlops_cli(&["models", "versions", "copied"], &to, None);
-        (downloaded, imported, shown, versions)
+        mlops_cli(&["models", "restore", "copied:1"], &to, None);
+        let listed = mlops_cli(&["models", "list", "--json"], &to, None);
+        let audit = mlops_cli(
+            &["models", "audit", "--model", "copied", "--json"],
+            &to,
+            None,
+        );
+        let watched = mlops_cli(
+            &["models", "watch", "--model", "copied", "--count", "2"],
+            &to,
+            None,
+        );
+        let gc = mlops_cli(&["models", "gc", "--dry-run"], &to, None);
+        (
+            downloaded,
+            imported,
+            shown,
+            (versions, listed, audit, watched, gc),
+        )
     })
     .await
     .unwrap();
+    let (versions, listed, audit, watched, gc) = versions;
+    assert!(versions.contains("archived"), "{versions}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["name"], "copied");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let kinds: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "version_restored",
+            "version_archived",
+            "version_created",
+            "model_created"
+        ]
+    );
+    assert_eq!(audit[0]["before"]["status"], "archived");
+    let watched: Vec<serde_json::Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(watched[1]["kind"], "version_created");
+    assert!(gc.contains("would delete 0 bundle(s)"), "{gc}");
     assert!(downloaded.contains("sha256"), "{downloaded}");
     assert!(imported.contains("as copied:1"), "{imported}");
-    assert!(versions.contains("ready"), "{versions}");
 
     let original = source
         .registry()

@@ -170,7 +170,10 @@ pub struct TrainArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// List registered models.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a version: `M`, `M:V` or `M@ALIAS`.
     Show {
         model: String,

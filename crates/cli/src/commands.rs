@@ -97,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => ingest(&e, &file, name, description).await,
         Command::Data(DataCommand::List) => list_datasets(&e).await,
         Command::Train(args) => train(&e, args).await,
-        Command::Models(ModelsCommand::List) => list_models(&e).await,
+        Command::Models(ModelsCommand::List { json }) => list_models(&e, json).await,
         Command::Models(ModelsCommand::Show { model, json }) => show_model(&e, &model, json).await,
         Command::Models(ModelsCommand::Alias {
             model,
@@ -473,13 +473,29 @@ async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list_models(e: &Ctx) -> anyhow::Result<()> {
+async fn list_models(e: &Ctx, as_json: bool) -> anyhow::Result<()> {
     let models = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
         .list_registered_models(ListRegisteredModelsRequest {})
         .await
         .map_err(rpc("registry", &e.registry))?
         .into_inner()
         .models;
+    if as_json {
+        let all: Vec<Value> = models
+            .iter()
+            .map(|m| {
+                json!({
+                    "name": m.name,
+                    "description": m.description,
+                    "latest_version": m.latest_version,
+                    "aliases": m.aliases,
+                    "created_at_ms": m.created_at_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
     println!("{:<32} {:>8}  ALIASES", "NAME", "LATEST");
     for m in models {
         let mut aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();

@@ -352,6 +352,21 @@ impl Runner {
             .await
             .map_err(peer("training"))?
             .into_inner();
+        // The version this one is trained to replace: the current holder of the promote alias.
+        let parent_version = match &pipeline.promote {
+            Some(promote) => self
+                .clients
+                .registry
+                .clone()
+                .get_model_version(GetModelVersionRequest {
+                    model_name: pipeline.register.model.clone(),
+                    version: 0,
+                    alias: promote.alias.clone(),
+                })
+                .await
+                .map_or(0, |v| v.into_inner().version),
+            None => 0,
+        };
         let version = self
             .clients
             .registry
@@ -368,6 +383,7 @@ impl Runner {
                     dataset_digest: job.dataset_digest.clone(),
                     training_job_id: job.id.clone(),
                     pipeline_run_id: run_id,
+                    parent_version,
                     ..Default::default()
                 }),
                 feature_names: job.feature_names.clone(),
