@@ -42,12 +42,20 @@ fn validate_version_request(request: &CreateModelVersionRequest) -> Result<(), A
         &HashMap::new(),
         request.lineage.as_ref(),
     )?;
-    for name in &request.feature_names {
-        if name.is_empty() {
-            return Err(ApiError::invalid_argument(
-                "feature_names must not contain an empty name",
-            ));
-        }
+    validate_schema(&request.feature_names, &request.target)
+}
+
+fn validate_schema(feature_names: &[String], target: &str) -> Result<(), ApiError> {
+    let bad = |name: &str| name.len() > 1000 || name.chars().any(char::is_control);
+    if feature_names.iter().any(|n| n.is_empty() || bad(n)) {
+        return Err(ApiError::invalid_argument(
+            "feature_names must be non-empty, at most 1000 characters, without control characters",
+        ));
+    }
+    if bad(target) {
+        return Err(ApiError::invalid_argument(
+            "target must be at most 1000 characters, without control characters",
+        ));
     }
     Ok(())
 }
@@ -498,8 +506,9 @@ impl RegistryService for Registry {
         }
         let caller = mlops_core::auth::gate::principal(caller.as_ref())?.clone();
         let committed = self.store.subscribe();
+        // From the table, not this process's last commit: replicas may have written since.
         let cursor = if request.from_now {
-            *committed.borrow()
+            self.store.newest_seq().await?
         } else {
             request.after_seq
         };
@@ -596,6 +605,7 @@ impl RegistryService for Registry {
             &header.tags,
             header.lineage.as_ref(),
         )?;
+        validate_schema(&header.feature_names, &header.target)?;
         if !header.expected_digest.is_empty() {
             validate_digest("expected_digest", &header.expected_digest)?;
         }

@@ -172,15 +172,21 @@ const ARCHIVED: i64 = ModelVersionStatus::Archived as i64;
 
 impl Store {
     pub async fn open(location: &Location, artifacts: ArtifactStore) -> Result<Self, ApiError> {
-        let pool = db::open(location, &MIGRATIONS).await?;
-        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM registry_events")
-            .fetch_one(&pool)
-            .await?;
-        Ok(Self {
-            pool,
+        let store = Self {
+            pool: db::open(location, &MIGRATIONS).await?,
             artifacts,
-            committed: Arc::new(watch::Sender::new(newest as u64)),
-        })
+            committed: Arc::new(watch::Sender::new(0)),
+        };
+        store.committed.send_replace(store.newest_seq().await?);
+        Ok(store)
+    }
+
+    /// The seq of the newest committed event (0: none yet).
+    pub async fn newest_seq(&self) -> Result<u64, ApiError> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM registry_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(newest as u64)
     }
 
     pub fn artifacts(&self) -> &ArtifactStore {
