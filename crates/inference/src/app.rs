@@ -69,6 +69,7 @@ impl Application {
             models: self.models.clone(),
         })
         .max_decoding_message_size(self.max_request_bytes);
+        tokio::spawn(self.models.clone().follow_registry(shutdown.clone()));
         let rest = crate::rest::router(self.models, self.max_request_bytes);
         let grpc = server::serve(
             self.grpc,

@@ -2,18 +2,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mlops_core::auth::{Principal, ResourceKind, authorize};
 use mlops_core::client::Channel;
 use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
-use mlops_core::{ApiError, ErrorKind};
+use mlops_core::{ApiError, CancellationToken, ErrorKind};
 use mlops_ml::ModelBundle;
 use mlops_proto::inference::model_metadata_response::TensorMetadata;
 use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
-use mlops_proto::v1::{GetModelVersionRequest, GetRegisteredModelRequest};
+use mlops_proto::v1::{
+    GetModelVersionRequest, GetRegisteredModelRequest, RegistryEvent, RegistryEventKind,
+    WatchRegistryRequest,
+};
 
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
 
@@ -32,6 +35,9 @@ pub struct Models {
     artifacts: ArtifactStore,
     default_alias: String,
     loaded: Arc<RwLock<LoadedModels>>,
+    /// The version an unversioned request gets, per model: kept current by the registry's
+    /// event stream, so the hot path never asks the registry.
+    serving: Arc<RwLock<HashMap<String, u32>>>,
 }
 
 impl Models {
@@ -41,7 +47,140 @@ impl Models {
             artifacts,
             default_alias,
             loaded: Arc::default(),
+            serving: Arc::default(),
         }
+    }
+
+    /// Follows the registry's events until `shutdown`: when the default alias moves (or, for a
+    /// model without it, a version is added), loads the new version in the background and only
+    /// then switches unversioned requests to it. Requests already holding the old version
+    /// finish on it. While the stream is down, routes are dropped and resolved per request.
+    pub async fn follow_registry(self, shutdown: CancellationToken) {
+        let mut after_seq = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let request = WatchRegistryRequest {
+                after_seq: after_seq.unwrap_or_default(),
+                model_name: String::new(),
+                from_now: after_seq.is_none(),
+            };
+            let mut registry = self.registry.clone();
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                stream = registry.watch_registry(request) => stream,
+            };
+            match stream {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(100);
+                    let mut events = stream.into_inner();
+                    loop {
+                        let event = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            event = events.message() => event,
+                        };
+                        match event {
+                            Ok(Some(event)) => {
+                                after_seq = Some(event.seq);
+                                self.apply(&event).await;
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::debug!(%status, "registry watch unavailable; retrying");
+                }
+            }
+            // Events may be missed only before the first one arrives: start over clean then.
+            if after_seq.is_none() {
+                self.serving.write().expect("routes lock").clear();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn apply(&self, event: &RegistryEvent) {
+        use RegistryEventKind::*;
+        let kind = event.kind();
+        if matches!(kind, VersionDeleted) {
+            self.loaded
+                .write()
+                .expect("model cache lock")
+                .remove(&(event.model_name.clone(), event.version));
+        }
+        let routed = self
+            .serving
+            .read()
+            .expect("routes lock")
+            .contains_key(&event.model_name);
+        let moves_route = match kind {
+            AliasSet | AliasDeleted => event.key == self.default_alias,
+            VersionCreated | VersionDeleted => true,
+            _ => false,
+        };
+        if !routed || !moves_route {
+            return;
+        }
+        match self.target(&event.model_name).await {
+            Ok(version) => match self.loaded_version(&event.model_name, version).await {
+                Ok(_) => {
+                    let previous = self
+                        .serving
+                        .write()
+                        .expect("routes lock")
+                        .insert(event.model_name.clone(), version);
+                    if previous != Some(version) {
+                        tracing::info!(model = %event.model_name, version, ?previous, "serving switched");
+                    }
+                }
+                Err(error) => {
+                    // Keep serving the old version rather than fail requests.
+                    tracing::error!(model = %event.model_name, version, %error, "new version not loadable; keeping the old one");
+                }
+            },
+            Err(_) => {
+                self.serving
+                    .write()
+                    .expect("routes lock")
+                    .remove(&event.model_name);
+            }
+        }
+    }
+
+    /// The version unversioned requests should get, asked of the registry.
+    async fn target(&self, name: &str) -> Result<u32, ApiError> {
+        let model = self
+            .registry
+            .clone()
+            .get_registered_model(GetRegisteredModelRequest { name: name.into() })
+            .await
+            .map_err(|s| ApiError::from_status("registry", &s))?
+            .into_inner();
+        match model.aliases.get(&self.default_alias) {
+            Some(version) => Ok(*version),
+            None if model.latest_version > 0 => Ok(model.latest_version),
+            None => Err(ApiError::not_found(format!(
+                "model {name:?} has no versions"
+            ))),
+        }
+    }
+
+    /// A version from the cache, loading it on first use.
+    async fn loaded_version(&self, name: &str, version: u32) -> Result<Arc<LoadedModel>, ApiError> {
+        let key = (name.to_string(), version);
+        if let Some(model) = self.loaded.read().expect("model cache lock").get(&key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(self.load(name, version).await?);
+        self.loaded
+            .write()
+            .expect("model cache lock")
+            .insert(key, model.clone());
+        Ok(model)
     }
 
     /// `version` "" means the default alias's version, or the latest when the alias is unset.
@@ -54,20 +193,16 @@ impl Models {
         validate_name("model name", name)?;
         authorize(caller, ResourceKind::Model, name)?;
         let version = if version.is_empty() {
-            let model = self
-                .registry
-                .clone()
-                .get_registered_model(GetRegisteredModelRequest { name: name.into() })
-                .await
-                .map_err(|s| ApiError::from_status("registry", &s))?
-                .into_inner();
-            match model.aliases.get(&self.default_alias) {
-                Some(version) => *version,
-                None if model.latest_version > 0 => model.latest_version,
+            let routed = self.serving.read().expect("routes lock").get(name).copied();
+            match routed {
+                Some(version) => version,
                 None => {
-                    return Err(ApiError::not_found(format!(
-                        "model {name:?} has no versions"
-                    )));
+                    let version = self.target(name).await?;
+                    self.serving
+                        .write()
+                        .expect("routes lock")
+                        .insert(name.to_string(), version);
+                    version
                 }
             }
         } else {
@@ -81,16 +216,7 @@ impl Models {
                     ))
                 })?
         };
-        let key = (name.to_string(), version);
-        if let Some(model) = self.loaded.read().expect("model cache lock").get(&key) {
-            return Ok(model.clone());
-        }
-        let model = Arc::new(self.load(name, version).await?);
-        self.loaded
-            .write()
-            .expect("model cache lock")
-            .insert(key, model.clone());
-        Ok(model)
+        self.loaded_version(name, version).await
     }
 
     async fn load(&self, name: &str, version: u32) -> Result<LoadedModel, ApiError> {

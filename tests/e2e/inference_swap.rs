@@ -1,0 +1,107 @@
+//! Zero-downtime model swaps: inference follows the registry's event stream, loads the new
+//! champion in the background and switches atomically. Under steady load no request fails, each
+//! answer comes whole from one version, and the hot path never asks the registry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mlops_e2e::*;
+use mlops_proto::inference::ModelInferRequest;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::v1::*;
+
+fn row_request() -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "swap".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP64".into(),
+            shape: vec![1, 2],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_fp64([1.0, 1.0])],
+        ..Default::default()
+    }
+}
+
+/// `GetRegisteredModel` calls the registry has served so far (all services share one registry
+/// of metrics in this process).
+async fn registry_lookups(cluster: &TestCluster) -> u64 {
+    let (_, text) = http(cluster.addrs.registry, "GET", "/metrics", "").await;
+    text.lines()
+        .filter(|l| l.starts_with("mlops_requests_total") && l.contains("GetRegisteredModel"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_champion_swaps_versions_without_a_failed_request() {
+    let cluster = TestCluster::builder().start().await;
+    // Version 1 answers 1.5 - 2 + 3 = 2.5 for the row [1, 1]; version 2 answers 102.5.
+    let first = store_bundle(&cluster, BUNDLE).await;
+    let second = store_bundle(&cluster, &BUNDLE.replace("3.0", "103.0")).await;
+    let mut registry = cluster.registry();
+    for digest in [&first, &second] {
+        registry
+            .create_model_version(version_request("swap", digest))
+            .await
+            .unwrap();
+    }
+    let champion = |version| SetModelAliasRequest {
+        model_name: "swap".into(),
+        alias: "champion".into(),
+        version,
+        expected_version: None,
+    };
+    registry.set_model_alias(champion(1)).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut inference, stop) = (cluster.inference(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = inference.model_infer(row_request()).await.map(|r| {
+                        let r = r.into_inner();
+                        (r.model_version, decode_fp64(&r.raw_output_contents[0])[0])
+                    });
+                    answers.push(outcome);
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lookups_before = registry_lookups(&cluster).await;
+    // The first request looked the champion up once (and the metric is read right).
+    assert!(lookups_before >= 1);
+    registry.set_model_alias(champion(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = 0;
+    for client in clients {
+        let answers = client.await.unwrap();
+        total += answers.len();
+        let mut last_version = String::from("1");
+        for answer in answers {
+            let (version, value) = answer.expect("no request fails during the swap");
+            let expected = if version == "1" { 2.5 } else { 102.5 };
+            assert_eq!(value, expected, "version {version} answered {value}");
+            // Each client sees version 1, then version 2, never back.
+            assert!(version >= last_version, "{last_version} then {version}");
+            last_version = version;
+        }
+        assert_eq!(last_version, "2", "the swap reached every client");
+    }
+    assert!(total > 100, "only {total} requests ran");
+    // One lookup when the alias moved, none per request.
+    let lookups = registry_lookups(&cluster).await - lookups_before;
+    assert!(
+        lookups <= 3,
+        "{lookups} registry lookups for {total} requests"
+    );
+    cluster.stop().await;
+}
