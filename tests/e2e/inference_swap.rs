@@ -105,3 +105,59 @@ async fn moving_the_champion_swaps_versions_without_a_failed_request() {
     );
     cluster.stop().await;
 }
+
+/// `mlops bench infer` drives the server over gRPC and REST, checks every answer, and refuses
+/// to report numbers for a target that only answers errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_reports_checked_throughput_over_grpc_and_rest() {
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+    let grpc = format!("http://{}", cluster.addrs.inference_grpc);
+    let rest = format!("http://{}", cluster.addrs.inference_http);
+    let (over_grpc, over_rest, refused) = tokio::task::spawn_blocking(move || {
+        let run = |extra: &[&str]| {
+            let mut args = vec!["bench", "infer", "--model", "swap", "--duration", "0.5"];
+            args.extend_from_slice(extra);
+            args.push("--json");
+            serde_json::from_str::<serde_json::Value>(&mlops_cli(&args, &[], None)).unwrap()
+        };
+        let over_grpc = run(&["--target", &grpc, "--concurrency", "4", "--batch", "8"]);
+        let over_rest = run(&["--target", &rest, "--protocol", "http", "--features", "2"]);
+        let refused = std::process::Command::new(binary("mlops"))
+            .args([
+                "bench",
+                "infer",
+                "--target",
+                &grpc,
+                "--model",
+                "nope",
+                "--features",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        (over_grpc, over_rest, refused)
+    })
+    .await
+    .unwrap();
+    for report in [&over_grpc, &over_rest] {
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["requests"].as_u64().unwrap() > 10, "{report}");
+        assert!(
+            report["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+    // Features came from the model's metadata; rows = requests x batch.
+    assert_eq!(over_grpc["features"], 2);
+    assert_eq!(over_grpc["batch"], 8);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("first request failed"), "{stderr}");
+    cluster.stop().await;
+}

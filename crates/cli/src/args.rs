@@ -118,6 +118,9 @@ pub enum Command {
     /// Pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Tokens, roles and the audit log (an admin token is needed when auth is on).
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -363,4 +366,51 @@ pub enum DevCommand {
     },
     /// Print a fresh 256-bit key (base64) for storage.encryption.key.
     Key,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive any Open Inference Protocol server (ours, Triton, MLServer) and report throughput
+    /// and latency percentiles. Every answer is checked: an error is counted, not timed.
+    Infer(BenchInferArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchInferArgs {
+    /// gRPC (`http://host:8001`) or, with `--protocol http`, REST (`http://host:8000`) address.
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub model: String,
+    /// Model version ("" = the server's default).
+    #[arg(long, default_value = "")]
+    pub model_version: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Connections they share (HTTP/2 multiplexes the rest).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Seconds of measurement, after one second of warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Features per row (default: read from the model's metadata).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Input tensor name.
+    #[arg(long, default_value = "input")]
+    pub input_name: String,
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Grpc)]
+    pub protocol: BenchProtocol,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProtocol {
+    Grpc,
+    Http,
 }

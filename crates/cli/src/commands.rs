@@ -204,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
         Command::Health { addr } => health(&e, &addr).await,
+        Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(&e, args).await,
         Command::Auth(command) => crate::admin::auth(&e, command).await,
         Command::Dev(command) => crate::admin::dev(command),
     }

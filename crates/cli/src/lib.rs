@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod bench;
 pub mod commands;
 pub mod models;
 pub mod refs;

@@ -57,8 +57,7 @@ fn s3(settings: &StorageSettings) -> Result<Arc<dyn ObjectStore>, ApiError> {
         .host_str()
         .filter(|b| !b.is_empty())
         .ok_or_else(|| invalid("no bucket: use s3://bucket/prefix".into()))?;
-    // One process-wide TLS provider: ring, as everywhere else here.
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let s3 = &settings.s3;
     let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     if !s3.endpoint.is_empty() {

@@ -111,3 +111,9 @@ impl TlsSettings {
         Ok(Some(Arc::new(config)))
     }
 }
+
+/// Makes ring the process-wide rustls provider, for clients that take the default (the S3 and
+/// HTTP clients). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
