@@ -8,12 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-10}"
-venv="${MLSERVER_VENV:-.venv-mlserver}"
+venv="$(cd "${MLSERVER_VENV:-.venv-mlserver}" && pwd)"
 work="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release -p mlops-cli -p mlops-inference --example bare_oip
+cargo build --release -p mlops-cli --bin mlops
+cargo build --release -p mlops-inference --example bare_oip
 bin=target/x86_64-unknown-linux-gnu/release
 "$venv/bin/python" scripts/bench/infer_models.py "$work/models" 9180 9181
 
@@ -25,21 +26,28 @@ MLOPS__INFERENCE__GRPC_LISTEN=127.0.0.1:9101 MLOPS__INFERENCE__HTTP_LISTEN=127.0
 MLOPS__TELEMETRY__FILTER=warn \
   "$bin/mlops" up --data-dir "$work/data" >"$work/ours.log" 2>&1 &
 pids+=($!)
-(cd "$work/models/mlserver" && "$OLDPWD/$venv/bin/mlserver" start . >"$work/mlserver.log" 2>&1) &
+(cd "$work/models/mlserver" && "$venv/bin/mlserver" start . >"$work/mlserver.log" 2>&1) &
 pids+=($!)
 "$bin/examples/bare_oip" 127.0.0.1:9191 &
 pids+=($!)
 for url in 127.0.0.1:9101 127.0.0.1:9154; do
   for _ in $(seq 100); do "$bin/mlops" health --addr "http://$url" >/dev/null 2>&1 && break; sleep 0.2; done
 done
-for _ in $(seq 150); do curl -fs http://127.0.0.1:9180/v2/health/ready >/dev/null && break; sleep 0.2; done
+for _ in $(seq 300); do curl -fs http://127.0.0.1:9180/v2/health/ready >/dev/null && break; sleep 0.2; done
+curl -fs http://127.0.0.1:9180/v2/health/ready >/dev/null || { cat "$work/mlserver.log"; exit 1; }
+sleep 2 # MLServer opens its gRPC port after HTTP reports ready
 "$bin/mlops" models import "$work/models/bundle.json" --model lin
 
 results="$work/results.jsonl"
 run() { # server target protocol concurrency batch
-  "$bin/mlops" bench infer --target "$2" --protocol "$3" --model lin --features 10 \
-    --concurrency "$4" --batch "$5" --duration "$seconds" --json \
-    | python3 -c "import json,sys; r=json.load(sys.stdin); r['server']='$1'; print(json.dumps(r))" >>"$results"
+  echo "$1: $3, concurrency $4, batch $5" >&2
+  local out
+  if out=$("$bin/mlops" bench infer --target "$2" --protocol "$3" --model lin --features 10 \
+    --concurrency "$4" --batch "$5" --duration "$seconds" --json); then
+    python3 -c "import json,sys; r=json.loads(sys.argv[1]); r['server']='$1'; print(json.dumps(r))" "$out" >>"$results"
+  else
+    echo "  failed (see above); left out of the table" >&2
+  fi
 }
 for server in ours mlserver bare; do
   case $server in
