@@ -37,6 +37,12 @@ def export(name, model, x, options=None):
     onnx.checker.check_model(checked)
     golden = {"inputs": tensors(checked.graph.input), "outputs": tensors(checked.graph.output)}
     (OUT / f"{name}.signature.json").write_text(json.dumps(golden, indent=2) + "\n")
+    # What scikit-learn itself answers for a few rows: the serving tests compare against it.
+    rows = x[0][:5]
+    expected = {"rows": rows.tolist(), "predict": model.predict(rows).tolist()}
+    if hasattr(model, "predict_proba"):
+        expected["predict_proba"] = model.predict_proba(rows).tolist()
+    (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     print(path, golden)
 
 

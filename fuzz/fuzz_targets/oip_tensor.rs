@@ -8,7 +8,7 @@ use prost::Message;
 fuzz_target!(|data: &[u8]| {
     let Some((&features, wire)) = data.split_first() else { return };
     if let Ok(request) = ModelInferRequest::decode(wire) {
-        if let Ok(matrix) = mlops_inference::tensor::decode_input(&request, features as usize) {
+        if let Ok(matrix) = mlops_inference::tensor::decode_input(&request, mlops_inference::INPUT_NAME, features as usize) {
             assert_eq!(matrix.ncols(), features as usize);
             assert!(matrix.iter().all(|v| v.is_finite()));
         }

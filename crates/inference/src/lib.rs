@@ -5,6 +5,7 @@
 mod app;
 mod grpc;
 mod models;
+mod onnx;
 mod rest;
 mod settings;
 pub mod tensor;

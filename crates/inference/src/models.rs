@@ -10,6 +10,7 @@ use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, CancellationToken, ErrorKind};
 use mlops_ml::ModelBundle;
+use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::model_metadata_response::TensorMetadata;
 use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
@@ -18,12 +19,57 @@ use mlops_proto::v1::{
     WatchRegistryRequest,
 };
 
+use crate::onnx::OnnxModel;
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
 
 pub struct LoadedModel {
     pub name: String,
     pub version: u32,
-    pub bundle: ModelBundle,
+    pub runner: Runner,
+}
+
+/// What runs a version's predictions.
+pub enum Runner {
+    /// A platform bundle: `input` FP64 `[N, features]` in, `predictions` FP64 `[N]` out.
+    Bundle(ModelBundle),
+    /// An imported ONNX model: its own tensor names, FP32 in, its graph's outputs out.
+    Onnx(OnnxModel),
+}
+
+impl LoadedModel {
+    fn input_name(&self) -> &str {
+        match &self.runner {
+            Runner::Bundle(_) => INPUT_NAME,
+            Runner::Onnx(model) => &model.input.name,
+        }
+    }
+
+    fn features(&self) -> usize {
+        match &self.runner {
+            Runner::Bundle(bundle) => bundle.feature_count(),
+            Runner::Onnx(model) => model.features(),
+        }
+    }
+
+    /// Output tensors as (name, datatype, shape) for metadata.
+    fn outputs(&self) -> Vec<TensorMetadata> {
+        match &self.runner {
+            Runner::Bundle(_) => vec![TensorMetadata {
+                name: OUTPUT_NAME.into(),
+                datatype: "FP64".into(),
+                shape: vec![-1],
+            }],
+            Runner::Onnx(model) => model
+                .outputs
+                .iter()
+                .map(|o| TensorMetadata {
+                    name: o.name.clone(),
+                    datatype: o.datatype.clone(),
+                    shape: o.shape.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Loaded models by (name, version); versions are immutable, so entries never go stale.
@@ -232,16 +278,26 @@ impl Models {
             .map_err(|s| ApiError::from_status("registry", &s))?
             .into_inner();
         let bytes = self.artifacts.get(&record.artifact_digest).await?;
-        let bundle = ModelBundle::from_json(&bytes).map_err(|e| {
+        let unservable = |why: String| {
             ApiError::failed_precondition(format!(
-                "model {name:?} version {version} cannot be served: {e}"
+                "model {name:?} version {version} cannot be served: {why}"
             ))
-        })?;
-        tracing::info!(model = name, version, "model loaded");
+        };
+        let runner = if record.format == "onnx" {
+            let signature = record.signature.unwrap_or_default();
+            // Planning is CPU work: off the async workers.
+            let planned = tokio::task::spawn_blocking(move || OnnxModel::load(&bytes, &signature))
+                .await
+                .map_err(|e| ApiError::internal(format!("planning the ONNX model: {e}")))?;
+            Runner::Onnx(planned.map_err(unservable)?)
+        } else {
+            Runner::Bundle(ModelBundle::from_json(&bytes).map_err(|e| unservable(e.to_string()))?)
+        };
+        tracing::info!(model = name, version, format = %record.format, "model loaded");
         Ok(LoadedModel {
             name: name.into(),
             version,
-            bundle,
+            runner,
         })
     }
 
@@ -271,31 +327,42 @@ impl Models {
         let model = self
             .resolve(caller, &request.model_name, &request.model_version)
             .await?;
-        for output in &request.outputs {
-            if output.name != OUTPUT_NAME {
-                return Err(ApiError::invalid_argument(format!(
-                    "unknown output tensor {:?}: the model produces {OUTPUT_NAME:?}",
-                    output.name
-                )));
-            }
-        }
-        let input = tensor::decode_input(&request, model.bundle.feature_count())?;
+        let input = tensor::decode_input(&request, model.input_name(), model.features())?;
         let rows = input.nrows();
-        // A dot product per row: cheap enough to run on the request's task.
-        let predictions = model
-            .bundle
-            .predict(input.view())
-            .map_err(|e| ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}")))?;
+        let mut outputs: Vec<(InferOutputTensor, Vec<u8>)> = match &model.runner {
+            // A dot product per row: cheap enough to run on the request's task.
+            Runner::Bundle(bundle) => {
+                let predictions = bundle.predict(input.view()).map_err(|e| {
+                    ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
+                })?;
+                vec![tensor::encode_output(
+                    predictions.as_slice().expect("contiguous predictions"),
+                )]
+            }
+            Runner::Onnx(onnx) => onnx.predict(&input)?,
+        };
+        // Only the outputs asked for, when some are named.
+        if !request.outputs.is_empty() {
+            for wanted in &request.outputs {
+                if !outputs.iter().any(|(o, _)| o.name == wanted.name) {
+                    let known: Vec<&str> = outputs.iter().map(|(o, _)| o.name.as_str()).collect();
+                    return Err(ApiError::invalid_argument(format!(
+                        "unknown output tensor {:?}: the model produces {known:?}",
+                        wanted.name
+                    )));
+                }
+            }
+            outputs.retain(|(o, _)| request.outputs.iter().any(|w| w.name == o.name));
+        }
         metrics::counter!("mlops_inference_rows_total").increment(rows as u64);
-        let (output, raw) =
-            tensor::encode_output(predictions.as_slice().expect("contiguous predictions"));
+        let (outputs, raw_output_contents) = outputs.into_iter().unzip();
         Ok(ModelInferResponse {
             model_name: model.name.clone(),
             model_version: model.version.to_string(),
             id: request.id,
             parameters: HashMap::new(),
-            outputs: vec![output],
-            raw_output_contents: vec![raw],
+            outputs,
+            raw_output_contents,
         })
     }
 
@@ -306,21 +373,20 @@ impl Models {
         version: &str,
     ) -> Result<ModelMetadataResponse, ApiError> {
         let model = self.resolve(caller, name, version).await?;
-        let features = model.bundle.feature_count() as i64;
+        let (platform, datatype) = match &model.runner {
+            Runner::Bundle(bundle) => (format!("mlops_{}", bundle.model_type), "FP64"),
+            Runner::Onnx(_) => ("onnx_tract".to_string(), "FP32"),
+        };
         Ok(ModelMetadataResponse {
             name: model.name.clone(),
             versions: vec![model.version.to_string()],
-            platform: format!("mlops_{}", model.bundle.model_type),
+            platform,
             inputs: vec![TensorMetadata {
-                name: INPUT_NAME.into(),
-                datatype: "FP64".into(),
-                shape: vec![-1, features],
+                name: model.input_name().into(),
+                datatype: datatype.into(),
+                shape: vec![-1, model.features() as i64],
             }],
-            outputs: vec![TensorMetadata {
-                name: OUTPUT_NAME.into(),
-                datatype: "FP64".into(),
-                shape: vec![-1],
-            }],
+            outputs: model.outputs(),
         })
     }
 }

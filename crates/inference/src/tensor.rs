@@ -12,17 +12,22 @@ fn invalid(message: String) -> ApiError {
     ApiError::invalid_argument(message)
 }
 
-/// The `[N, features]` matrix of the request's one input tensor, from raw or typed contents.
-pub fn decode_input(request: &ModelInferRequest, features: usize) -> Result<Array2<f64>, ApiError> {
+/// The `[N, features]` matrix of the request's one input tensor `expected` (named as the model
+/// names it), from raw or typed contents.
+pub fn decode_input(
+    request: &ModelInferRequest,
+    expected: &str,
+    features: usize,
+) -> Result<Array2<f64>, ApiError> {
     let [input] = request.inputs.as_slice() else {
         return Err(invalid(format!(
-            "expected exactly one input tensor named {INPUT_NAME:?}, got {}",
+            "expected exactly one input tensor named {expected:?}, got {}",
             request.inputs.len()
         )));
     };
-    if input.name != INPUT_NAME {
+    if input.name != expected {
         return Err(invalid(format!(
-            "unknown input tensor {:?}: the model takes {INPUT_NAME:?}",
+            "unknown input tensor {:?}: the model takes {expected:?}",
             input.name
         )));
     }
@@ -174,18 +179,24 @@ mod tests {
             None,
         );
         assert_eq!(
-            decode_input(&r, 2).unwrap(),
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
             ndarray::array![[1.0, 2.0], [3.0, 4.0]]
         );
         let raw32: Vec<u8> = [1.5f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
         let r = request("input", "FP32", vec![1, 2], Some(raw32), None);
-        assert_eq!(decode_input(&r, 2).unwrap(), ndarray::array![[1.5, 2.5]]);
+        assert_eq!(
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
+            ndarray::array![[1.5, 2.5]]
+        );
         let typed = InferTensorContents {
             fp64_contents: vec![1.0, 2.0],
             ..Default::default()
         };
         let r = request("input", "FP64", vec![1, 2], None, Some(typed));
-        assert_eq!(decode_input(&r, 2).unwrap(), ndarray::array![[1.0, 2.0]]);
+        assert_eq!(
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
+            ndarray::array![[1.0, 2.0]]
+        );
     }
 
     #[test]
@@ -229,7 +240,7 @@ mod tests {
             ),
         ];
         for case in &cases {
-            let error = decode_input(case, 2).unwrap_err();
+            let error = decode_input(case, INPUT_NAME, 2).unwrap_err();
             assert_eq!(error.kind, mlops_core::ErrorKind::InvalidArgument);
             let tensor = &case.inputs[0].name;
             assert!(
