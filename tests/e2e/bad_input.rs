@@ -231,7 +231,10 @@ async fn bad_training_and_pipeline_requests_name_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inference_requests_name_the_tensor() {
-    let cluster = TestCluster::builder().start().await;
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INFERENCE__MAX_REQUEST_BYTES", "1048576")
+        .start()
+        .await;
     upload_csv(
         &cluster,
         "pairs",
@@ -310,6 +313,23 @@ async fn malformed_inference_requests_name_the_tensor() {
         Code::NotFound,
         &["version 7"],
     );
+    // Over the configured message size (1 MiB here): RESOURCE_EXHAUSTED, and serving goes on.
+    let rows = 80_000;
+    let oversized = request(
+        "input",
+        "FP64",
+        vec![rows, 2],
+        raw_fp64((0..rows * 2).map(|v| v as f64)),
+    );
+    assert_status(
+        inference.model_infer(oversized).await,
+        Code::ResourceExhausted,
+        &["too large"],
+    );
+    inference
+        .model_infer(request("input", "FP64", vec![1, 2], raw_fp64([1.0, 2.0])))
+        .await
+        .unwrap();
     let (status, body) = http(
         cluster.addrs.inference_http,
         "POST",

@@ -95,7 +95,13 @@ pub async fn serve(
         .add_service(reflection)
         .into_axum_router()
         .merge(metrics);
-    let routes = Routes::from(options.gate.clone().wrap(router));
+    let routes = Routes::from(
+        options
+            .gate
+            .clone()
+            .wrap(router)
+            .layer(axum::middleware::from_fn(oversized_is_resource_exhausted)),
+    );
 
     let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
     let drain = {
@@ -181,6 +187,29 @@ pub async fn serve_http(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE; the protocol (and what
+/// Triton clients expect) is RESOURCE_EXHAUSTED, so the status is rewritten on the way out.
+async fn oversized_is_resource_exhausted(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            // Percent-encoded on the wire.
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if oversized {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+    response
 }
 
 /// Accepted connections with Nagle's algorithm off. Without it a response that does not fill a
