@@ -161,3 +161,72 @@ async fn the_load_generator_reports_checked_throughput_over_grpc_and_rest() {
     assert!(stderr.contains("first request failed"), "{stderr}");
     cluster.stop().await;
 }
+
+/// Past `max_in_flight`, requests are refused at once with RESOURCE_EXHAUSTED (not queued
+/// without bound); the others are answered correctly and health probes stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_shed_not_queued() {
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INFERENCE__MAX_IN_FLIGHT", "1")
+        .start()
+        .await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+    let rows = 5_000;
+    let big = ModelInferRequest {
+        model_name: "swap".into(),
+        model_version: "1".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP64".into(),
+            shape: vec![rows, 2],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_fp64((0..rows * 2).map(|_| 1.0))],
+        ..Default::default()
+    };
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut inference, request) = (cluster.inference(), big.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..20 {
+                    outcomes.push(inference.model_infer(request.clone()).await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (status, _) = http(cluster.addrs.inference_http, "GET", "/v2/health/ready", "").await;
+    assert_eq!(status, 200, "health probes are never shed");
+    let (mut answered, mut shed) = (0, 0);
+    for client in clients {
+        for outcome in client.await.unwrap() {
+            match outcome {
+                Ok(response) => {
+                    let values = decode_fp64(&response.into_inner().raw_output_contents[0]);
+                    assert_eq!(values.len(), rows as usize);
+                    assert!(values.iter().all(|v| *v == 2.5));
+                    answered += 1;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    assert!(
+                        status.message().contains("in flight"),
+                        "{}",
+                        status.message()
+                    );
+                    shed += 1;
+                }
+            }
+        }
+    }
+    assert!(answered > 0 && shed > 0, "{answered} answered, {shed} shed");
+    // Once the burst is over, requests are served again.
+    cluster.inference().model_infer(big).await.unwrap();
+    cluster.stop().await;
+}

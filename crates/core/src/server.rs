@@ -33,6 +33,58 @@ pub struct ServeOptions {
     pub gate: Gate,
     pub limits: LimitSettings,
     pub tls: Option<ServerTlsConfig>,
+    /// When set, calls beyond this many in flight are refused at once (RESOURCE_EXHAUSTED, or
+    /// 503 over HTTP) before their body is read; health probes and /metrics are exempt. Shared
+    /// by every listener given the same options.
+    pub in_flight: Option<InFlight>,
+}
+
+/// A cap on calls in flight across a service's listeners.
+#[derive(Clone)]
+pub struct InFlight(Arc<tokio::sync::Semaphore>);
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(max.max(1))))
+    }
+
+    fn wrap(self, router: axum::Router) -> axum::Router {
+        router.layer(axum::middleware::from_fn_with_state(self, admit))
+    }
+}
+
+async fn admit(
+    axum::extract::State(limit): axum::extract::State<InFlight>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/v2/health/")
+        || path == "/metrics"
+    {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = limit.0.clone().try_acquire_owned() else {
+        metrics::counter!("mlops_requests_shed_total").increment(1);
+        let message = "the server is at its limit of requests in flight; retry with backoff";
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        return if grpc {
+            tonic::Status::resource_exhausted(message).into_http::<axum::body::Body>()
+        } else {
+            use axum::response::IntoResponse;
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "error": message })),
+            )
+                .into_response()
+        };
+    };
+    next.run(request).await
 }
 
 impl ServeOptions {
@@ -51,6 +103,7 @@ impl ServeOptions {
             },
             limits: limits.clone(),
             tls: tls.server_config()?,
+            in_flight: None,
         })
     }
 
@@ -95,13 +148,15 @@ pub async fn serve(
         .add_service(reflection)
         .into_axum_router()
         .merge(metrics);
-    let routes = Routes::from(
-        options
-            .gate
-            .clone()
-            .wrap(router)
-            .layer(axum::middleware::from_fn(oversized_is_resource_exhausted)),
-    );
+    let mut router = options
+        .gate
+        .clone()
+        .wrap(router)
+        .layer(axum::middleware::from_fn(oversized_is_resource_exhausted));
+    if let Some(limit) = options.in_flight.clone() {
+        router = limit.wrap(router);
+    }
+    let routes = Routes::from(router);
 
     let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
     let drain = {
@@ -138,11 +193,14 @@ pub async fn serve(
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    gate: Gate,
+    options: ServeOptions,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    let router = gate.wrap(router);
+    let mut router = options.gate.wrap(router);
+    if let Some(limit) = options.in_flight {
+        router = limit.wrap(router);
+    }
     let Some(tls) = tls else {
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {

@@ -23,7 +23,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ApiError> {
-        let options = ServeOptions::from_settings(
+        let mut options = ServeOptions::from_settings(
             "inference",
             &settings.auth,
             &settings.storage,
@@ -31,6 +31,7 @@ impl Application {
             &settings.tls,
         )
         .await?;
+        options.in_flight = Some(server::InFlight::new(settings.inference.max_in_flight));
         let artifacts = ArtifactStore::open(&settings.storage)?;
         let registry = client::channel(
             &settings.endpoints.registry,
@@ -78,7 +79,7 @@ impl Application {
             self.options.clone(),
             shutdown.clone(),
         );
-        let http = server::serve_http(self.http, rest, self.options.gate, self.http_tls, shutdown);
+        let http = server::serve_http(self.http, rest, self.options, self.http_tls, shutdown);
         tokio::try_join!(grpc, http)?;
         Ok(())
     }

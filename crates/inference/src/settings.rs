@@ -29,6 +29,9 @@ pub struct InferenceSettings {
     pub max_request_bytes: usize,
     /// The alias served when a request names no version; the latest version when unset.
     pub default_alias: String,
+    /// Requests in flight at once, gRPC and HTTP together; more are refused at once with
+    /// RESOURCE_EXHAUSTED (503 over HTTP) instead of queueing without bound.
+    pub max_in_flight: usize,
 }
 
 impl Default for InferenceSettings {
@@ -38,6 +41,7 @@ impl Default for InferenceSettings {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_request_bytes: 64 * 1024 * 1024,
             default_alias: "champion".into(),
+            max_in_flight: 4096,
         }
     }
 }
