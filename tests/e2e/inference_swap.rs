@@ -230,3 +230,144 @@ async fn requests_past_the_in_flight_limit_are_shed_not_queued() {
     cluster.inference().model_infer(big).await.unwrap();
     cluster.stop().await;
 }
+
+/// Triton's statistics and repository extensions: counters per version, an index of what is
+/// registered and loaded, and unload/load by registered name only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_and_repository_control_follow_triton() {
+    use mlops_proto::inference::model_repository_parameter::ParameterChoice;
+    use mlops_proto::inference::*;
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    for model in ["swap", "idle"] {
+        cluster
+            .registry()
+            .create_model_version(version_request(model, &digest))
+            .await
+            .unwrap();
+    }
+    let mut inference = cluster.inference();
+    let extensions = inference
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .extensions;
+    assert!(
+        extensions.contains(&"statistics".to_string()),
+        "{extensions:?}"
+    );
+    for rows in 1..=3i64 {
+        let mut request = row_request();
+        request.inputs[0].shape = vec![rows, 2];
+        request.raw_input_contents = vec![raw_fp64((0..rows * 2).map(|_| 1.0))];
+        inference.model_infer(request).await.unwrap();
+    }
+    let mut wrong = row_request();
+    wrong.inputs[0].shape = vec![1, 3];
+    inference.model_infer(wrong).await.unwrap_err();
+
+    let stats = inference
+        .model_statistics(ModelStatisticsRequest {
+            name: "swap".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model_stats;
+    let [swap] = stats.as_slice() else {
+        panic!("{stats:?}")
+    };
+    let counters = swap.inference_stats.unwrap();
+    assert_eq!((swap.inference_count, swap.execution_count), (6, 3));
+    assert_eq!(counters.success.unwrap().count, 3);
+    assert_eq!(counters.fail.unwrap().count, 1);
+    assert_eq!(counters.compute_infer.unwrap().count, 3);
+    assert!(swap.last_inference > 0);
+
+    let index = |ready| {
+        let mut inference = cluster.inference();
+        async move {
+            inference
+                .repository_index(RepositoryIndexRequest {
+                    repository_name: String::new(),
+                    ready,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .models
+                .into_iter()
+                .map(|m| (m.name, m.version, m.state, m.reason))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = index(false).await;
+    assert!(all.contains(&("swap".into(), "1".into(), "READY".into(), String::new())));
+    assert!(
+        all.iter().any(|m| m.0 == "idle" && m.2 == "UNAVAILABLE"),
+        "{all:?}"
+    );
+    assert!(index(true).await.iter().all(|m| m.0 == "swap"));
+
+    // Unloaded: refused until loaded again, by name and version only.
+    inference
+        .repository_model_unload(RepositoryModelUnloadRequest {
+            model_name: "swap".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = inference.model_infer(row_request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("unloaded"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        index(false)
+            .await
+            .iter()
+            .any(|m| m.0 == "swap" && m.3.contains("unloaded"))
+    );
+    let load = |name: &str, key: &str, value: ParameterChoice| RepositoryModelLoadRequest {
+        model_name: name.into(),
+        parameters: [(
+            key.to_string(),
+            ModelRepositoryParameter {
+                parameter_choice: Some(value),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    for (request, code, needle) in [
+        (
+            load("swap", "config", ParameterChoice::StringParam("{}".into())),
+            tonic::Code::InvalidArgument,
+            "never from a path",
+        ),
+        (
+            load("../swap", "version", ParameterChoice::Int64Param(1)),
+            tonic::Code::InvalidArgument,
+            "model_name",
+        ),
+        (
+            load("absent", "version", ParameterChoice::Int64Param(1)),
+            tonic::Code::NotFound,
+            "absent",
+        ),
+    ] {
+        let status = inference.repository_model_load(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    inference
+        .repository_model_load(load("swap", "version", ParameterChoice::Int64Param(1)))
+        .await
+        .unwrap();
+    inference.model_infer(row_request()).await.unwrap();
+    cluster.stop().await;
+}

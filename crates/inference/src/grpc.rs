@@ -17,7 +17,7 @@ pub fn server_metadata() -> ServerMetadataResponse {
     ServerMetadataResponse {
         name: SERVER_NAME.into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: Vec::new(),
+        extensions: vec!["model_repository".into(), "statistics".into()],
     }
 }
 
@@ -79,5 +79,50 @@ impl GrpcInferenceService for Inference {
                 .infer(caller.as_ref(), request.into_inner())
                 .await?,
         ))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        Ok(Response::new(self.models.statistics(
+            caller.as_ref(),
+            &request.name,
+            &request.version,
+        )?))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let ready = request.into_inner().ready;
+        Ok(Response::new(
+            self.models.repository_index(caller.as_ref(), ready).await?,
+        ))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        self.models
+            .repository_load(caller.as_ref(), &request.into_inner())
+            .await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        self.models
+            .repository_unload(caller.as_ref(), &request.into_inner())?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }

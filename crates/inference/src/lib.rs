@@ -6,6 +6,7 @@ mod app;
 mod grpc;
 mod models;
 mod onnx;
+mod repository;
 mod rest;
 mod settings;
 pub mod tensor;

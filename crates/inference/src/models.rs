@@ -26,6 +26,8 @@ pub struct LoadedModel {
     pub name: String,
     pub version: u32,
     pub runner: Runner,
+    /// Triton-style counters, lock-free on the hot path.
+    pub stats: crate::repository::Stats,
 }
 
 /// What runs a version's predictions.
@@ -84,6 +86,8 @@ pub struct Models {
     /// The version an unversioned request gets, per model: kept current by the registry's
     /// event stream, so the hot path never asks the registry.
     serving: Arc<RwLock<HashMap<String, u32>>>,
+    /// Models an operator unloaded (RepositoryModelUnload): refused until loaded again.
+    pub(crate) unloaded: Arc<RwLock<std::collections::HashSet<String>>>,
 }
 
 impl Models {
@@ -94,6 +98,7 @@ impl Models {
             default_alias,
             loaded: Arc::default(),
             serving: Arc::default(),
+            unloaded: Arc::default(),
         }
     }
 
@@ -238,6 +243,11 @@ impl Models {
     ) -> Result<Arc<LoadedModel>, ApiError> {
         validate_name("model name", name)?;
         authorize(caller, ResourceKind::Model, name)?;
+        if self.unloaded.read().expect("unloaded lock").contains(name) {
+            return Err(ApiError::failed_precondition(format!(
+                "model {name:?} is unloaded: load it again with RepositoryModelLoad"
+            )));
+        }
         let version = if version.is_empty() {
             let routed = self.serving.read().expect("routes lock").get(name).copied();
             match routed {
@@ -298,6 +308,7 @@ impl Models {
             name: name.into(),
             version,
             runner,
+            stats: Default::default(),
         })
     }
 
@@ -327,7 +338,20 @@ impl Models {
         let model = self
             .resolve(caller, &request.model_name, &request.model_version)
             .await?;
+        let started = Instant::now();
+        let outcome = Self::run(&model, request);
+        model.stats.record(&outcome, started.elapsed());
+        outcome.map(|(response, _)| response)
+    }
+
+    /// Runs a request on a resolved model; also returns the phase timings for the statistics.
+    fn run(
+        model: &LoadedModel,
+        request: ModelInferRequest,
+    ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
+        let started = Instant::now();
         let input = tensor::decode_input(&request, model.input_name(), model.features())?;
+        let decoded = Instant::now();
         let rows = input.nrows();
         let mut outputs: Vec<(InferOutputTensor, Vec<u8>)> = match &model.runner {
             // A dot product per row: cheap enough to run on the request's task.
@@ -341,6 +365,7 @@ impl Models {
             }
             Runner::Onnx(onnx) => onnx.predict(&input)?,
         };
+        let inferred = Instant::now();
         // Only the outputs asked for, when some are named.
         if !request.outputs.is_empty() {
             for wanted in &request.outputs {
@@ -356,14 +381,44 @@ impl Models {
         }
         metrics::counter!("mlops_inference_rows_total").increment(rows as u64);
         let (outputs, raw_output_contents) = outputs.into_iter().unzip();
-        Ok(ModelInferResponse {
+        let response = ModelInferResponse {
             model_name: model.name.clone(),
             model_version: model.version.to_string(),
             id: request.id,
             parameters: HashMap::new(),
             outputs,
             raw_output_contents,
-        })
+        };
+        let phases = crate::repository::Phases {
+            rows: rows as u64,
+            input: decoded - started,
+            infer: inferred - decoded,
+            output: inferred.elapsed(),
+        };
+        Ok((response, phases))
+    }
+
+    /// Every loaded model version, for statistics and the repository index.
+    pub(crate) fn loaded_models(&self) -> Vec<Arc<LoadedModel>> {
+        self.loaded
+            .read()
+            .expect("model cache lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every loaded version of `name` and its route; requests in flight keep theirs.
+    pub(crate) fn forget(&self, name: &str) {
+        self.loaded
+            .write()
+            .expect("model cache lock")
+            .retain(|(model, _), _| model != name);
+        self.serving.write().expect("routes lock").remove(name);
+    }
+
+    pub(crate) fn registry(&self) -> RegistryServiceClient<Channel> {
+        self.registry.clone()
     }
 
     pub async fn metadata(

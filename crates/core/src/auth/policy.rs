@@ -184,6 +184,22 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             read(Predict),
         ),
         ("/inference.GRPCInferenceService/ModelInfer", read(Predict)),
+        (
+            "/inference.GRPCInferenceService/ModelStatistics",
+            read(Predict),
+        ),
+        (
+            "/inference.GRPCInferenceService/RepositoryIndex",
+            read(Predict),
+        ),
+        (
+            "/inference.GRPCInferenceService/RepositoryModelLoad",
+            write(Deploy),
+        ),
+        (
+            "/inference.GRPCInferenceService/RepositoryModelUnload",
+            write(Deploy),
+        ),
     ]
 };
 
