@@ -371,3 +371,67 @@ async fn statistics_and_repository_control_follow_triton() {
     inference.model_infer(row_request()).await.unwrap();
     cluster.stop().await;
 }
+
+/// `parameters {"explain": true}` adds each feature's contribution and the base value, which
+/// sum to the prediction; over gRPC and REST alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explanations_sum_to_the_prediction() {
+    use mlops_proto::inference::InferParameter;
+    use mlops_proto::inference::infer_parameter::ParameterChoice;
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+    let explain = |choice: ParameterChoice| {
+        let mut request = row_request();
+        request.inputs[0].shape = vec![2, 2];
+        request.raw_input_contents = vec![raw_fp64([1.0, 1.0, 2.0, -1.0])];
+        request.parameters = [(
+            "explain".to_string(),
+            InferParameter {
+                parameter_choice: Some(choice),
+            },
+        )]
+        .into();
+        request
+    };
+    let answer = cluster
+        .inference()
+        .model_infer(explain(ParameterChoice::BoolParam(true)))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = answer.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["predictions", "contributions", "base_value"]);
+    // Coefficients [1.5, -2.0], intercept 3.0.
+    assert_eq!(decode_fp64(&answer.raw_output_contents[0]), [2.5, 8.0]);
+    assert_eq!(
+        decode_fp64(&answer.raw_output_contents[1]),
+        [1.5, -2.0, 3.0, 2.0]
+    );
+    assert_eq!(decode_fp64(&answer.raw_output_contents[2]), [3.0, 3.0]);
+    let bad = cluster
+        .inference()
+        .model_infer(explain(ParameterChoice::Int64Param(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("explain"), "{}", bad.message());
+
+    let body = r#"{"parameters":{"explain":true},"inputs":[{"name":"input","shape":[1,2],"datatype":"FP64","data":[1,1]}]}"#;
+    let (status, text) = http(
+        cluster.addrs.inference_http,
+        "POST",
+        "/v2/models/swap/infer",
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let rest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(rest["outputs"][1]["name"], "contributions");
+    assert_eq!(rest["outputs"][1]["data"], serde_json::json!([1.5, -2.0]));
+    cluster.stop().await;
+}

@@ -356,14 +356,27 @@ impl Models {
         let mut outputs: Vec<(InferOutputTensor, Vec<u8>)> = match &model.runner {
             // A dot product per row: cheap enough to run on the request's task.
             Runner::Bundle(bundle) => {
-                let predictions = bundle.predict(input.view()).map_err(|e| {
+                let invalid = |e: mlops_ml::MlError| {
                     ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
-                })?;
-                vec![tensor::encode_output(
+                };
+                let predictions = bundle.predict(input.view()).map_err(invalid)?;
+                let mut outputs = vec![tensor::encode_output(
                     predictions.as_slice().expect("contiguous predictions"),
-                )]
+                )];
+                if wants_explanation(&request)? {
+                    let shares = bundle.contributions(input.view()).map_err(invalid)?;
+                    outputs.extend(tensor::encode_explanation(&shares, bundle.intercept));
+                }
+                outputs
             }
-            Runner::Onnx(onnx) => onnx.predict(&input)?,
+            Runner::Onnx(onnx) => {
+                if wants_explanation(&request)? {
+                    return Err(ApiError::invalid_argument(
+                        "parameter \"explain\": explanations need a platform bundle; this version is ONNX",
+                    ));
+                }
+                onnx.predict(&input)?
+            }
         };
         let inferred = Instant::now();
         // Only the outputs asked for, when some are named.
@@ -443,5 +456,24 @@ impl Models {
             }],
             outputs: model.outputs(),
         })
+    }
+}
+
+/// Whether the request asks for per-feature contributions (`parameters {"explain": true}`).
+fn wants_explanation(request: &ModelInferRequest) -> Result<bool, ApiError> {
+    use mlops_proto::inference::infer_parameter::ParameterChoice;
+    match request
+        .parameters
+        .get("explain")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(false),
+        Some(ParameterChoice::BoolParam(explain)) => Ok(*explain),
+        Some(ParameterChoice::StringParam(text)) if text == "true" || text == "false" => {
+            Ok(text == "true")
+        }
+        Some(_) => Err(ApiError::invalid_argument(
+            "parameter \"explain\" must be a boolean",
+        )),
     }
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use mlops_core::auth::Principal;
 use mlops_core::{ApiError, ErrorKind};
 use mlops_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
+use mlops_proto::inference::{InferParameter, InferTensorContents, ModelInferRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -157,6 +157,8 @@ async fn ready_version(
 #[derive(Deserialize)]
 struct InferBody {
     id: Option<String>,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
     inputs: Vec<InputJson>,
     #[serde(default)]
     outputs: Vec<OutputJson>,
@@ -244,6 +246,11 @@ async fn infer_json(
         model_name,
         model_version,
         id: body.id.unwrap_or_default(),
+        parameters: body
+            .parameters
+            .into_iter()
+            .map(|(key, value)| Ok((key.clone(), json_parameter(&key, value)?)))
+            .collect::<Result<_, ApiError>>()?,
         inputs,
         outputs: body
             .outputs
@@ -288,4 +295,25 @@ fn raw_to_json(datatype: &str, raw: &[u8]) -> Value {
         "INT32" => read(raw, i32::from_le_bytes),
         _ => read(raw, f64::from_le_bytes),
     }
+}
+
+/// A REST `parameters` value as the protocol's typed parameter.
+fn json_parameter(key: &str, value: Value) -> Result<InferParameter, ApiError> {
+    use mlops_proto::inference::infer_parameter::ParameterChoice;
+    let choice = match value {
+        Value::Bool(b) => ParameterChoice::BoolParam(b),
+        Value::String(s) => ParameterChoice::StringParam(s),
+        Value::Number(n) if n.is_i64() => {
+            ParameterChoice::Int64Param(n.as_i64().unwrap_or_default())
+        }
+        Value::Number(n) => ParameterChoice::DoubleParam(n.as_f64().unwrap_or_default()),
+        other => {
+            return Err(ApiError::invalid_argument(format!(
+                "parameter {key:?}: {other} is not a boolean, number or string"
+            )));
+        }
+    };
+    Ok(InferParameter {
+        parameter_choice: Some(choice),
+    })
 }

@@ -140,6 +140,33 @@ pub fn encode_output(predictions: &[f64]) -> (InferOutputTensor, Vec<u8>) {
     (tensor, fp64_to_raw(predictions.iter().copied()))
 }
 
+/// Explanation outputs: `contributions` FP64 `[N, features]` and `base_value` FP64 `[N]`, which
+/// sum row by row to `predictions`.
+pub fn encode_explanation(
+    shares: &ndarray::Array2<f64>,
+    base_value: f64,
+) -> [(InferOutputTensor, Vec<u8>); 2] {
+    let contributions = InferOutputTensor {
+        name: "contributions".into(),
+        datatype: "FP64".into(),
+        shape: vec![shares.nrows() as i64, shares.ncols() as i64],
+        ..Default::default()
+    };
+    let base = InferOutputTensor {
+        name: "base_value".into(),
+        datatype: "FP64".into(),
+        shape: vec![shares.nrows() as i64],
+        ..Default::default()
+    };
+    [
+        (contributions, fp64_to_raw(shares.iter().copied())),
+        (
+            base,
+            fp64_to_raw(std::iter::repeat_n(base_value, shares.nrows())),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

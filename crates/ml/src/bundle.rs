@@ -81,6 +81,13 @@ impl ModelBundle {
         }
         Ok(x.dot(&Array1::from(self.coefficients.clone())) + self.intercept)
     }
+
+    /// Each feature's share of each prediction: `coefficient x value`. A row's shares plus the
+    /// intercept (the base value) sum to its prediction exactly.
+    pub fn contributions(&self, x: ArrayView2<f64>) -> Result<ndarray::Array2<f64>, MlError> {
+        self.predict(x)?;
+        Ok(&x * &ndarray::ArrayView1::from(&self.coefficients[..]))
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +103,11 @@ mod tests {
         let bundle = ModelBundle::linear(&model, vec!["a".into(), "b".into()], "y".into());
         let back = ModelBundle::from_json(&bundle.to_json()).unwrap();
         assert_eq!(back, bundle);
+        let shares = back.contributions(x.view()).unwrap();
+        let summed = shares.sum_axis(ndarray::Axis(1)) + back.intercept;
+        for (a, b) in summed.iter().zip(back.predict(x.view()).unwrap().iter()) {
+            assert!((a - b).abs() < 1e-12);
+        }
         assert_eq!(
             back.predict(x.view()).unwrap(),
             model.predict(x.view()).unwrap()
