@@ -435,3 +435,70 @@ async fn explanations_sum_to_the_prediction() {
     assert_eq!(rest["outputs"][1]["data"], serde_json::json!([1.5, -2.0]));
     cluster.stop().await;
 }
+
+/// One tensor per feature, named like the features, in any order and numeric datatype.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tensor_per_feature_is_accepted() {
+    use mlops_proto::inference::InferTensorContents;
+    let cluster = TestCluster::builder().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+    let column = |name: &str, datatype: &str, shape: Vec<i64>, contents| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        contents: Some(contents),
+        ..Default::default()
+    };
+    let b = column(
+        "b",
+        "FP32",
+        vec![2, 1],
+        InferTensorContents {
+            fp32_contents: vec![1.0, -1.0],
+            ..Default::default()
+        },
+    );
+    let a = column(
+        "a",
+        "INT64",
+        vec![2],
+        InferTensorContents {
+            int64_contents: vec![1, 2],
+            ..Default::default()
+        },
+    );
+    let request = |inputs| ModelInferRequest {
+        model_name: "swap".into(),
+        inputs,
+        ..Default::default()
+    };
+    let answer = cluster
+        .inference()
+        .model_infer(request(vec![b.clone(), a.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decode_fp64(&answer.raw_output_contents[0]), [2.5, 8.0]);
+    for (inputs, needle) in [
+        (vec![a.clone()], "missing input tensor \"b\""),
+        (vec![a.clone(), a.clone(), b.clone()], "appears twice"),
+        (
+            vec![a, b, column("c", "FP64", vec![2], Default::default())],
+            "unknown input tensor \"c\"",
+        ),
+    ] {
+        let status = cluster
+            .inference()
+            .model_infer(request(inputs))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    cluster.stop().await;
+}

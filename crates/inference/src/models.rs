@@ -350,7 +350,19 @@ impl Models {
         request: ModelInferRequest,
     ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
         let started = Instant::now();
-        let input = tensor::decode_input(&request, model.input_name(), model.features())?;
+        let input = match &model.runner {
+            // One tensor per feature, named like the features.
+            Runner::Bundle(bundle)
+                if !matches!(request.inputs.as_slice(), [one] if one.name == INPUT_NAME)
+                    && request
+                        .inputs
+                        .iter()
+                        .any(|i| bundle.feature_names.contains(&i.name)) =>
+            {
+                tensor::decode_columns(&request, &bundle.feature_names)?
+            }
+            _ => tensor::decode_input(&request, model.input_name(), model.features())?,
+        };
         let decoded = Instant::now();
         let rows = input.nrows();
         let mut outputs: Vec<(InferOutputTensor, Vec<u8>)> = match &model.runner {

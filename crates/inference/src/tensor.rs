@@ -129,6 +129,131 @@ pub fn decode_input(
     Ok(Array2::from_shape_vec((rows, cols), values).expect("length checked against the shape"))
 }
 
+/// The `[N, features]` matrix from one tensor per feature, each named like its feature, shaped
+/// `[N]` or `[N, 1]`, in any order (FP64, FP32, INT64 or INT32; raw or typed).
+pub fn decode_columns(
+    request: &ModelInferRequest,
+    feature_names: &[String],
+) -> Result<Array2<f64>, ApiError> {
+    let raw = request.raw_input_contents.as_slice();
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(invalid(format!(
+            "{} raw_input_contents entries for {} input tensors",
+            raw.len(),
+            request.inputs.len()
+        )));
+    }
+    let mut columns: Vec<Option<Vec<f64>>> = vec![None; feature_names.len()];
+    let mut rows = None;
+    for (index, input) in request.inputs.iter().enumerate() {
+        let name = &input.name;
+        let Some(position) = feature_names.iter().position(|f| f == name) else {
+            return Err(invalid(format!(
+                "unknown input tensor {name:?}: the model takes {INPUT_NAME:?} [N, {}] or one \
+                 tensor per feature ({})",
+                feature_names.len(),
+                feature_names.join(", ")
+            )));
+        };
+        if columns[position].is_some() {
+            return Err(invalid(format!("input tensor {name:?} appears twice")));
+        }
+        let n = match input.shape.as_slice() {
+            [n] | [n, 1] if *n >= 0 => *n as usize,
+            _ => {
+                return Err(invalid(format!(
+                    "input tensor {name:?}: shape {:?} must be [N] or [N, 1]",
+                    input.shape
+                )));
+            }
+        };
+        if *rows.get_or_insert(n) != n {
+            return Err(invalid(format!(
+                "input tensor {name:?} has {n} rows, the others {}",
+                rows.unwrap_or_default()
+            )));
+        }
+        let typed = input
+            .contents
+            .as_ref()
+            .filter(|c| *c != &InferTensorContents::default());
+        let values = match (raw.get(index), typed) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "input tensor {name:?}: give raw_input_contents or contents, not both"
+                )));
+            }
+            (Some(bytes), None) => {
+                let size = match input.datatype.as_str() {
+                    "FP64" | "INT64" => 8,
+                    "FP32" | "INT32" => 4,
+                    other => return Err(unsupported(name, other)),
+                };
+                if bytes.len() != n * size {
+                    return Err(invalid(format!(
+                        "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
+                        bytes.len(),
+                        input.shape,
+                        input.datatype,
+                        n * size
+                    )));
+                }
+                match input.datatype.as_str() {
+                    "FP64" => fp64_from_raw(bytes),
+                    "FP32" => fp32_from_raw(bytes),
+                    "INT64" => bytes
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+                        .collect(),
+                    _ => bytes
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+                        .collect(),
+                }
+            }
+            (None, Some(contents)) => match input.datatype.as_str() {
+                "FP64" => contents.fp64_contents.clone(),
+                "FP32" => contents.fp32_contents.iter().map(|v| *v as f64).collect(),
+                "INT64" => contents.int64_contents.iter().map(|v| *v as f64).collect(),
+                "INT32" => contents.int_contents.iter().map(|v| *v as f64).collect(),
+                other => return Err(unsupported(name, other)),
+            },
+            (None, None) => return Err(invalid(format!("input tensor {name:?} has no data"))),
+        };
+        if values.len() != n {
+            return Err(invalid(format!(
+                "input tensor {name:?}: {} values, shape {:?} needs {n}",
+                values.len(),
+                input.shape
+            )));
+        }
+        if let Some(row) = values.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(format!(
+                "input tensor {name:?}: element {row} is not a finite number"
+            )));
+        }
+        columns[position] = Some(values);
+    }
+    if let Some(missing) = columns.iter().position(Option::is_none) {
+        return Err(invalid(format!(
+            "missing input tensor {:?}: give every feature, or one {INPUT_NAME:?} [N, {}] tensor",
+            feature_names[missing],
+            feature_names.len()
+        )));
+    }
+    let rows = rows.unwrap_or_default();
+    let columns: Vec<Vec<f64>> = columns.into_iter().flatten().collect();
+    Ok(Array2::from_shape_fn((rows, columns.len()), |(r, c)| {
+        columns[c][r]
+    }))
+}
+
+fn unsupported(name: &str, datatype: &str) -> ApiError {
+    invalid(format!(
+        "input tensor {name:?}: datatype {datatype:?} is not supported (use FP64, FP32, INT64 or INT32)"
+    ))
+}
+
 /// The predictions tensor's metadata and its raw little-endian bytes.
 pub fn encode_output(predictions: &[f64]) -> (InferOutputTensor, Vec<u8>) {
     let tensor = InferOutputTensor {
