@@ -285,6 +285,23 @@ async fn statistics_and_repository_control_follow_triton() {
     assert_eq!(counters.fail.unwrap().count, 1);
     assert_eq!(counters.compute_infer.unwrap().count, 3);
     assert!(swap.last_inference > 0);
+    // The same, for Prometheus: labelled by model and version, compute time apart.
+    let (_, metrics) = http(cluster.addrs.inference_http, "GET", "/metrics", "").await;
+    for needle in [
+        "mlops_inference_compute_seconds",
+        "mlops_inference_batch_rows",
+        "mlops_inference_loaded_models",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mlops_inference_requests_total")
+                && l.contains("model=\"swap\"")
+                && l.contains("version=\"1\"")),
+        "no per-model request counter"
+    );
 
     let index = |ready| {
         let mut inference = cluster.inference();

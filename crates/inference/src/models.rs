@@ -227,10 +227,9 @@ impl Models {
             return Ok(model.clone());
         }
         let model = Arc::new(self.load(name, version).await?);
-        self.loaded
-            .write()
-            .expect("model cache lock")
-            .insert(key, model.clone());
+        let mut loaded = self.loaded.write().expect("model cache lock");
+        loaded.insert(key, model.clone());
+        metrics::gauge!("mlops_inference_loaded_models").set(loaded.len() as f64);
         Ok(model)
     }
 
@@ -319,13 +318,19 @@ impl Models {
     ) -> Result<ModelInferResponse, ApiError> {
         let started = Instant::now();
         let outcome = self.infer_inner(caller, request).await;
-        let label = match &outcome {
+        let outcome_label = match &outcome {
             Ok(_) => "success",
             Err(e) if e.kind == ErrorKind::Internal => "error",
             Err(_) => "rejected",
         };
-        metrics::counter!("mlops_inference_requests_total", "outcome" => label).increment(1);
-        metrics::histogram!("mlops_inference_duration_seconds")
+        // Model labels only for answered requests: names from failed lookups are client text,
+        // and would make the label set unbounded.
+        let (model, version) = match &outcome {
+            Ok(response) => (response.model_name.clone(), response.model_version.clone()),
+            Err(_) => (String::new(), String::new()),
+        };
+        metrics::counter!("mlops_inference_requests_total", "outcome" => outcome_label, "model" => model.clone(), "version" => version.clone()).increment(1);
+        metrics::histogram!("mlops_inference_duration_seconds", "model" => model, "version" => version)
             .record(started.elapsed().as_secs_f64());
         outcome
     }
@@ -341,6 +346,15 @@ impl Models {
         let started = Instant::now();
         let outcome = Self::run(&model, request);
         model.stats.record(&outcome, started.elapsed());
+        if let Ok((_, phases)) = &outcome {
+            let labels = [
+                ("model", model.name.clone()),
+                ("version", model.version.to_string()),
+            ];
+            metrics::histogram!("mlops_inference_compute_seconds", &labels)
+                .record(phases.infer.as_secs_f64());
+            metrics::histogram!("mlops_inference_batch_rows", &labels).record(phases.rows as f64);
+        }
         outcome.map(|(response, _)| response)
     }
 
@@ -435,10 +449,10 @@ impl Models {
 
     /// Forgets every loaded version of `name` and its route; requests in flight keep theirs.
     pub(crate) fn forget(&self, name: &str) {
-        self.loaded
-            .write()
-            .expect("model cache lock")
-            .retain(|(model, _), _| model != name);
+        let mut loaded = self.loaded.write().expect("model cache lock");
+        loaded.retain(|(model, _), _| model != name);
+        metrics::gauge!("mlops_inference_loaded_models").set(loaded.len() as f64);
+        drop(loaded);
         self.serving.write().expect("routes lock").remove(name);
     }
 
