@@ -172,6 +172,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     const EXAMPLE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -213,6 +214,104 @@ mod tests {
         for line in text.lines().filter(|l| l.starts_with('[')) {
             let section = line.trim_matches(|c| c == '[' || c == ']');
             assert!(known.contains(&section), "unknown section {section}");
+        }
+    }
+
+    /// Every Deployment in the Kubernetes manifests configures its service with settings the
+    /// service knows (an unknown key would stop it at start), and every port a probe or a
+    /// Service names is one its container opens.
+    #[test]
+    fn kubernetes_manifests_configure_every_service_with_known_settings() {
+        use serde_json::Value;
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/kubernetes/mlops.yaml"
+        ))
+        .unwrap();
+        let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let of_kind = |kind: &str| -> Vec<&Value> {
+            documents.iter().filter(|d| d["kind"] == kind).collect()
+        };
+        let config: Vec<(String, String)> = of_kind("ConfigMap")[0]["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let secret = |key: &str| match key {
+            "database-url" => "postgres://mlops:secret@postgres:5432/mlops".to_string(),
+            _ => "k".repeat(43),
+        };
+        let mut ports_by_app = HashMap::new();
+        for deployment in of_kind("Deployment") {
+            let spec = &deployment["spec"]["template"]["spec"];
+            let container = &spec["containers"][0];
+            let mut env = config.clone();
+            for var in container["env"].as_array().unwrap() {
+                let value = match var["value"].as_str() {
+                    Some(value) => value.to_string(),
+                    None => secret(var["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap()),
+                };
+                env.push((var["name"].as_str().unwrap().to_string(), value));
+            }
+            env.retain(|(k, _)| k.starts_with("MLOPS__"));
+            let binary = container["command"][0].as_str().unwrap();
+            let loaded = match binary {
+                "mlops-registry" => config::load::<mlops_registry::Settings>(None, env).map(drop),
+                "mlops-ingestion" => config::load::<mlops_ingestion::Settings>(None, env).map(drop),
+                "mlops-training" => config::load::<mlops_training::Settings>(None, env).map(drop),
+                "mlops-orchestrator" => {
+                    config::load::<mlops_orchestrator::Settings>(None, env).map(drop)
+                }
+                "mlops-inference" => config::load::<mlops_inference::Settings>(None, env).map(drop),
+                other => panic!("no service binary {other}"),
+            };
+            assert!(loaded.is_ok(), "{binary}: {:?}", loaded.err());
+            let ports: Vec<(String, i64)> = container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_string(),
+                        p["containerPort"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let port = container[probe]["grpc"]["port"]
+                    .as_i64()
+                    .or(container[probe]["httpGet"]["port"].as_i64())
+                    .unwrap_or_else(|| panic!("{binary} has no {probe}"));
+                assert!(ports.iter().any(|(_, p)| *p == port), "{binary} {probe}");
+            }
+            let app = deployment["metadata"]["labels"]["app"].as_str().unwrap();
+            ports_by_app.insert(app.to_string(), ports);
+        }
+        for service in of_kind("Service") {
+            let app = service["spec"]["selector"]["app"].as_str().unwrap();
+            let ports = &ports_by_app[app];
+            for port in service["spec"]["ports"].as_array().unwrap() {
+                let target = port["targetPort"].as_str().unwrap();
+                assert!(
+                    ports.iter().any(|(name, _)| name == target),
+                    "{app}: {target}"
+                );
+            }
+        }
+        // The endpoints the services call each other on are Services here.
+        for (key, value) in &config {
+            if let Some(service) = key.strip_prefix("MLOPS__ENDPOINTS__") {
+                let name = service.to_lowercase();
+                assert!(value.contains(&format!("//{name}:")), "{key}={value}");
+                assert!(
+                    of_kind("Service")
+                        .iter()
+                        .any(|s| s["metadata"]["name"] == name.as_str())
+                );
+            }
         }
     }
 
