@@ -519,3 +519,68 @@ async fn one_tensor_per_feature_is_accepted() {
     }
     cluster.stop().await;
 }
+
+/// The client spreads its calls over every replica it is given: two inference servers, one
+/// `--target a,b`, and both serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_balances_over_every_replica() {
+    use mlops_proto::inference::ModelStatisticsRequest;
+    let replicas = [
+        TestCluster::builder().start().await,
+        TestCluster::builder().start().await,
+    ];
+    for cluster in &replicas {
+        let digest = store_bundle(cluster, BUNDLE).await;
+        cluster
+            .registry()
+            .create_model_version(version_request("swap", &digest))
+            .await
+            .unwrap();
+    }
+    let target = replicas
+        .iter()
+        .map(|c| format!("http://{}", c.addrs.inference_grpc))
+        .collect::<Vec<_>>()
+        .join(",");
+    let report = tokio::task::spawn_blocking(move || {
+        mlops_cli(
+            &[
+                "bench",
+                "infer",
+                "--target",
+                &target,
+                "--model",
+                "swap",
+                "--duration",
+                "0.5",
+                "--connections",
+                "1",
+                "--concurrency",
+                "8",
+                "--json",
+            ],
+            &[],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    for cluster in &replicas {
+        let stats = cluster
+            .inference()
+            .model_statistics(ModelStatisticsRequest {
+                name: "swap".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let executed = stats.model_stats[0].execution_count;
+        assert!(executed > 10, "a replica served only {executed} requests");
+    }
+    for cluster in replicas {
+        cluster.stop().await;
+    }
+}

@@ -378,6 +378,7 @@ pub enum BenchCommand {
 #[derive(Debug, Clone, Args)]
 pub struct BenchInferArgs {
     /// gRPC (`http://host:8001`) or, with `--protocol http`, REST (`http://host:8000`) address.
+    /// Over gRPC, `a,b,c` or a name with several addresses spreads the load over them all.
     #[arg(long)]
     pub target: String,
     #[arg(long)]

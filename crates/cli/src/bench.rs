@@ -95,7 +95,7 @@ pub async fn infer(e: &Ctx, args: BenchInferArgs) -> anyhow::Result<()> {
             };
             (0..connections)
                 .map(|_| {
-                    let channel = e.connect("inference", &args.target)?;
+                    let channel = e.connect_balanced("inference", &args.target)?;
                     Ok(Sender::Grpc(
                         GrpcInferenceServiceClient::new(channel)
                             .max_decoding_message_size(usize::MAX)
@@ -255,7 +255,7 @@ async fn features_from_metadata(e: &Ctx, args: &BenchInferArgs) -> anyhow::Resul
     if args.protocol == BenchProtocol::Http {
         bail!("give --features with --protocol http");
     }
-    let metadata = GrpcInferenceServiceClient::new(e.connect("inference", &args.target)?)
+    let metadata = GrpcInferenceServiceClient::new(e.connect_balanced("inference", &args.target)?)
         .model_metadata(ModelMetadataRequest {
             name: args.model.clone(),
             version: args.model_version.clone(),

@@ -45,6 +45,12 @@ impl Ctx {
     pub fn connect(&self, service: &str, url: &str) -> anyhow::Result<Channel> {
         client::channel(url, &self.options).with_context(|| format!("{service} address"))
     }
+
+    /// For inference: spreads calls over every replica (`a,b,c`, or a name with several
+    /// addresses such as a headless Kubernetes Service).
+    pub fn connect_balanced(&self, service: &str, url: &str) -> anyhow::Result<Channel> {
+        client::balanced_channel(url, &self.options).with_context(|| format!("{service} address"))
+    }
 }
 
 /// The client side of `--token`, `--ca-cert`, `--client-cert`, `--client-key`.
@@ -779,7 +785,7 @@ async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()
         Selector::Alias(_) => fetch_version(e, reference).await?.version.to_string(),
     };
     let raw = fp64_to_raw(rows.iter().flatten().copied());
-    let response = GrpcInferenceServiceClient::new(e.connect("inference", &e.inference)?)
+    let response = GrpcInferenceServiceClient::new(e.connect_balanced("inference", &e.inference)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .model_infer(ModelInferRequest {
