@@ -584,3 +584,54 @@ async fn the_client_balances_over_every_replica() {
         cluster.stop().await;
     }
 }
+
+/// The sampled prediction log: inputs, outputs, version and latency, written in batches to the
+/// artifact store, the last partial batch at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_predictions_are_logged_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::builder()
+        .data_dir(dir.path())
+        .setting("MLOPS__INFERENCE__PREDICTION_LOG__SAMPLE", "0.5")
+        .setting("MLOPS__INFERENCE__PREDICTION_LOG__BATCH", "3")
+        .setting("MLOPS__INFERENCE__PREDICTION_LOG__FLUSH_SECONDS", "3600")
+        .start()
+        .await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+    for i in 0..8 {
+        let mut request = row_request();
+        request.id = format!("req-{i}");
+        request.raw_input_contents = vec![raw_fp64([i as f64, 1.0])];
+        cluster.inference().model_infer(request).await.unwrap();
+    }
+    let data_dir = cluster.data_dir().to_path_buf();
+    // Stopping flushes the partial batch.
+    cluster.stop().await;
+    let store =
+        mlops_core::storage::ArtifactStore::local(&data_dir.join("artifacts"), None).unwrap();
+    let files = store.list_named("prediction-logs/swap").await.unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut records = Vec::new();
+    for file in &files {
+        let text = store.get_named(file).await.unwrap();
+        for line in String::from_utf8(text.to_vec()).unwrap().lines() {
+            records.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+    }
+    // Half the requests, evenly: 4 of 8, in batches of 3 + 1.
+    assert_eq!(records.len(), 4);
+    for record in &records {
+        assert_eq!(record["model"], "swap");
+        assert_eq!(record["version"], 1);
+        let x = record["inputs"][0][0].as_f64().unwrap();
+        assert_eq!(record["id"], format!("req-{x}"));
+        // 1.5 x - 2 + 3
+        assert_eq!(record["outputs"]["predictions"][0], 1.5 * x + 1.0);
+        assert!(record["latency_ms"].as_f64().unwrap() >= 0.0);
+    }
+}

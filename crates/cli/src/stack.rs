@@ -210,6 +210,7 @@ mod tests {
             "training",
             "registry",
             "inference",
+            "inference.prediction_log",
         ];
         for line in text.lines().filter(|l| l.starts_with('[')) {
             let section = line.trim_matches(|c| c == '[' || c == ']');

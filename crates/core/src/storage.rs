@@ -78,6 +78,26 @@ fn s3(settings: &StorageSettings) -> Result<Arc<dyn ObjectStore>, ApiError> {
     })
 }
 
+fn named_key(key: &str) -> Result<StorePath, ApiError> {
+    let valid = !key.is_empty()
+        && !key.starts_with("blobs")
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if valid {
+        Ok(StorePath::from(key))
+    } else {
+        Err(ApiError::invalid_argument(format!(
+            "{key:?} is not a valid artifact key"
+        )))
+    }
+}
+
 fn key(digest: &str) -> StorePath {
     StorePath::from(format!("blobs/sha256/{}/{digest}", &digest[..2]))
 }
@@ -140,6 +160,47 @@ impl ArtifactStore {
         Ok(bytes)
     }
 
+    /// Stores `data` under a key this server built (e.g. a prediction log file), encrypted like
+    /// every blob. Keys are checked: segments of letters, digits, `.`, `_`, `-`, never `..`.
+    pub async fn put_named(&self, key: &str, data: Bytes) -> Result<(), ApiError> {
+        let path = named_key(key)?;
+        let stored = match &self.cipher {
+            Some(cipher) => Bytes::from(cipher.seal(&data, key.as_bytes())?),
+            None => data,
+        };
+        self.store
+            .put(&path, PutPayload::from_bytes(stored))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_named(&self, key: &str) -> Result<Bytes, ApiError> {
+        let bytes = self.store.get(&named_key(key)?).await?.bytes().await?;
+        if Cipher::is_sealed(&bytes) {
+            let cipher = self.cipher.as_ref().ok_or_else(|| {
+                ApiError::failed_precondition(format!(
+                    "{key} is encrypted and no storage.encryption key is configured"
+                ))
+            })?;
+            return Ok(Bytes::from(cipher.open(&bytes, key.as_bytes())?));
+        }
+        Ok(bytes)
+    }
+
+    /// Keys under a prefix (as given to `put_named`), sorted.
+    pub async fn list_named(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        use futures::TryStreamExt;
+        let prefix = named_key(prefix)?;
+        let mut keys: Vec<String> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The stored size of a blob (after encryption, when on).
     pub async fn size(&self, digest: &str) -> Result<u64, ApiError> {
         validate_digest("digest", digest)?;
@@ -159,6 +220,34 @@ impl ArtifactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn named_keys_round_trip_list_and_refuse_traversal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(dir.path(), None).unwrap();
+        store
+            .put_named("logs/m/2026-11-27/a.jsonl", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_named("logs/m").await.unwrap(),
+            ["logs/m/2026-11-27/a.jsonl"]
+        );
+        assert_eq!(
+            store.get_named("logs/m/2026-11-27/a.jsonl").await.unwrap(),
+            Bytes::from_static(b"x")
+        );
+        for bad in [
+            "../x",
+            "logs/../../etc",
+            "/abs",
+            "logs//x",
+            "blobs/sha256/x",
+            "a b",
+        ] {
+            assert!(store.put_named(bad, Bytes::new()).await.is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn artifact_urls_other_than_s3_are_refused_by_name() {

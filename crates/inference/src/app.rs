@@ -10,9 +10,12 @@ use tonic::service::Routes;
 use crate::Settings;
 use crate::grpc::Inference;
 use crate::models::Models;
+use crate::prediction_log::PredictionLog;
 
 /// A bound, ready-to-run inference service: OIP over gRPC and over HTTP.
 pub struct Application {
+    log_shutdown: CancellationToken,
+    log_writer: Option<tokio::task::JoinHandle<()>>,
     grpc: TcpListener,
     http: TcpListener,
     models: Models,
@@ -37,12 +40,21 @@ impl Application {
             &settings.endpoints.registry,
             &options.client_options(&settings.tls)?,
         )?;
+        let log_shutdown = CancellationToken::new();
+        let (log, log_writer) = PredictionLog::start(
+            &settings.inference.prediction_log,
+            artifacts.clone(),
+            log_shutdown.clone(),
+        );
         let models = Models::new(
             registry,
             artifacts,
             settings.inference.default_alias.clone(),
+            log,
         );
         Ok(Self {
+            log_shutdown,
+            log_writer,
             grpc: server::bind(settings.inference.grpc_listen).await?,
             http: server::bind(settings.inference.http_listen).await?,
             models,
@@ -80,7 +92,13 @@ impl Application {
             shutdown.clone(),
         );
         let http = server::serve_http(self.http, rest, self.options, self.http_tls, shutdown);
-        tokio::try_join!(grpc, http)?;
+        let served = tokio::try_join!(grpc, http);
+        // Requests are drained: write what the prediction log still holds.
+        self.log_shutdown.cancel();
+        if let Some(writer) = self.log_writer {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+        }
+        served?;
         Ok(())
     }
 }

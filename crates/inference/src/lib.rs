@@ -6,6 +6,7 @@ mod app;
 mod grpc;
 mod models;
 mod onnx;
+mod prediction_log;
 mod repository;
 mod rest;
 mod settings;

@@ -20,6 +20,7 @@ use mlops_proto::v1::{
 };
 
 use crate::onnx::OnnxModel;
+use crate::prediction_log::{PredictionLog, Record};
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
 
 pub struct LoadedModel {
@@ -88,10 +89,16 @@ pub struct Models {
     serving: Arc<RwLock<HashMap<String, u32>>>,
     /// Models an operator unloaded (RepositoryModelUnload): refused until loaded again.
     pub(crate) unloaded: Arc<RwLock<std::collections::HashSet<String>>>,
+    log: PredictionLog,
 }
 
 impl Models {
-    pub fn new(registry: Channel, artifacts: ArtifactStore, default_alias: String) -> Self {
+    pub fn new(
+        registry: Channel,
+        artifacts: ArtifactStore,
+        default_alias: String,
+        log: PredictionLog,
+    ) -> Self {
         Self {
             registry: RegistryServiceClient::new(registry),
             artifacts,
@@ -99,6 +106,7 @@ impl Models {
             loaded: Arc::default(),
             serving: Arc::default(),
             unloaded: Arc::default(),
+            log,
         }
     }
 
@@ -344,7 +352,8 @@ impl Models {
             .resolve(caller, &request.model_name, &request.model_version)
             .await?;
         let started = Instant::now();
-        let outcome = Self::run(&model, request);
+        let id = self.log.sampled().then(|| request.id.clone());
+        let outcome = Self::run(&model, request, id.is_some());
         model.stats.record(&outcome, started.elapsed());
         if let Ok((_, phases)) = &outcome {
             let labels = [
@@ -355,6 +364,22 @@ impl Models {
                 .record(phases.infer.as_secs_f64());
             metrics::histogram!("mlops_inference_batch_rows", &labels).record(phases.rows as f64);
         }
+        if let (Some(id), Ok((response, phases))) = (id, &outcome) {
+            self.log.record(Record {
+                model: model.name.clone(),
+                version: model.version,
+                id,
+                latency: started.elapsed(),
+                inputs: phases.logged_inputs.clone().unwrap_or_default(),
+                outputs: response
+                    .outputs
+                    .iter()
+                    .zip(&response.raw_output_contents)
+                    .map(|(o, raw)| (o.name.clone(), tensor::raw_to_json(&o.datatype, raw)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            });
+        }
         outcome.map(|(response, _)| response)
     }
 
@@ -362,6 +387,7 @@ impl Models {
     fn run(
         model: &LoadedModel,
         request: ModelInferRequest,
+        log_inputs: bool,
     ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
         let started = Instant::now();
         let input = match &model.runner {
@@ -429,6 +455,14 @@ impl Models {
             raw_output_contents,
         };
         let phases = crate::repository::Phases {
+            logged_inputs: log_inputs.then(|| {
+                serde_json::Value::from(
+                    input
+                        .outer_iter()
+                        .map(|row| row.to_vec())
+                        .collect::<Vec<_>>(),
+                )
+            }),
             rows: rows as u64,
             input: decoded - started,
             infer: inferred - decoded,

@@ -16,6 +16,8 @@ use crate::models::Models;
 
 /// How long each phase of one successful request took.
 pub struct Phases {
+    /// The decoded input rows, when the request is sampled for the prediction log.
+    pub logged_inputs: Option<serde_json::Value>,
     pub rows: u64,
     pub input: Duration,
     pub infer: Duration,

@@ -268,7 +268,7 @@ async fn infer_json(
         .iter()
         .zip(&response.raw_output_contents)
         .map(|(tensor, raw)| {
-            let data = raw_to_json(&tensor.datatype, raw);
+            let data = crate::tensor::raw_to_json(&tensor.datatype, raw);
             json!({"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "data": data})
         })
         .collect();
@@ -278,23 +278,6 @@ async fn infer_json(
         "id": response.id,
         "outputs": outputs,
     })))
-}
-
-/// An output's raw little-endian bytes as JSON numbers, read as its datatype.
-fn raw_to_json(datatype: &str, raw: &[u8]) -> Value {
-    fn read<const N: usize, T: Into<Value>>(raw: &[u8], decode: fn([u8; N]) -> T) -> Value {
-        Value::Array(
-            raw.chunks_exact(N)
-                .map(|c| decode(c.try_into().expect("chunks of N")).into())
-                .collect(),
-        )
-    }
-    match datatype {
-        "FP32" => read(raw, f32::from_le_bytes),
-        "INT64" => read(raw, i64::from_le_bytes),
-        "INT32" => read(raw, i32::from_le_bytes),
-        _ => read(raw, f64::from_le_bytes),
-    }
 }
 
 /// A REST `parameters` value as the protocol's typed parameter.

@@ -32,6 +32,8 @@ pub struct InferenceSettings {
     /// Requests in flight at once, gRPC and HTTP together; more are refused at once with
     /// RESOURCE_EXHAUSTED (503 over HTTP) instead of queueing without bound.
     pub max_in_flight: usize,
+    /// The sampled log of requests (off by default).
+    pub prediction_log: crate::prediction_log::PredictionLogSettings,
 }
 
 impl Default for InferenceSettings {
@@ -42,6 +44,7 @@ impl Default for InferenceSettings {
             max_request_bytes: 64 * 1024 * 1024,
             default_alias: "champion".into(),
             max_in_flight: 4096,
+            prediction_log: Default::default(),
         }
     }
 }

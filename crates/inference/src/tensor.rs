@@ -292,6 +292,26 @@ pub fn encode_explanation(
     ]
 }
 
+/// An output's raw little-endian bytes as JSON numbers, read as its datatype.
+pub fn raw_to_json(datatype: &str, raw: &[u8]) -> serde_json::Value {
+    fn read<const N: usize, T: Into<serde_json::Value>>(
+        raw: &[u8],
+        decode: fn([u8; N]) -> T,
+    ) -> serde_json::Value {
+        serde_json::Value::Array(
+            raw.chunks_exact(N)
+                .map(|c| decode(c.try_into().expect("chunks of N")).into())
+                .collect(),
+        )
+    }
+    match datatype {
+        "FP32" => read(raw, f32::from_le_bytes),
+        "INT64" => read(raw, i64::from_le_bytes),
+        "INT32" => read(raw, i32::from_le_bytes),
+        _ => read(raw, f64::from_le_bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
