@@ -211,6 +211,7 @@ mod tests {
             "registry",
             "inference",
             "inference.prediction_log",
+            "inference.batching",
         ];
         for line in text.lines().filter(|l| l.starts_with('[')) {
             let section = line.trim_matches(|c| c == '[' || c == ']');

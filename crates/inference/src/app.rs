@@ -51,6 +51,7 @@ impl Application {
             artifacts,
             settings.inference.default_alias.clone(),
             log,
+            settings.inference.batching.clone(),
         );
         Ok(Self {
             log_shutdown,

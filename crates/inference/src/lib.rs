@@ -3,6 +3,7 @@
 //! registry and held in memory only.
 
 mod app;
+mod batching;
 mod grpc;
 mod models;
 mod onnx;

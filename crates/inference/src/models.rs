@@ -22,13 +22,34 @@ use mlops_proto::v1::{
 use crate::onnx::OnnxModel;
 use crate::prediction_log::{PredictionLog, Record};
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
+use ndarray::Array2;
 
 pub struct LoadedModel {
     pub name: String,
     pub version: u32,
-    pub runner: Runner,
+    pub runner: Arc<Runner>,
     /// Triton-style counters, lock-free on the hot path.
     pub stats: crate::repository::Stats,
+    /// Started on first use when dynamic batching is on.
+    batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::batching::Job>>,
+}
+
+/// One output tensor: its metadata and raw little-endian bytes.
+pub type Output = (InferOutputTensor, Vec<u8>);
+
+/// Runs rows through a model: `predictions` for a bundle, the graph's outputs for ONNX.
+pub fn predict(runner: &Runner, input: &Array2<f64>) -> Result<Vec<Output>, ApiError> {
+    match runner {
+        Runner::Bundle(bundle) => {
+            let predictions = bundle.predict(input.view()).map_err(|e| {
+                ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
+            })?;
+            Ok(vec![tensor::encode_output(
+                predictions.as_slice().expect("contiguous predictions"),
+            )])
+        }
+        Runner::Onnx(onnx) => onnx.predict(input),
+    }
 }
 
 /// What runs a version's predictions.
@@ -41,14 +62,14 @@ pub enum Runner {
 
 impl LoadedModel {
     fn input_name(&self) -> &str {
-        match &self.runner {
+        match &*self.runner {
             Runner::Bundle(_) => INPUT_NAME,
             Runner::Onnx(model) => &model.input.name,
         }
     }
 
     fn features(&self) -> usize {
-        match &self.runner {
+        match &*self.runner {
             Runner::Bundle(bundle) => bundle.feature_count(),
             Runner::Onnx(model) => model.features(),
         }
@@ -56,7 +77,7 @@ impl LoadedModel {
 
     /// Output tensors as (name, datatype, shape) for metadata.
     fn outputs(&self) -> Vec<TensorMetadata> {
-        match &self.runner {
+        match &*self.runner {
             Runner::Bundle(_) => vec![TensorMetadata {
                 name: OUTPUT_NAME.into(),
                 datatype: "FP64".into(),
@@ -90,6 +111,7 @@ pub struct Models {
     /// Models an operator unloaded (RepositoryModelUnload): refused until loaded again.
     pub(crate) unloaded: Arc<RwLock<std::collections::HashSet<String>>>,
     log: PredictionLog,
+    batching: crate::batching::BatchingSettings,
 }
 
 impl Models {
@@ -98,6 +120,7 @@ impl Models {
         artifacts: ArtifactStore,
         default_alias: String,
         log: PredictionLog,
+        batching: crate::batching::BatchingSettings,
     ) -> Self {
         Self {
             registry: RegistryServiceClient::new(registry),
@@ -107,6 +130,7 @@ impl Models {
             serving: Arc::default(),
             unloaded: Arc::default(),
             log,
+            batching,
         }
     }
 
@@ -314,8 +338,9 @@ impl Models {
         Ok(LoadedModel {
             name: name.into(),
             version,
-            runner,
+            runner: Arc::new(runner),
             stats: Default::default(),
+            batcher: Default::default(),
         })
     }
 
@@ -353,7 +378,7 @@ impl Models {
             .await?;
         let started = Instant::now();
         let id = self.log.sampled().then(|| request.id.clone());
-        let outcome = Self::run(&model, request, id.is_some());
+        let outcome = self.run(&model, request, id.is_some()).await;
         model.stats.record(&outcome, started.elapsed());
         if let Ok((_, phases)) = &outcome {
             let labels = [
@@ -384,13 +409,14 @@ impl Models {
     }
 
     /// Runs a request on a resolved model; also returns the phase timings for the statistics.
-    fn run(
+    async fn run(
+        &self,
         model: &LoadedModel,
         request: ModelInferRequest,
         log_inputs: bool,
     ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
         let started = Instant::now();
-        let input = match &model.runner {
+        let input = match &*model.runner {
             // One tensor per feature, named like the features.
             Runner::Bundle(bundle)
                 if !matches!(request.inputs.as_slice(), [one] if one.name == INPUT_NAME)
@@ -405,30 +431,37 @@ impl Models {
         };
         let decoded = Instant::now();
         let rows = input.nrows();
-        let mut outputs: Vec<(InferOutputTensor, Vec<u8>)> = match &model.runner {
-            // A dot product per row: cheap enough to run on the request's task.
-            Runner::Bundle(bundle) => {
-                let invalid = |e: mlops_ml::MlError| {
+        let logged_inputs = log_inputs.then(|| {
+            serde_json::Value::from(
+                input
+                    .outer_iter()
+                    .map(|row| row.to_vec())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let explain = wants_explanation(&request)?;
+        let mut outputs = match (&*model.runner, explain) {
+            (Runner::Bundle(bundle), true) => {
+                let mut outputs = predict(&model.runner, &input)?;
+                let shares = bundle.contributions(input.view()).map_err(|e| {
                     ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
-                };
-                let predictions = bundle.predict(input.view()).map_err(invalid)?;
-                let mut outputs = vec![tensor::encode_output(
-                    predictions.as_slice().expect("contiguous predictions"),
-                )];
-                if wants_explanation(&request)? {
-                    let shares = bundle.contributions(input.view()).map_err(invalid)?;
-                    outputs.extend(tensor::encode_explanation(&shares, bundle.intercept));
-                }
+                })?;
+                outputs.extend(tensor::encode_explanation(&shares, bundle.intercept));
                 outputs
             }
-            Runner::Onnx(onnx) => {
-                if wants_explanation(&request)? {
-                    return Err(ApiError::invalid_argument(
-                        "parameter \"explain\": explanations need a platform bundle; this version is ONNX",
-                    ));
-                }
-                onnx.predict(&input)?
+            (Runner::Onnx(_), true) => {
+                return Err(ApiError::invalid_argument(
+                    "parameter \"explain\": explanations need a platform bundle; this version is ONNX",
+                ));
             }
+            // Requests checked one by one above; from here they may share a batch.
+            _ if self.batching.max_delay_us > 0 => {
+                let batcher = model
+                    .batcher
+                    .get_or_init(|| crate::batching::start(model.runner.clone(), &self.batching));
+                crate::batching::submit(batcher, input).await?
+            }
+            _ => predict(&model.runner, &input)?,
         };
         let inferred = Instant::now();
         // Only the outputs asked for, when some are named.
@@ -455,14 +488,7 @@ impl Models {
             raw_output_contents,
         };
         let phases = crate::repository::Phases {
-            logged_inputs: log_inputs.then(|| {
-                serde_json::Value::from(
-                    input
-                        .outer_iter()
-                        .map(|row| row.to_vec())
-                        .collect::<Vec<_>>(),
-                )
-            }),
+            logged_inputs,
             rows: rows as u64,
             input: decoded - started,
             infer: inferred - decoded,
@@ -501,7 +527,7 @@ impl Models {
         version: &str,
     ) -> Result<ModelMetadataResponse, ApiError> {
         let model = self.resolve(caller, name, version).await?;
-        let (platform, datatype) = match &model.runner {
+        let (platform, datatype) = match &*model.runner {
             Runner::Bundle(bundle) => (format!("mlops_{}", bundle.model_type), "FP64"),
             Runner::Onnx(_) => ("onnx_tract".to_string(), "FP32"),
         };

@@ -34,6 +34,8 @@ pub struct InferenceSettings {
     pub max_in_flight: usize,
     /// The sampled log of requests (off by default).
     pub prediction_log: crate::prediction_log::PredictionLogSettings,
+    /// Dynamic batching (off by default).
+    pub batching: crate::batching::BatchingSettings,
 }
 
 impl Default for InferenceSettings {
@@ -45,6 +47,7 @@ impl Default for InferenceSettings {
             default_alias: "champion".into(),
             max_in_flight: 4096,
             prediction_log: Default::default(),
+            batching: Default::default(),
         }
     }
 }
