@@ -451,6 +451,30 @@ async fn explanations_sum_to_the_prediction() {
     let rest: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(rest["outputs"][1]["name"], "contributions");
     assert_eq!(rest["outputs"][1]["data"], serde_json::json!([1.5, -2.0]));
+    // Integer and boolean inputs, in their own typed fields.
+    for (datatype, data) in [
+        ("INT64", "[1,1]"),
+        ("INT32", "[1,1]"),
+        ("BOOL", "[true,true]"),
+    ] {
+        let body = format!(
+            r#"{{"inputs":[{{"name":"input","shape":[1,2],"datatype":"{datatype}","data":{data}}}]}}"#
+        );
+        let (status, text) = http(
+            cluster.addrs.inference_http,
+            "POST",
+            "/v2/models/swap/infer",
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200, "{datatype}: {text}");
+        let rest: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            rest["outputs"][0]["data"],
+            serde_json::json!([2.5]),
+            "{datatype}"
+        );
+    }
     cluster.stop().await;
 }
 

@@ -205,6 +205,10 @@ fn flatten(tensor: &str, value: &Value, out: &mut Vec<f64>) -> Result<(), ApiErr
             })?);
             Ok(())
         }
+        Value::Bool(b) => {
+            out.push(f64::from(*b));
+            Ok(())
+        }
         other => Err(ApiError::invalid_argument(format!(
             "input tensor {tensor:?}: data must hold numbers, found {other}"
         ))),
@@ -224,9 +228,36 @@ async fn infer_json(
     for input in body.inputs {
         let mut values = Vec::new();
         flatten(&input.name, &input.data, &mut values)?;
+        // Each datatype in the field the protocol gives it; integers must be whole numbers.
+        let whole = |v: &f64| {
+            (v.fract() == 0.0).then_some(*v).ok_or_else(|| {
+                ApiError::invalid_argument(format!(
+                    "input tensor {:?}: {v} is not a whole number for {}",
+                    input.name, input.datatype
+                ))
+            })
+        };
         let contents = match input.datatype.as_str() {
             "FP32" => InferTensorContents {
                 fp32_contents: values.iter().map(|v| *v as f32).collect(),
+                ..Default::default()
+            },
+            "INT64" => InferTensorContents {
+                int64_contents: values
+                    .iter()
+                    .map(|v| whole(v).map(|v| v as i64))
+                    .collect::<Result<_, _>>()?,
+                ..Default::default()
+            },
+            "INT32" => InferTensorContents {
+                int_contents: values
+                    .iter()
+                    .map(|v| whole(v).map(|v| v as i32))
+                    .collect::<Result<_, _>>()?,
+                ..Default::default()
+            },
+            "BOOL" => InferTensorContents {
+                bool_contents: values.iter().map(|v| *v != 0.0).collect(),
                 ..Default::default()
             },
             _ => InferTensorContents {

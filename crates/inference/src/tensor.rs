@@ -32,15 +32,8 @@ pub fn decode_input(
         )));
     }
     let name = &input.name;
-    let element_size = match input.datatype.as_str() {
-        "FP64" => 8,
-        "FP32" => 4,
-        other => {
-            return Err(invalid(format!(
-                "input tensor {name:?}: datatype {other:?} is not supported (use FP64 or FP32)"
-            )));
-        }
-    };
+    let element_size =
+        element_size(&input.datatype).ok_or_else(|| unsupported(name, &input.datatype))?;
     let &[rows, cols] = input.shape.as_slice() else {
         return Err(invalid(format!(
             "input tensor {name:?}: shape {:?} must have two dimensions [N, {features}]",
@@ -92,11 +85,7 @@ pub fn decode_input(
                     elements * element_size
                 )));
             }
-            if element_size == 8 {
-                fp64_from_raw(raw)
-            } else {
-                fp32_from_raw(raw)
-            }
+            raw_values(&input.datatype, raw)
         }
         (raw, None) => {
             return Err(invalid(format!(
@@ -105,11 +94,7 @@ pub fn decode_input(
             )));
         }
         ([], Some(contents)) => {
-            let values: Vec<f64> = if element_size == 8 {
-                contents.fp64_contents.clone()
-            } else {
-                contents.fp32_contents.iter().map(|v| *v as f64).collect()
-            };
+            let values = typed_values(&input.datatype, contents);
             if values.len() != elements {
                 return Err(invalid(format!(
                     "input tensor {name:?}: {} {} values, shape {:?} needs {elements}",
@@ -184,11 +169,8 @@ pub fn decode_columns(
                 )));
             }
             (Some(bytes), None) => {
-                let size = match input.datatype.as_str() {
-                    "FP64" | "INT64" => 8,
-                    "FP32" | "INT32" => 4,
-                    other => return Err(unsupported(name, other)),
-                };
+                let size = element_size(&input.datatype)
+                    .ok_or_else(|| unsupported(name, &input.datatype))?;
                 if bytes.len() != n * size {
                     return Err(invalid(format!(
                         "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
@@ -198,26 +180,12 @@ pub fn decode_columns(
                         n * size
                     )));
                 }
-                match input.datatype.as_str() {
-                    "FP64" => fp64_from_raw(bytes),
-                    "FP32" => fp32_from_raw(bytes),
-                    "INT64" => bytes
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
-                        .collect(),
-                    _ => bytes
-                        .chunks_exact(4)
-                        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
-                        .collect(),
-                }
+                raw_values(&input.datatype, bytes)
             }
-            (None, Some(contents)) => match input.datatype.as_str() {
-                "FP64" => contents.fp64_contents.clone(),
-                "FP32" => contents.fp32_contents.iter().map(|v| *v as f64).collect(),
-                "INT64" => contents.int64_contents.iter().map(|v| *v as f64).collect(),
-                "INT32" => contents.int_contents.iter().map(|v| *v as f64).collect(),
-                other => return Err(unsupported(name, other)),
-            },
+            (None, Some(contents)) => {
+                element_size(&input.datatype).ok_or_else(|| unsupported(name, &input.datatype))?;
+                typed_values(&input.datatype, contents)
+            }
             (None, None) => return Err(invalid(format!("input tensor {name:?} has no data"))),
         };
         if values.len() != n {
@@ -250,8 +218,51 @@ pub fn decode_columns(
 
 fn unsupported(name: &str, datatype: &str) -> ApiError {
     invalid(format!(
-        "input tensor {name:?}: datatype {datatype:?} is not supported (use FP64, FP32, INT64 or INT32)"
+        "input tensor {name:?}: datatype {datatype:?} is not supported (use FP64, FP32, INT64, \
+         INT32 or BOOL)"
     ))
+}
+
+/// Bytes per element of the numeric datatypes a model input takes.
+fn element_size(datatype: &str) -> Option<usize> {
+    match datatype {
+        "FP64" | "INT64" => Some(8),
+        "FP32" | "INT32" => Some(4),
+        "BOOL" => Some(1),
+        _ => None,
+    }
+}
+
+/// Raw little-endian elements as numbers; the length was checked against the shape.
+fn raw_values(datatype: &str, bytes: &[u8]) -> Vec<f64> {
+    match datatype {
+        "FP64" => fp64_from_raw(bytes),
+        "FP32" => fp32_from_raw(bytes),
+        "INT64" => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        "INT32" => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        _ => bytes.iter().map(|b| f64::from(*b != 0)).collect(),
+    }
+}
+
+/// Typed contents as numbers, from the field the datatype uses.
+fn typed_values(datatype: &str, contents: &InferTensorContents) -> Vec<f64> {
+    match datatype {
+        "FP64" => contents.fp64_contents.clone(),
+        "FP32" => contents.fp32_contents.iter().map(|v| *v as f64).collect(),
+        "INT64" => contents.int64_contents.iter().map(|v| *v as f64).collect(),
+        "INT32" => contents.int_contents.iter().map(|v| *v as f64).collect(),
+        _ => contents
+            .bool_contents
+            .iter()
+            .map(|b| f64::from(*b))
+            .collect(),
+    }
 }
 
 /// The predictions tensor's metadata and its raw little-endian bytes.
@@ -369,13 +380,33 @@ mod tests {
             decode_input(&r, INPUT_NAME, 2).unwrap(),
             ndarray::array![[1.0, 2.0]]
         );
+        let raw_i64: Vec<u8> = [3i64, -4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let r = request("input", "INT64", vec![1, 2], Some(raw_i64), None);
+        assert_eq!(
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
+            ndarray::array![[3.0, -4.0]]
+        );
+        let r = request("input", "BOOL", vec![1, 2], Some(vec![1, 0]), None);
+        assert_eq!(
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
+            ndarray::array![[1.0, 0.0]]
+        );
+        let typed = InferTensorContents {
+            int_contents: vec![7, 8],
+            ..Default::default()
+        };
+        let r = request("input", "INT32", vec![1, 2], None, Some(typed));
+        assert_eq!(
+            decode_input(&r, INPUT_NAME, 2).unwrap(),
+            ndarray::array![[7.0, 8.0]]
+        );
     }
 
     #[test]
     fn every_mismatch_names_the_tensor() {
         let cases = [
             request("x", "FP64", vec![1, 2], Some(raw64(&[1.0, 2.0])), None),
-            request("input", "INT32", vec![1, 2], Some(vec![0; 8]), None),
+            request("input", "BYTES", vec![1, 2], Some(vec![0; 8]), None),
             request("input", "FP64", vec![2], Some(raw64(&[1.0, 2.0])), None),
             request(
                 "input",
