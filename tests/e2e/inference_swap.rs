@@ -382,6 +382,14 @@ async fn statistics_and_repository_control_follow_triton() {
         assert_eq!(status.code(), code, "{}", status.message());
         assert!(status.message().contains(needle), "{}", status.message());
     }
+    // A load that fails leaves the unload in force.
+    let failed = inference
+        .repository_model_load(load("swap", "version", ParameterChoice::Int64Param(99)))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::NotFound, "{}", failed.message());
+    let still = inference.model_infer(row_request()).await.unwrap_err();
+    assert_eq!(still.code(), tonic::Code::FailedPrecondition);
     inference
         .repository_model_load(load("swap", "version", ParameterChoice::Int64Param(1)))
         .await

@@ -332,10 +332,13 @@ async fn archived_versions_leave_search_and_gc_removes_only_unreferenced_bundles
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::FailedPrecondition);
-    registry
+    // Numbers are never reused: versions 2 and 3 are gone, the next one is 4.
+    let next = registry
         .create_model_version(version_request("retained", &kept))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.version, 4);
     let events = registry
         .list_registry_events(ListRegistryEventsRequest {
             kinds: vec![
@@ -409,4 +412,65 @@ async fn replicas_sharing_a_database_number_versions_and_notify_together() {
     assert_eq!(seen, numbers);
     a.stop().await;
     b.stop().await;
+}
+
+/// A token limited to some models searches and reads the log as if the others did not exist:
+/// no row, page token or event of theirs reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_see_only_their_models_in_search_and_audit() {
+    let cluster = TestCluster::builder().auth().start().await;
+    let digest = store_bundle(&cluster, BUNDLE).await;
+    let mut admin = cluster.registry();
+    for model in ["team-a-churn", "secret-model", "team-a-fraud"] {
+        for _ in 0..3 {
+            admin
+                .create_model_version(version_request(model, &digest))
+                .await
+                .unwrap();
+        }
+    }
+    let token = cluster.token("team-a", "viewer", &["model:team-a-*"]).await;
+    let mut scoped = cluster.as_token(Some(&token)).registry();
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = scoped
+            .search_model_versions(SearchModelVersionsRequest {
+                page_size: 2,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!page.versions.is_empty(), "an empty page before the end");
+        seen.extend(page.versions.iter().map(|v| v.model_name.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        // The cursor inside the token names only what the caller may see.
+        let cursor = String::from_utf8(
+            (1..page.next_page_token.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&page.next_page_token[i..i + 2], 16).unwrap())
+                .collect(),
+        )
+        .unwrap();
+        assert!(!cursor.contains("secret"), "{cursor}");
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|m| m.starts_with("team-a-")), "{seen:?}");
+    let events = scoped
+        .list_registry_events(ListRegistryEventsRequest {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 3, "a full page of visible events");
+    assert!(events.iter().all(|e| e.model_name.starts_with("team-a-")));
+    cluster.stop().await;
 }

@@ -91,17 +91,25 @@ async fn run(runner: Arc<Runner>, mut receiver: mpsc::Receiver<Job>, settings: B
                             let _ = job.reply.send(Ok(part));
                         }
                     }
-                    Err(error) => reply_all(jobs, error),
+                    Err(error) => reply_all(&runner, jobs, error),
                 }
             }
-            Err(error) => reply_all(jobs, error),
+            Err(error) => reply_all(&runner, jobs, error),
         }
     }
 }
 
-fn reply_all(jobs: Vec<Job>, error: ApiError) {
+/// A batch that failed as a whole (a model that cannot take several requests' rows at once)
+/// is run again request by request, so each caller gets its own answer.
+fn reply_all(runner: &Runner, jobs: Vec<Job>, error: ApiError) {
+    if jobs.len() == 1 {
+        for job in jobs {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+        return;
+    }
     for job in jobs {
-        let _ = job.reply.send(Err(error.clone()));
+        let _ = job.reply.send(predict(runner, &job.input));
     }
 }
 

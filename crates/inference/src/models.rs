@@ -34,6 +34,9 @@ pub struct LoadedModel {
     batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::batching::Job>>,
 }
 
+/// A sampled request's inputs are logged only up to this many values (outputs likewise).
+const MAX_LOGGED_VALUES: usize = 10_000;
+
 /// One output tensor: its metadata and raw little-endian bytes.
 pub type Output = (InferOutputTensor, Vec<u8>);
 
@@ -112,6 +115,8 @@ pub struct Models {
     pub(crate) unloaded: Arc<RwLock<std::collections::HashSet<String>>>,
     log: PredictionLog,
     batching: crate::batching::BatchingSettings,
+    /// Counts route-moving events, so a route looked up meanwhile is not cached stale.
+    route_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Models {
@@ -131,13 +136,15 @@ impl Models {
             unloaded: Arc::default(),
             log,
             batching,
+            route_epoch: Arc::default(),
         }
     }
 
     /// Follows the registry's events until `shutdown`: when the default alias moves (or, for a
     /// model without it, a version is added), loads the new version in the background and only
     /// then switches unversioned requests to it. Requests already holding the old version
-    /// finish on it. While the stream is down, routes are dropped and resolved per request.
+    /// finish on it. A broken stream resumes from the last event seen, so none is missed; if
+    /// it broke before the first event, cached routes are dropped and looked up again.
     pub async fn follow_registry(self, shutdown: CancellationToken) {
         let mut after_seq = None;
         let mut backoff = Duration::from_millis(100);
@@ -195,17 +202,22 @@ impl Models {
                 .expect("model cache lock")
                 .remove(&(event.model_name.clone(), event.version));
         }
-        let routed = self
-            .serving
-            .read()
-            .expect("routes lock")
-            .contains_key(&event.model_name);
         let moves_route = match kind {
             AliasSet | AliasDeleted => event.key == self.default_alias,
-            VersionCreated | VersionDeleted => true,
+            VersionCreated | VersionDeleted | VersionArchived | VersionRestored => true,
             _ => false,
         };
-        if !routed || !moves_route {
+        if !moves_route {
+            return;
+        }
+        // Under the routes lock, so a lookup in flight sees it before caching (see `route`).
+        let routed = {
+            let serving = self.serving.read().expect("routes lock");
+            self.route_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            serving.contains_key(&event.model_name)
+        };
+        if !routed {
             return;
         }
         match self.target(&event.model_name).await {
@@ -234,7 +246,25 @@ impl Models {
         }
     }
 
-    /// The version unversioned requests should get, asked of the registry.
+    /// Looks up and caches the route of a model not routed yet. An event that moves routes
+    /// while the lookup is in flight would be missed by the cache, so the lookup is retried
+    /// when one arrived meanwhile.
+    async fn route(&self, name: &str) -> Result<u32, ApiError> {
+        for _ in 0..3 {
+            let epoch = self.route_epoch.load(std::sync::atomic::Ordering::SeqCst);
+            let version = self.target(name).await?;
+            let mut serving = self.serving.write().expect("routes lock");
+            if self.route_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
+                serving.insert(name.to_string(), version);
+                return Ok(version);
+            }
+        }
+        // Routes keep moving: answer from a fresh lookup without caching it.
+        self.target(name).await
+    }
+
+    /// The version unversioned requests should get, asked of the registry: the default
+    /// alias's, else the latest that is not archived.
     async fn target(&self, name: &str) -> Result<u32, ApiError> {
         let model = self
             .registry
@@ -243,13 +273,21 @@ impl Models {
             .await
             .map_err(|s| ApiError::from_status("registry", &s))?
             .into_inner();
-        match model.aliases.get(&self.default_alias) {
-            Some(version) => Ok(*version),
-            None if model.latest_version > 0 => Ok(model.latest_version),
-            None => Err(ApiError::not_found(format!(
-                "model {name:?} has no versions"
-            ))),
+        if let Some(version) = model.aliases.get(&self.default_alias) {
+            return Ok(*version);
         }
+        let latest = self
+            .registry
+            .clone()
+            .get_model_version(GetModelVersionRequest {
+                model_name: name.into(),
+                version: 0,
+                alias: String::new(),
+            })
+            .await
+            .map_err(|s| ApiError::from_status("registry", &s))?
+            .into_inner();
+        Ok(latest.version)
     }
 
     /// A version from the cache, loading it on first use.
@@ -279,18 +317,20 @@ impl Models {
                 "model {name:?} is unloaded: load it again with RepositoryModelLoad"
             )));
         }
+        self.resolve_loaded(name, version).await
+    }
+
+    /// `resolve` without the access and unload checks (RepositoryModelLoad makes its own).
+    pub(crate) async fn resolve_loaded(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
         let version = if version.is_empty() {
             let routed = self.serving.read().expect("routes lock").get(name).copied();
             match routed {
                 Some(version) => version,
-                None => {
-                    let version = self.target(name).await?;
-                    self.serving
-                        .write()
-                        .expect("routes lock")
-                        .insert(name.to_string(), version);
-                    version
-                }
+                None => self.route(name).await?,
             }
         } else {
             version
@@ -400,7 +440,14 @@ impl Models {
                     .outputs
                     .iter()
                     .zip(&response.raw_output_contents)
-                    .map(|(o, raw)| (o.name.clone(), tensor::raw_to_json(&o.datatype, raw)))
+                    .map(|(o, raw)| {
+                        let value = if raw.len() / 8 > MAX_LOGGED_VALUES {
+                            serde_json::json!({ "omitted_bytes": raw.len() })
+                        } else {
+                            tensor::raw_to_json(&o.datatype, raw)
+                        };
+                        (o.name.clone(), value)
+                    })
                     .collect::<serde_json::Map<_, _>>()
                     .into(),
             });
@@ -431,7 +478,11 @@ impl Models {
         };
         let decoded = Instant::now();
         let rows = input.nrows();
+        // Big requests are logged without their inputs: the log's memory stays bounded.
         let logged_inputs = log_inputs.then(|| {
+            if input.len() > MAX_LOGGED_VALUES {
+                return serde_json::json!({ "omitted_rows": input.nrows() });
+            }
             serde_json::Value::from(
                 input
                     .outer_iter()

@@ -208,10 +208,13 @@ impl Models {
                 }
             }
         }
-        self.unloaded.write().expect("unloaded lock").remove(name);
-        let loaded = self.resolve(caller, name, &version).await;
+        // Load first: a load that fails leaves an operator's unload in force.
+        let loaded = self.resolve_loaded(name, &version).await.map(drop);
+        if loaded.is_ok() {
+            self.unloaded.write().expect("unloaded lock").remove(name);
+        }
         tracing::info!(model = %name, ok = loaded.is_ok(), "repository load");
-        loaded.map(drop)
+        loaded
     }
 
     /// Unloads every version of a model: requests for it are refused until it is loaded

@@ -171,13 +171,13 @@ pub fn decode_columns(
             (Some(bytes), None) => {
                 let size = element_size(&input.datatype)
                     .ok_or_else(|| unsupported(name, &input.datatype))?;
-                if bytes.len() != n * size {
+                if n.checked_mul(size) != Some(bytes.len()) {
                     return Err(invalid(format!(
                         "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
                         bytes.len(),
                         input.shape,
                         input.datatype,
-                        n * size
+                        n.saturating_mul(size)
                     )));
                 }
                 raw_values(&input.datatype, bytes)

@@ -50,6 +50,9 @@ impl ModelBundle {
                 bundle.model_type
             )));
         }
+        if bundle.feature_names.is_empty() {
+            return Err(MlError::Bundle("a model needs at least one feature".into()));
+        }
         if bundle.coefficients.len() != bundle.feature_names.len() {
             return Err(MlError::Bundle(format!(
                 "{} coefficients for {} features",
@@ -94,6 +97,12 @@ impl ModelBundle {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn a_bundle_without_features_is_refused() {
+        let empty = r#"{"format_version":1,"model_type":"linear","feature_names":[],"target":"y","coefficients":[],"intercept":1.0}"#;
+        assert!(ModelBundle::from_json(empty.as_bytes()).is_err());
+    }
 
     #[test]
     fn round_trips_and_predicts_like_the_model() {

@@ -214,9 +214,11 @@ async fn seed(path: &std::path::Path, per_model: u32, digest: &str) -> anyhow::R
     for m in 0..MODELS {
         let model = format!("model-{m:03}");
         sqlx::query(
-            "INSERT INTO registered_models (name, description, created_at_ms) VALUES (?, '', 0)",
+            "INSERT INTO registered_models (name, description, created_at_ms, last_version) \
+             VALUES (?, '', 0, ?)",
         )
         .bind(&model)
+        .bind(per_model as i64)
         .execute(&mut *tx)
         .await?;
         for v in 1..=per_model {

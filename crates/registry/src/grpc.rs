@@ -424,11 +424,9 @@ impl RegistryService for Registry {
             after,
             limit,
             include_archived: request.include_archived,
+            visible: model_grants(caller.as_ref())?,
         };
         let (versions, next) = self.store.search(&query).await?;
-        let versions = authorize_visible(caller.as_ref(), ResourceKind::Model, versions, |v| {
-            &v.model_name
-        })?;
         let next_page_token = next.as_ref().map(search::page_token).unwrap_or_default();
         Ok(Response::new(SearchModelVersionsResponse {
             versions,
@@ -568,15 +566,10 @@ impl RegistryService for Registry {
                 } else {
                     request.limit
                 },
+                visible: model_grants(caller.as_ref())?,
             })
             .await?;
-        let caller = mlops_core::auth::gate::principal(caller.as_ref())?;
-        Ok(Response::new(ListRegistryEventsResponse {
-            events: events
-                .into_iter()
-                .filter(|event| visible(caller, event))
-                .collect(),
-        }))
+        Ok(Response::new(ListRegistryEventsResponse { events }))
     }
 
     async fn import_model_version(
@@ -643,6 +636,8 @@ impl RegistryService for Registry {
         }
         // Refuse what is not a model before a byte is stored.
         let inspected = model_file::inspect(&data, &header.format)?;
+        // Off the garbage list first, so collection cannot delete it between put and create.
+        self.store.claim_artifact(&digest).await?;
         self.store.artifacts().put(data.into()).await?;
         let created = self
             .store
@@ -757,6 +752,23 @@ impl Registry {
             .await?;
         Ok(Response::new(version))
     }
+}
+
+/// The caller's model grant patterns, for filtering in SQL; None when its role's reach is
+/// unrestricted.
+fn model_grants(caller: Option<&Principal>) -> Result<Option<Vec<String>>, ApiError> {
+    let caller = mlops_core::auth::gate::principal(caller)?;
+    if caller.grants.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        caller
+            .grants
+            .iter()
+            .filter(|g| g.kind == ResourceKind::Model)
+            .map(|g| g.pattern.clone())
+            .collect(),
+    ))
 }
 
 /// Events about a model are visible to whoever may see the model; registry-wide ones (garbage

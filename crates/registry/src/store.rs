@@ -76,12 +76,34 @@ pub struct Search<'a> {
     pub after: Option<Cursor>,
     pub limit: u32,
     pub include_archived: bool,
+    /// The caller's model grants (`name` or `prefix*`); None: every model.
+    pub visible: Option<Vec<String>>,
 }
 
 enum Bind {
     Text(String),
     Int(i64),
     Real(f64),
+}
+
+/// `column` matching one of the grant patterns (exact, or `prefix*`); no pattern: nothing.
+fn grant_filter(column: &str, patterns: &[String], binds: &mut Binds) -> String {
+    if patterns.is_empty() {
+        return "1 = 0".into();
+    }
+    let conditions: Vec<String> = patterns
+        .iter()
+        .map(|pattern| match pattern.strip_suffix('*') {
+            // substr, not LIKE: LIKE ignores case on SQLite, and `_` and `%` are wildcards.
+            Some(prefix) => format!(
+                "substr({column}, 1, CAST({} AS INTEGER)) = {}",
+                binds.int(prefix.chars().count() as i64),
+                binds.text(prefix)
+            ),
+            None => format!("{column} = {}", binds.text(pattern)),
+        })
+        .collect();
+    format!("({})", conditions.join(" OR "))
 }
 
 /// Values for a query built at run time; each method returns its placeholder.
@@ -134,6 +156,7 @@ pub struct EventQuery<'a> {
     pub kinds: Vec<i32>,
     pub before_seq: u64,
     pub limit: u32,
+    pub visible: Option<Vec<String>>,
 }
 
 pub struct Garbage {
@@ -286,14 +309,14 @@ impl Store {
     }
 
     /// Creates the next version (and the model, when new) in one transaction. The bundle is
-    /// read and checked inside it, so garbage collection (which takes the same write lock)
-    /// can never delete a bundle between the check and the insert.
+    /// read and checked first; inside the transaction, a bundle garbage collection has already
+    /// claimed is refused, and any other leaves the garbage list, so GC can never delete a
+    /// bundle a version references.
     pub async fn create_version(
         &self,
         new: &NewVersion<'_>,
         principal: &str,
     ) -> Result<ModelVersion, ApiError> {
-        let mut tx = db::begin_write(&self.pool).await?;
         let bytes = match self.artifacts.get(new.digest).await {
             Err(error) if error.kind == ErrorKind::NotFound => {
                 return Err(ApiError::failed_precondition(format!(
@@ -328,6 +351,8 @@ impl Store {
         } else {
             &inspected.target
         };
+        let mut tx = db::begin_write(&self.pool).await?;
+        claim(&mut tx, new.digest).await?;
         let now = now_ms();
         let model_created = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING")
             .bind(new.model_name)
@@ -352,7 +377,8 @@ impl Store {
             .await?;
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model_name = $1",
+            "UPDATE registered_models SET last_version = last_version + 1 WHERE name = $1 \
+             RETURNING last_version",
         )
         .bind(new.model_name)
         .fetch_one(&mut *tx)
@@ -405,11 +431,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Referenced again: no longer garbage.
-        sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = $1")
-            .bind(new.digest)
-            .execute(&mut *tx)
-            .await?;
         let after = snapshot(&mut tx, new.model_name, version as u32).await?;
         let seq = record(
             &mut tx,
@@ -448,14 +469,22 @@ impl Store {
         }
     }
 
+    /// The newest version that is not archived.
     pub async fn latest_version(&self, model: &str) -> Result<ModelVersion, ApiError> {
-        let latest = self.model(model).await?.latest_version;
-        if latest == 0 {
-            return Err(ApiError::not_found(format!(
-                "model {model:?} has no versions yet"
-            )));
+        self.model(model).await?;
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM model_versions WHERE model_name = $1 AND status = $2",
+        )
+        .bind(model)
+        .bind(READY)
+        .fetch_one(&self.pool)
+        .await?;
+        match latest {
+            Some(latest) => self.version(model, latest as u32).await,
+            None => Err(ApiError::not_found(format!(
+                "model {model:?} has no versions yet (or only archived ones)"
+            ))),
         }
-        self.version(model, latest).await
     }
 
     pub async fn alias_target(&self, model: &str, alias: &str) -> Result<u32, ApiError> {
@@ -712,6 +741,13 @@ impl Store {
         if !search.model_name.is_empty() {
             sql += &format!(" AND v.model_name = {}", binds.text(search.model_name));
         }
+        // Grants filter in SQL, so pages and cursors only ever hold what the caller may see.
+        if let Some(patterns) = &search.visible {
+            sql += &format!(
+                " AND {}",
+                grant_filter("v.model_name", patterns, &mut binds)
+            );
+        }
         if !search.include_archived {
             sql += &format!(" AND v.status = {}", binds.int(READY));
         }
@@ -946,8 +982,10 @@ impl Store {
     }
 
     /// Deletes (or with `dry_run` lists) the bundles of deleted versions that no version
-    /// references and that were orphaned at least `min_age_ms` ago. Holds the write lock
-    /// throughout, so no version can start referencing a bundle being deleted.
+    /// references and that were orphaned at least `min_age_ms` ago. Under the write lock it
+    /// only marks them `collecting` (versions can no longer claim them) and records the event;
+    /// the blobs are deleted after the commit, and a run that dies midway is finished by the
+    /// next one.
     pub async fn collect_garbage(
         &self,
         dry_run: bool,
@@ -956,25 +994,19 @@ impl Store {
     ) -> Result<Garbage, ApiError> {
         let mut tx = db::begin_write(&self.pool).await?;
         let digests: Vec<String> = sqlx::query_scalar(
-            "SELECT digest FROM orphaned_artifacts o WHERE since_ms <= $1 \
+            "SELECT digest FROM orphaned_artifacts o WHERE (state = 'collecting' OR since_ms <= $1) \
              AND NOT EXISTS (SELECT 1 FROM model_versions v WHERE v.artifact_digest = o.digest) ORDER BY digest",
         )
         .bind(now_ms().saturating_sub(min_age_ms))
         .fetch_all(&mut *tx)
         .await?;
-        let mut bytes = 0;
-        for digest in &digests {
-            bytes += match self.artifacts.size(digest).await {
-                Err(error) if error.kind == ErrorKind::NotFound => 0,
-                other => other?,
-            };
-        }
         if dry_run || digests.is_empty() {
+            drop(tx);
+            let bytes = self.sizes(&digests).await?;
             return Ok(Garbage { digests, bytes });
         }
         for digest in &digests {
-            self.artifacts.delete(digest).await?;
-            sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = $1")
+            sqlx::query("UPDATE orphaned_artifacts SET state = 'collecting' WHERE digest = $1")
                 .bind(digest)
                 .execute(&mut *tx)
                 .await?;
@@ -987,14 +1019,44 @@ impl Store {
                 version: 0,
                 key: "",
                 before: String::new(),
-                after: json!({ "digests": digests, "bytes": bytes }).to_string(),
+                after: json!({ "digests": digests }).to_string(),
             },
             principal,
         )
         .await?;
         tx.commit().await?;
         self.notify(seq);
+        let bytes = self.sizes(&digests).await?;
+        for digest in &digests {
+            self.artifacts.delete(digest).await?;
+            sqlx::query(
+                "DELETE FROM orphaned_artifacts WHERE digest = $1 AND state = 'collecting'",
+            )
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(Garbage { digests, bytes })
+    }
+
+    async fn sizes(&self, digests: &[String]) -> Result<u64, ApiError> {
+        let mut bytes = 0;
+        for digest in digests {
+            bytes += match self.artifacts.size(digest).await {
+                Err(error) if error.kind == ErrorKind::NotFound => 0,
+                other => other?,
+            };
+        }
+        Ok(bytes)
+    }
+
+    /// Takes a bundle off the garbage list before it is stored again (an import): refused while
+    /// garbage collection is deleting it.
+    pub async fn claim_artifact(&self, digest: &str) -> Result<(), ApiError> {
+        let mut tx = db::begin_write(&self.pool).await?;
+        claim(&mut tx, digest).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Marks a stored bundle that no version references as garbage.
@@ -1035,27 +1097,44 @@ impl Store {
 
     /// The audit log, newest first.
     pub async fn events(&self, query: &EventQuery<'_>) -> Result<Vec<RegistryEvent>, ApiError> {
-        let mut sql = String::from(
-            "SELECT * FROM registry_events WHERE ($1 = '' OR model_name = $2) AND ($3 = '' OR principal = $4) AND seq < $5",
-        );
-        if !query.kinds.is_empty() {
-            // Kinds are validated enum numbers, not client text.
-            let kinds: Vec<String> = query.kinds.iter().map(i32::to_string).collect();
-            sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
-        }
-        sql.push_str(" ORDER BY seq DESC LIMIT $6");
+        let mut binds = Binds::default();
         let before = if query.before_seq == 0 {
             i64::MAX
         } else {
             query.before_seq.min(i64::MAX as u64) as i64
         };
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(query.model_name)
-            .bind(query.model_name)
-            .bind(query.principal)
-            .bind(query.principal)
-            .bind(before)
-            .bind(query.limit as i64)
+        let mut sql = format!(
+            "SELECT * FROM registry_events WHERE seq < {}",
+            binds.int(before)
+        );
+        if !query.model_name.is_empty() {
+            sql += &format!(" AND model_name = {}", binds.text(query.model_name));
+        }
+        if !query.principal.is_empty() {
+            sql += &format!(" AND principal = {}", binds.text(query.principal));
+        }
+        if let Some(patterns) = &query.visible {
+            // Registry-wide events (garbage collection) name no model: visible to all.
+            sql += &format!(
+                " AND (model_name = '' OR {})",
+                grant_filter("model_name", patterns, &mut binds)
+            );
+        }
+        if !query.kinds.is_empty() {
+            // Kinds are validated enum numbers, not client text.
+            let kinds: Vec<String> = query.kinds.iter().map(i32::to_string).collect();
+            sql += &format!(" AND kind IN ({})", kinds.join(", "));
+        }
+        sql += &format!(" ORDER BY seq DESC LIMIT {}", binds.int(query.limit as i64));
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds.0 {
+            statement = match bind {
+                Bind::Text(text) => statement.bind(text),
+                Bind::Int(int) => statement.bind(int),
+                Bind::Real(real) => statement.bind(real),
+            };
+        }
+        statement
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -1154,6 +1233,26 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A bundle about to be referenced leaves the garbage list; one that garbage collection is
+/// deleting cannot be referenced (UNAVAILABLE: store it again, then retry).
+async fn claim(tx: &mut Connection, digest: &str) -> Result<(), ApiError> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM orphaned_artifacts WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if state.as_deref() == Some("collecting") {
+        return Err(ApiError::unavailable(format!(
+            "artifact {digest} is being garbage collected: store it again and retry"
+        )));
+    }
+    sqlx::query("DELETE FROM orphaned_artifacts WHERE digest = $1")
+        .bind(digest)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Appends an event in the caller's transaction and returns its seq.
@@ -1409,6 +1508,7 @@ mod tests {
                 after: None,
                 limit: 10,
                 include_archived: false,
+                visible: None,
             })
             .await
             .unwrap();

@@ -35,6 +35,12 @@ ALTER TABLE model_versions ADD COLUMN parent_version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE model_versions ADD COLUMN source TEXT NOT NULL DEFAULT '';
 CREATE INDEX model_versions_digest ON model_versions (artifact_digest);
 
+-- Version numbers are never reused, not even after the latest version is deleted: the model
+-- keeps the last number it handed out.
+ALTER TABLE registered_models ADD COLUMN last_version BIGINT NOT NULL DEFAULT 0;
+UPDATE registered_models SET last_version =
+    (SELECT COALESCE(MAX(version), 0) FROM model_versions v WHERE v.model_name = registered_models.name);
+
 CREATE TABLE model_version_metrics (
     model_name TEXT NOT NULL,
     version BIGINT NOT NULL,
@@ -53,5 +59,6 @@ CREATE INDEX model_versions_created ON model_versions (created_at_ms DESC, model
 
 CREATE TABLE orphaned_artifacts (
     digest TEXT PRIMARY KEY NOT NULL,
-    since_ms BIGINT NOT NULL
+    since_ms BIGINT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'orphan'
 );
