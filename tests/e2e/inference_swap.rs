@@ -258,6 +258,28 @@ async fn statistics_and_repository_control_follow_triton() {
         extensions.contains(&"statistics".to_string()),
         "{extensions:?}"
     );
+    // Triton's ModelConfig describes the same tensors as the metadata.
+    let config = inference
+        .model_config(ModelConfigRequest {
+            name: "swap".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(config.input[0].name, "input");
+    assert_eq!(config.input[0].data_type(), DataType::TypeFp64);
+    assert_eq!(config.input[0].dims, [2]);
+    assert_eq!(
+        (
+            config.output[0].name.as_str(),
+            config.output[0].dims.as_slice()
+        ),
+        ("predictions", &[1][..])
+    );
+    assert!(config.max_batch_size > 0);
     for rows in 1..=3i64 {
         let mut request = row_request();
         request.inputs[0].shape = vec![rows, 2];

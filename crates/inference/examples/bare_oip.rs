@@ -52,6 +52,12 @@ impl GrpcInferenceService for Bare {
             ..Default::default()
         }))
     }
+    async fn model_config(
+        &self,
+        _: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
     async fn model_statistics(
         &self,
         _: Request<ModelStatisticsRequest>,

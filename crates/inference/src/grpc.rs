@@ -81,6 +81,19 @@ impl GrpcInferenceService for Inference {
         ))
     }
 
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.models
+                .config(caller.as_ref(), &request.name, &request.version)
+                .await?,
+        ))
+    }
+
     async fn model_statistics(
         &self,
         request: Request<ModelStatisticsRequest>,

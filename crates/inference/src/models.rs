@@ -567,6 +567,10 @@ impl Models {
         self.serving.write().expect("routes lock").remove(name);
     }
 
+    pub(crate) fn batching(&self) -> &crate::batching::BatchingSettings {
+        &self.batching
+    }
+
     pub(crate) fn registry(&self) -> RegistryServiceClient<Channel> {
         self.registry.clone()
     }

@@ -96,7 +96,80 @@ impl Stats {
     }
 }
 
+/// Triton's enum for an OIP datatype name.
+fn triton_type(datatype: &str) -> DataType {
+    match datatype {
+        "BOOL" => DataType::TypeBool,
+        "UINT8" => DataType::TypeUint8,
+        "UINT16" => DataType::TypeUint16,
+        "UINT32" => DataType::TypeUint32,
+        "UINT64" => DataType::TypeUint64,
+        "INT8" => DataType::TypeInt8,
+        "INT16" => DataType::TypeInt16,
+        "INT32" => DataType::TypeInt32,
+        "INT64" => DataType::TypeInt64,
+        "FP16" => DataType::TypeFp16,
+        "FP32" => DataType::TypeFp32,
+        "FP64" => DataType::TypeFp64,
+        "BYTES" => DataType::TypeString,
+        "BF16" => DataType::TypeBf16,
+        _ => DataType::TypeInvalid,
+    }
+}
+
+/// A metadata shape without its batch dimension, as Triton's `dims` (a per-row scalar is [1]).
+fn dims(shape: &[i64]) -> Vec<i64> {
+    match shape.get(1..) {
+        Some(rest) if !rest.is_empty() => rest.to_vec(),
+        _ => vec![1],
+    }
+}
+
 impl Models {
+    /// The model's configuration in Triton's terms, from the same facts as its metadata.
+    pub async fn config(
+        &self,
+        caller: Option<&Principal>,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelConfigResponse, ApiError> {
+        let metadata = self.metadata(caller, name, version).await?;
+        let batching = self.batching();
+        Ok(ModelConfigResponse {
+            config: Some(ModelConfig {
+                name: metadata.name,
+                platform: metadata.platform,
+                backend: "mlops".into(),
+                // Any number of rows per request; batches are cut at max_rows.
+                max_batch_size: i32::try_from(batching.max_rows).unwrap_or(i32::MAX),
+                input: metadata
+                    .inputs
+                    .iter()
+                    .map(|t| ModelInput {
+                        name: t.name.clone(),
+                        data_type: triton_type(&t.datatype) as i32,
+                        dims: dims(&t.shape),
+                    })
+                    .collect(),
+                output: metadata
+                    .outputs
+                    .iter()
+                    .map(|t| ModelOutput {
+                        name: t.name.clone(),
+                        data_type: triton_type(&t.datatype) as i32,
+                        dims: dims(&t.shape),
+                    })
+                    .collect(),
+                scheduling_choice: (batching.max_delay_us > 0).then(|| {
+                    model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+                        preferred_batch_size: Vec::new(),
+                        max_queue_delay_microseconds: batching.max_delay_us,
+                    })
+                }),
+            }),
+        })
+    }
+
     /// Statistics of loaded versions: all, one model's, or one version's.
     pub fn statistics(
         &self,

@@ -184,6 +184,7 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             read(Predict),
         ),
         ("/inference.GRPCInferenceService/ModelInfer", read(Predict)),
+        ("/inference.GRPCInferenceService/ModelConfig", read(Predict)),
         (
             "/inference.GRPCInferenceService/ModelStatistics",
             read(Predict),
