@@ -39,11 +39,11 @@ sleep 2 # MLServer opens its gRPC port after HTTP reports ready
 "$bin/mlops" models import "$work/models/bundle.json" --model lin
 
 results="$work/results.jsonl"
-run() { # server target protocol concurrency batch
-  echo "$1: $3, concurrency $4, batch $5" >&2
+run() { # server target protocol concurrency batch [rate]
+  echo "$1: $3, concurrency $4, batch $5${6:+, $6 requests/s}" >&2
   local out
   if out=$("$bin/mlops" bench infer --target "$2" --protocol "$3" --model lin --features 10 \
-    --concurrency "$4" --batch "$5" --duration "$seconds" --json); then
+    --concurrency "$4" --batch "$5" --duration "$seconds" ${6:+--rate "$6"} --json); then
     python3 -c "import json,sys; r=json.loads(sys.argv[1]); r['server']='$1'; print(json.dumps(r))" "$out" >>"$results"
   else
     echo "  failed (see above); left out of the table" >&2
@@ -57,21 +57,23 @@ for server in ours mlserver bare; do
   esac
   for c in 1 16 64; do run $server $grpc grpc $c 1; done
   run $server $grpc grpc 16 1000
+  # Open loop at a rate both servers sustain: tail latency at equal load.
+  run $server $grpc grpc 16 1 1000
   [ -n "$rest" ] && run $server $rest http 16 1
 done
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-def key(r): return (r["protocol"], r["concurrency"], r["batch"])
+def key(r): return (r["protocol"], r["concurrency"], r["batch"], r.get("rate") or 0)
 by = {(r["server"],) + key(r): r for r in rows}
-print("| protocol | concurrency | rows/request | ours req/s | MLServer req/s | bare tonic req/s | ours/MLServer | ours/bare | ours p99 ms | MLServer p99 ms |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| protocol | concurrency | rows/request | offered req/s | ours req/s | MLServer req/s | bare tonic req/s | ours/MLServer | ours/bare | ours p99 ms | MLServer p99 ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for k in sorted({key(r) for r in rows}):
     o, m, b = by.get(("ours",) + k), by.get(("mlserver",) + k), by.get(("bare",) + k)
     f = lambda r, f: f(r) if r else None
     rps = lambda r: r["requests_per_second"]
     cell = lambda v, fmt="{:.0f}": fmt.format(v) if v is not None else "-"
-    print(f"| {k[0]} | {k[1]} | {k[2]} | {cell(f(o, rps))} | {cell(f(m, rps))} | {cell(f(b, rps))} | "
+    print(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'max'} | {cell(f(o, rps))} | {cell(f(m, rps))} | {cell(f(b, rps))} | "
           f"{cell(rps(o) / rps(m) if o and m else None, '{:.1f}x')} | "
           f"{cell(rps(o) / rps(b) if o and b else None, '{:.0%}')} | "
           f"{cell(f(o, lambda r: r['latency_ms']['p99']), '{:.2f}')} | "

@@ -129,6 +129,11 @@ async fn the_load_generator_reports_checked_throughput_over_grpc_and_rest() {
         };
         let over_grpc = run(&["--target", &grpc, "--concurrency", "4", "--batch", "8"]);
         let over_rest = run(&["--target", &rest, "--protocol", "http", "--features", "2"]);
+        // Open loop: 200 requests/s for half a second is about 100 requests, not as many as
+        // the server can take.
+        let paced = run(&["--target", &grpc, "--rate", "200", "--concurrency", "4"]);
+        let paced_requests = paced["requests"].as_u64().unwrap();
+        assert!((70..=105).contains(&paced_requests), "{paced}");
         let refused = std::process::Command::new(binary("mlops"))
             .args([
                 "bench",

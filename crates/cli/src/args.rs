@@ -398,6 +398,11 @@ pub struct BenchInferArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Open loop: send this many requests per second in all, on a fixed schedule, and time each
+    /// from when it was due (so a stalled server cannot hide its queueing). Unset: closed loop,
+    /// each worker sends as soon as its previous answer arrives.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Features per row (default: read from the model's metadata).
     #[arg(long)]
     pub features: Option<usize>,

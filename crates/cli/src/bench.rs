@@ -70,6 +70,15 @@ pub async fn infer(e: &Ctx, args: BenchInferArgs) -> anyhow::Result<()> {
     if !(args.duration.is_finite() && args.duration > 0.0) {
         bail!("--duration must be a positive number of seconds");
     }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    // Each worker's share of the schedule: one request every `interval`.
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.concurrency as f64 / rate));
     let connections = args.connections.min(args.concurrency);
     let features = match args.features {
         Some(n) => n,
@@ -146,13 +155,25 @@ pub async fn infer(e: &Ctx, args: BenchInferArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let measure_from = started + WARM_UP;
     let deadline = measure_from + Duration::from_secs_f64(args.duration);
+    let concurrency = args.concurrency as f64;
     let workers: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let mut sender = senders[i % senders.len()].clone();
+            // Workers start staggered across one interval, so the schedule is even.
+            let mut due = interval.map(|every| started + every.mul_f64(i as f64 / concurrency));
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 loop {
-                    let sent = Instant::now();
+                    // Open loop: wait for the slot, and time from it even when running late.
+                    let sent = match (due.as_mut(), interval) {
+                        (Some(slot), Some(every)) => {
+                            let this = *slot;
+                            *slot += every;
+                            tokio::time::sleep_until(this.into()).await;
+                            this
+                        }
+                        _ => Instant::now(),
+                    };
                     if sent >= deadline {
                         break;
                     }
@@ -198,6 +219,7 @@ pub async fn infer(e: &Ctx, args: BenchInferArgs) -> anyhow::Result<()> {
         "protocol": format!("{:?}", args.protocol).to_lowercase(),
         "model": args.model,
         "concurrency": args.concurrency,
+        "rate": args.rate,
         "connections": connections,
         "batch": args.batch,
         "features": features,
