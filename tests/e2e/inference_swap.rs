@@ -25,6 +25,16 @@ fn row_request() -> ModelInferRequest {
     }
 }
 
+/// Registers `BUNDLE` as version 1 of model "swap" (answers 1.5 a - 2 b + 3).
+async fn register_swap(cluster: &TestCluster) {
+    let digest = store_bundle(cluster, BUNDLE).await;
+    cluster
+        .registry()
+        .create_model_version(version_request("swap", &digest))
+        .await
+        .unwrap();
+}
+
 /// `GetRegisteredModel` calls the registry has served so far (all services share one registry
 /// of metrics in this process).
 async fn registry_lookups(cluster: &TestCluster) -> u64 {
@@ -112,12 +122,7 @@ async fn moving_the_champion_swaps_versions_without_a_failed_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_reports_checked_throughput_over_grpc_and_rest() {
     let cluster = TestCluster::builder().start().await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     let grpc = format!("http://{}", cluster.addrs.inference_grpc);
     let rest = format!("http://{}", cluster.addrs.inference_http);
     let (over_grpc, over_rest, refused) = tokio::task::spawn_blocking(move || {
@@ -176,12 +181,7 @@ async fn requests_past_the_in_flight_limit_are_shed_not_queued() {
         .setting("MLOPS__INFERENCE__MAX_IN_FLIGHT", "1")
         .start()
         .await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     let rows = 5_000;
     let big = ModelInferRequest {
         model_name: "swap".into(),
@@ -432,12 +432,7 @@ async fn explanations_sum_to_the_prediction() {
     use mlops_proto::inference::InferParameter;
     use mlops_proto::inference::infer_parameter::ParameterChoice;
     let cluster = TestCluster::builder().start().await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     let explain = |choice: ParameterChoice| {
         let mut request = row_request();
         request.inputs[0].shape = vec![2, 2];
@@ -518,12 +513,7 @@ async fn explanations_sum_to_the_prediction() {
 async fn one_tensor_per_feature_is_accepted() {
     use mlops_proto::inference::InferTensorContents;
     let cluster = TestCluster::builder().start().await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     let column = |name: &str, datatype: &str, shape: Vec<i64>, contents| InferInputTensor {
         name: name.into(),
         datatype: datatype.into(),
@@ -590,12 +580,7 @@ async fn the_client_balances_over_every_replica() {
         TestCluster::builder().start().await,
     ];
     for cluster in &replicas {
-        let digest = store_bundle(cluster, BUNDLE).await;
-        cluster
-            .registry()
-            .create_model_version(version_request("swap", &digest))
-            .await
-            .unwrap();
+        register_swap(cluster).await;
     }
     let target = replicas
         .iter()
@@ -657,12 +642,7 @@ async fn sampled_predictions_are_logged_in_batches() {
         .setting("MLOPS__INFERENCE__PREDICTION_LOG__FLUSH_SECONDS", "3600")
         .start()
         .await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     for i in 0..8 {
         let mut request = row_request();
         request.id = format!("req-{i}");
@@ -705,12 +685,7 @@ async fn batched_requests_get_their_own_rows_and_a_liar_is_refused_alone() {
         .setting("MLOPS__INFERENCE__BATCHING__MAX_ROWS", "64")
         .start()
         .await;
-    let digest = store_bundle(&cluster, BUNDLE).await;
-    cluster
-        .registry()
-        .create_model_version(version_request("swap", &digest))
-        .await
-        .unwrap();
+    register_swap(&cluster).await;
     let clients: Vec<_> = (0..16)
         .map(|client| {
             let mut inference = cluster.inference();

@@ -26,7 +26,7 @@ use crate::models::*;
 use crate::refs::{Selector, dataset_ref, model_ref};
 use crate::stack::{Stack, StackOptions};
 
-const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 /// Where the services are and how to talk to them (token, TLS).
 pub struct Ctx {
@@ -187,14 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let query = SearchModelVersionsRequest {
                 model_name: model.unwrap_or_default(),
                 metric_filters: conditions,
-                tags: tags
-                    .iter()
-                    .map(|t| {
-                        t.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                    })
-                    .collect::<Option<_>>()
-                    .context("--tag takes KEY=VALUE")?,
+                tags: pairs(&tags, "--tag")?.into_iter().collect(),
                 alias: alias.unwrap_or_default(),
                 dataset: dataset.unwrap_or_default(),
                 order_by,

@@ -12,10 +12,8 @@ use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::*;
 use serde_json::{Value, json};
 
-use crate::commands::{Ctx, rpc, status_name, version_json};
+use crate::commands::{Ctx, UPLOAD_CHUNK_BYTES, rpc, status_name, version_json};
 use crate::refs::{Selector, model_ref};
-
-const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 fn registry(e: &Ctx) -> anyhow::Result<RegistryServiceClient<mlops_core::client::Channel>> {
     Ok(RegistryServiceClient::new(
@@ -208,13 +206,13 @@ pub async fn watch_registry(
     Ok(())
 }
 
-fn pairs(items: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn pairs(items: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
     items
         .iter()
         .map(|item| {
             item.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("{flag} takes NAME=VALUE, got {item:?}"))
+                .with_context(|| format!("{flag} takes KEY=VALUE, got {item:?}"))
         })
         .collect()
 }

@@ -32,6 +32,30 @@ pub struct LoadedModel {
     pub stats: crate::repository::Stats,
     /// Started on first use when dynamic batching is on.
     batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::batching::Job>>,
+    /// Prometheus handles labelled once at load, not per request.
+    meters: Meters,
+}
+
+struct Meters {
+    answered: metrics::Counter,
+    duration: metrics::Histogram,
+    compute: metrics::Histogram,
+    rows: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(name: &str, version: u32) -> Self {
+        let labels = [
+            ("model", name.to_string()),
+            ("version", version.to_string()),
+        ];
+        Self {
+            answered: metrics::counter!("mlops_inference_requests_total", "outcome" => "success", "model" => name.to_string(), "version" => version.to_string()),
+            duration: metrics::histogram!("mlops_inference_duration_seconds", &labels),
+            compute: metrics::histogram!("mlops_inference_compute_seconds", &labels),
+            rows: metrics::histogram!("mlops_inference_batch_rows", &labels),
+        }
+    }
 }
 
 /// A sampled request's inputs are logged only up to this many values (outputs likewise).
@@ -381,6 +405,7 @@ impl Models {
             runner: Arc::new(runner),
             stats: Default::default(),
             batcher: Default::default(),
+            meters: Meters::new(name, version),
         })
     }
 
@@ -390,52 +415,54 @@ impl Models {
         request: ModelInferRequest,
     ) -> Result<ModelInferResponse, ApiError> {
         let started = Instant::now();
-        let outcome = self.infer_inner(caller, request).await;
-        let outcome_label = match &outcome {
-            Ok(_) => "success",
-            Err(e) if e.kind == ErrorKind::Internal => "error",
-            Err(_) => "rejected",
-        };
-        // Model labels only for answered requests: names from failed lookups are client text,
-        // and would make the label set unbounded.
-        let (model, version) = match &outcome {
-            Ok(response) => (response.model_name.clone(), response.model_version.clone()),
-            Err(_) => (String::new(), String::new()),
-        };
-        metrics::counter!("mlops_inference_requests_total", "outcome" => outcome_label, "model" => model.clone(), "version" => version.clone()).increment(1);
-        metrics::histogram!("mlops_inference_duration_seconds", "model" => model, "version" => version)
-            .record(started.elapsed().as_secs_f64());
-        outcome
+        match self.infer_inner(caller, request).await {
+            Ok((response, model)) => {
+                model.meters.answered.increment(1);
+                model
+                    .meters
+                    .duration
+                    .record(started.elapsed().as_secs_f64());
+                Ok(response)
+            }
+            Err(error) => {
+                // No model labels: names from failed lookups are client text, and would make
+                // the label set unbounded.
+                let outcome = if error.kind == ErrorKind::Internal {
+                    "error"
+                } else {
+                    "rejected"
+                };
+                metrics::counter!("mlops_inference_requests_total", "outcome" => outcome, "model" => "", "version" => "").increment(1);
+                metrics::histogram!("mlops_inference_duration_seconds", "model" => "", "version" => "")
+                    .record(started.elapsed().as_secs_f64());
+                Err(error)
+            }
+        }
     }
 
     async fn infer_inner(
         &self,
         caller: Option<&Principal>,
         request: ModelInferRequest,
-    ) -> Result<ModelInferResponse, ApiError> {
+    ) -> Result<(ModelInferResponse, Arc<LoadedModel>), ApiError> {
         let model = self
             .resolve(caller, &request.model_name, &request.model_version)
             .await?;
         let started = Instant::now();
         let id = self.log.sampled().then(|| request.id.clone());
-        let outcome = self.run(&model, request, id.is_some()).await;
+        let mut outcome = self.run(&model, request, id.is_some()).await;
         model.stats.record(&outcome, started.elapsed());
         if let Ok((_, phases)) = &outcome {
-            let labels = [
-                ("model", model.name.clone()),
-                ("version", model.version.to_string()),
-            ];
-            metrics::histogram!("mlops_inference_compute_seconds", &labels)
-                .record(phases.infer.as_secs_f64());
-            metrics::histogram!("mlops_inference_batch_rows", &labels).record(phases.rows as f64);
+            model.meters.compute.record(phases.infer.as_secs_f64());
+            model.meters.rows.record(phases.rows as f64);
         }
-        if let (Some(id), Ok((response, phases))) = (id, &outcome) {
+        if let (Some(id), Ok((response, phases))) = (id, &mut outcome) {
             self.log.record(Record {
                 model: model.name.clone(),
                 version: model.version,
                 id,
                 latency: started.elapsed(),
-                inputs: phases.logged_inputs.clone().unwrap_or_default(),
+                inputs: phases.logged_inputs.take().unwrap_or_default(),
                 outputs: response
                     .outputs
                     .iter()
@@ -452,7 +479,7 @@ impl Models {
                     .into(),
             });
         }
-        outcome.map(|(response, _)| response)
+        outcome.map(|(response, _)| (response, model))
     }
 
     /// Runs a request on a resolved model; also returns the phase timings for the statistics.

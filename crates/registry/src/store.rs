@@ -111,6 +111,18 @@ fn grant_filter(column: &str, patterns: &[String], binds: &mut Binds) -> String 
 struct Binds(Vec<Bind>);
 
 impl Binds {
+    /// The statement with every value bound, in order.
+    fn query(self, sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        self.0.into_iter().fold(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            |query, bind| match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+                Bind::Real(real) => query.bind(real),
+            },
+        )
+    }
+
     fn push(&mut self, bind: Bind) -> String {
         self.0.push(bind);
         format!("${}", self.0.len())
@@ -221,6 +233,19 @@ impl Store {
         self.committed.subscribe()
     }
 
+    /// Appends the mutation's event, commits, and wakes the watchers.
+    async fn commit(
+        &self,
+        mut tx: db::Transaction,
+        event: Event<'_>,
+        principal: &str,
+    ) -> Result<(), ApiError> {
+        let seq = record(&mut tx, event, principal).await?;
+        tx.commit().await?;
+        self.notify(seq);
+        Ok(())
+    }
+
     fn notify(&self, seq: i64) {
         self.committed
             .send_modify(|newest| *newest = (*newest).max(seq as u64));
@@ -244,8 +269,8 @@ impl Store {
                 "model {name:?} already exists"
             )));
         }
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::ModelCreated,
                 model: name,
@@ -257,8 +282,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         self.model(name).await
     }
 
@@ -432,8 +455,8 @@ impl Store {
                 .await?;
         }
         let after = snapshot(&mut tx, new.model_name, version as u32).await?;
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::VersionCreated,
                 model: new.model_name,
@@ -445,8 +468,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         self.version(new.model_name, version as u32).await
     }
 
@@ -530,14 +551,7 @@ impl Store {
         let mut previous_versions = Vec::with_capacity(moves.len());
         let mut seq = 0;
         for change in moves {
-            let status: Option<i64> = sqlx::query_scalar(
-                "SELECT status FROM model_versions WHERE model_name = $1 AND version = $2",
-            )
-            .bind(model)
-            .bind(change.version as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match status {
+            match status_of(&mut tx, model, change.version).await? {
                 None => {
                     return Err(ApiError::not_found(format!(
                         "model {model:?} has no version {} for alias {:?}",
@@ -611,8 +625,8 @@ impl Store {
             .bind(alias)
             .execute(&mut *tx)
             .await?;
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::AliasDeleted,
                 model,
@@ -624,8 +638,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         Ok(())
     }
 
@@ -638,7 +650,7 @@ impl Store {
         principal: &str,
     ) -> Result<(), ApiError> {
         let mut tx = db::begin_write(&self.pool).await?;
-        if snapshot(&mut tx, model, version).await?.is_empty() {
+        if status_of(&mut tx, model, version).await?.is_none() {
             drop(tx);
             return Err(self.missing_version(model, version).await);
         }
@@ -653,8 +665,8 @@ impl Store {
         .bind(value)
         .execute(&mut *tx)
         .await?;
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::TagSet,
                 model,
@@ -668,8 +680,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         Ok(())
     }
 
@@ -696,8 +706,8 @@ impl Store {
         .bind(key)
         .execute(&mut *tx)
         .await?;
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::TagDeleted,
                 model,
@@ -709,8 +719,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         Ok(())
     }
 
@@ -817,15 +825,7 @@ impl Store {
             binds.int(search.limit as i64 + 1)
         );
 
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds.0 {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(int),
-                Bind::Real(real) => query.bind(real),
-            };
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = binds.query(sql).fetch_all(&self.pool).await?;
         let more = rows.len() > search.limit as usize;
         let page = &rows[..rows.len().min(search.limit as usize)];
         let versions = self.versions_from_rows(page).await?;
@@ -895,18 +895,9 @@ impl Store {
             drop(tx);
             return Err(self.missing_version(model, version).await);
         };
-        sqlx::query(
-            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT $1, $2 \
-             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = $3) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(&digest)
-        .bind(now_ms())
-        .bind(&digest)
-        .execute(&mut *tx)
-        .await?;
-        let seq = record(
-            &mut tx,
+        orphan(&mut *tx, &digest).await?;
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::VersionDeleted,
                 model,
@@ -918,8 +909,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         Ok(())
     }
 
@@ -932,14 +921,7 @@ impl Store {
         principal: &str,
     ) -> Result<ModelVersion, ApiError> {
         let mut tx = db::begin_write(&self.pool).await?;
-        let status: Option<i64> = sqlx::query_scalar(
-            "SELECT status FROM model_versions WHERE model_name = $1 AND version = $2",
-        )
-        .bind(model)
-        .bind(version as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(status) = status else {
+        let Some(status) = status_of(&mut tx, model, version).await? else {
             drop(tx);
             return Err(self.missing_version(model, version).await);
         };
@@ -963,8 +945,8 @@ impl Store {
             .bind(version as i64)
             .execute(&mut *tx)
             .await?;
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind,
                 model,
@@ -976,8 +958,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         self.version(model, version).await
     }
 
@@ -1011,8 +991,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let seq = record(
-            &mut tx,
+        self.commit(
+            tx,
             Event {
                 kind: RegistryEventKind::ArtifactsCollected,
                 model: "",
@@ -1024,8 +1004,6 @@ impl Store {
             principal,
         )
         .await?;
-        tx.commit().await?;
-        self.notify(seq);
         let bytes = self.sizes(&digests).await?;
         for digest in &digests {
             self.artifacts.delete(digest).await?;
@@ -1061,17 +1039,7 @@ impl Store {
 
     /// Marks a stored bundle that no version references as garbage.
     pub async fn forget_artifact(&self, digest: &str) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT $1, $2 \
-             WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = $3) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(digest)
-        .bind(now_ms())
-        .bind(digest)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        orphan(&self.pool, digest).await
     }
 
     /// Events after `after_seq`, oldest first, at most `limit`; only `model` when not empty.
@@ -1126,15 +1094,8 @@ impl Store {
             sql += &format!(" AND kind IN ({})", kinds.join(", "));
         }
         sql += &format!(" ORDER BY seq DESC LIMIT {}", binds.int(query.limit as i64));
-        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds.0 {
-            statement = match bind {
-                Bind::Text(text) => statement.bind(text),
-                Bind::Int(int) => statement.bind(int),
-                Bind::Real(real) => statement.bind(real),
-            };
-        }
-        statement
+        binds
+            .query(sql)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -1233,6 +1194,39 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A version's status, None when there is no such version.
+async fn status_of(
+    tx: &mut Connection,
+    model: &str,
+    version: u32,
+) -> Result<Option<i64>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT status FROM model_versions WHERE model_name = $1 AND version = $2",
+    )
+    .bind(model)
+    .bind(version as i64)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// Puts a bundle on the garbage list unless a version references it.
+async fn orphan<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    digest: &str,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO orphaned_artifacts (digest, since_ms) SELECT $1, $2 \
+         WHERE NOT EXISTS (SELECT 1 FROM model_versions WHERE artifact_digest = $3) \
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(now_ms())
+    .bind(digest)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// A bundle about to be referenced leaves the garbage list; one that garbage collection is
