@@ -11,4 +11,5 @@ mod registry_lifecycle;
 mod registry_transfer;
 mod s3_storage;
 mod security;
+mod training_models;
 mod transport_and_storage;

@@ -165,9 +165,31 @@ pub struct TrainArgs {
     pub test_fraction: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A hyperparameter, KEY=VALUE (repeatable), e.g. `--param alpha=0.5`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Values to grid-search, KEY=V1,V2,... (repeatable), e.g. `--grid alpha=0.1,1,10`.
+    #[arg(long = "grid", value_name = "KEY=V1,V2")]
+    pub grid: Vec<String>,
+    /// A preprocessing step, KIND[:KEY=VALUE...] (repeatable, applied in order), e.g.
+    /// `--step impute:strategy=median:columns=age,bmi --step standard_scale`.
+    #[arg(long = "step", value_name = "KIND[:KEY=VALUE]")]
+    pub steps: Vec<String>,
+    /// Cross-validation folds (stratified for classifiers); 5 by default with a grid.
+    #[arg(long)]
+    pub cv: Option<u32>,
+    /// The metric that picks the best grid candidate (r2, rmse, accuracy, f1, roc_auc, ...).
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Feature columns, comma-separated (default: all but the target).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
     /// Follow the job until it ends.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: also write the loss curve (gradient descent) as an SVG file.
+    #[arg(long, value_name = "FILE", requires = "wait")]
+    pub loss_svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

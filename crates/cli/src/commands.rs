@@ -366,10 +366,10 @@ async fn ingest(
             format!(
                 "{}:{}",
                 c.name,
-                if c.data_type == DataType::Int64 as i32 {
-                    "int64"
-                } else {
-                    "float64"
+                match DataType::try_from(c.data_type).unwrap_or_default() {
+                    DataType::Int64 => "int64",
+                    DataType::String => "string",
+                    _ => "float64",
                 }
             )
         })
@@ -415,15 +415,63 @@ fn job_state(state: i32) -> &'static str {
 }
 
 fn print_metrics(metrics: &std::collections::HashMap<String, f64>) {
-    for name in ["mse", "rmse", "mae", "r2"] {
-        if let Some(value) = metrics.get(name) {
-            println!("  {name:<5} {value:.6}");
+    let mut names: Vec<&String> = metrics.keys().collect();
+    names.sort();
+    for name in names {
+        println!("  {name:<18} {:.6}", metrics[name]);
+    }
+}
+
+/// `--step KIND[:KEY=VALUE...]` as a preprocessing step; `columns` is a comma list.
+fn parse_step(text: &str) -> anyhow::Result<PreprocessingStep> {
+    let mut parts = text.split(':');
+    let kind = parts.next().unwrap_or_default().trim().to_string();
+    if kind.is_empty() {
+        bail!("--step takes KIND[:KEY=VALUE...], got {text:?}");
+    }
+    let mut step = PreprocessingStep {
+        kind,
+        ..Default::default()
+    };
+    for part in parts {
+        let Some((key, value)) = part.split_once('=') else {
+            bail!("--step {text:?}: {part:?} is not KEY=VALUE");
+        };
+        if key == "columns" {
+            step.columns = value.split(',').map(str::to_string).collect();
+        } else {
+            step.options.insert(key.to_string(), value.to_string());
         }
     }
+    Ok(step)
+}
+
+fn fit_spec(args: &TrainArgs) -> anyhow::Result<FitSpec> {
+    Ok(FitSpec {
+        params: crate::models::pairs(&args.params, "--param")?
+            .into_iter()
+            .collect(),
+        grid: crate::models::pairs(&args.grid, "--grid")?
+            .into_iter()
+            .map(|(k, v)| {
+                let values = v.split(',').map(str::to_string).collect();
+                (k, ParamValues { values })
+            })
+            .collect(),
+        preprocessing: args
+            .steps
+            .iter()
+            .map(|s| parse_step(s))
+            .collect::<anyhow::Result<_>>()?,
+        cv_folds: args.cv.unwrap_or(0),
+        selection_metric: args.metric.clone().unwrap_or_default(),
+        features: args.features.clone(),
+    })
 }
 
 async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
     let (dataset, dataset_version) = dataset_ref(&args.dataset)?;
+    let fit = fit_spec(&args)?;
     let mut training = TrainingServiceClient::new(e.connect("training", &e.training)?);
     let job = training
         .submit_training_job(SubmitTrainingJobRequest {
@@ -434,6 +482,7 @@ async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
             register_as: args.register_as.unwrap_or_default(),
             test_fraction: args.test_fraction,
             seed: args.seed,
+            fit: Some(fit),
         })
         .await
         .map_err(rpc("training", &e.training))?
@@ -451,7 +500,26 @@ async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
     let mut last = job;
     while let Some(update) = updates.next().await {
         last = update.map_err(rpc("training", &e.training))?;
-        bar.set_message(format!("{} ({:.0}%)", last.stage, last.progress * 100.0));
+        let detail = if let Some(loss) = last.loss_curve.last() {
+            format!(
+                " epoch {} loss {loss:.6} {}",
+                last.loss_curve.len(),
+                crate::plot::sparkline(&last.loss_curve, 30)
+            )
+        } else if let Some(c) = last.candidates.last() {
+            format!(
+                " candidate {}, {} folds scored",
+                last.candidates.len(),
+                c.fold_scores.len()
+            )
+        } else {
+            String::new()
+        };
+        bar.set_message(format!(
+            "{} ({:.0}%){detail}",
+            last.stage,
+            last.progress * 100.0
+        ));
     }
     bar.finish_and_clear();
     if last.state() != JobState::Succeeded {
@@ -467,10 +535,49 @@ async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
         last.id, last.dataset, last.dataset_version, last.train_rows, last.test_rows
     );
     print_metrics(&last.metrics);
+    print_fit(&last);
+    if let Some(path) = &args.loss_svg {
+        if last.loss_curve.is_empty() {
+            bail!(
+                "--loss-svg: {} records no loss curve (only gradient_descent does)",
+                last.model_type
+            );
+        }
+        let title = format!(
+            "{} on {}@{}",
+            last.model_type, last.dataset, last.dataset_version
+        );
+        std::fs::write(path, crate::plot::loss_svg(&title, &last.loss_curve))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("loss curve written to {}", path.display());
+    }
     if !last.model_name.is_empty() {
         println!("registered {}:{}", last.model_name, last.model_version);
     }
     Ok(())
+}
+
+/// Grid scores, the loss curve and warnings of a finished job.
+fn print_fit(job: &TrainingJob) {
+    if !job.candidates.is_empty() {
+        println!("cross-validation ({}):", job.selection_metric);
+        for c in &job.candidates {
+            let mut params: Vec<String> =
+                c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            params.sort();
+            println!("  {:<40} {:.6} ± {:.6}", params.join(" "), c.mean, c.std);
+        }
+    }
+    if let (Some(first), Some(last)) = (job.loss_curve.first(), job.loss_curve.last()) {
+        println!(
+            "loss {} {first:.6} -> {last:.6} over {} epochs",
+            crate::plot::sparkline(&job.loss_curve, 40),
+            job.loss_curve.len()
+        );
+    }
+    for warning in &job.warnings {
+        println!("warning: {warning}");
+    }
 }
 
 async fn list_models(e: &Ctx, as_json: bool) -> anyhow::Result<()> {

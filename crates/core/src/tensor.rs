@@ -5,6 +5,24 @@
 /// signature, and the inference server serves them.
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "predictions";
+/// A classifier's class probabilities, one column per class.
+pub const PROBABILITIES_NAME: &str = "probabilities";
+
+/// The elements of a raw BYTES tensor: each a 4-byte little-endian length, then the bytes.
+pub fn bytes_elements(raw: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let (length, tail) = rest.split_first_chunk::<4>()?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if tail.len() < length {
+            return None;
+        }
+        out.push(&tail[..length]);
+        rest = &tail[length..];
+    }
+    Some(out)
+}
 
 /// FP64 values as raw bytes.
 pub fn fp64_to_raw(values: impl IntoIterator<Item = f64>) -> Vec<u8> {

@@ -119,18 +119,39 @@ fn split(outputs: Vec<Output>, counts: &[usize]) -> Result<Vec<Vec<Output>>, Api
     let mut parts: Vec<Vec<Output>> = vec![Vec::with_capacity(outputs.len()); counts.len()];
     for (tensor, raw) in outputs {
         let rows = tensor.shape.first().copied().unwrap_or(-1);
-        if rows != total as i64 || (total > 0 && raw.len() % total != 0) {
+        let fixed_width = tensor.datatype != "BYTES";
+        if rows != total as i64 || (fixed_width && total > 0 && raw.len() % total != 0) {
             return Err(ApiError::internal(format!(
                 "batching: output {:?} has shape {:?} for {total} rows",
                 tensor.name, tensor.shape
             )));
         }
-        let row_bytes = raw.len().checked_div(total).unwrap_or(0);
+        // Byte offset where each row starts: fixed-width rows, or BYTES elements of any length.
+        let row_starts: Vec<usize> = if tensor.datatype == "BYTES" {
+            let elements = crate::tensor::bytes_elements(&raw).filter(|e| e.len() == total);
+            let Some(elements) = elements else {
+                return Err(ApiError::internal(format!(
+                    "batching: output {:?} is not {total} BYTES elements",
+                    tensor.name
+                )));
+            };
+            let mut starts = Vec::with_capacity(total + 1);
+            let mut at = 0;
+            for e in elements {
+                starts.push(at);
+                at += 4 + e.len();
+            }
+            starts.push(at);
+            starts
+        } else {
+            let row_bytes = raw.len().checked_div(total).unwrap_or(0);
+            (0..=total).map(|r| r * row_bytes).collect()
+        };
         let mut offset = 0;
         for (part, count) in parts.iter_mut().zip(counts) {
             let mut shape = tensor.shape.clone();
             shape[0] = *count as i64;
-            let piece = raw[offset * row_bytes..(offset + count) * row_bytes].to_vec();
+            let piece = raw[row_starts[offset]..row_starts[offset + count]].to_vec();
             part.push((
                 mlops_proto::inference::model_infer_response::InferOutputTensor {
                     shape,

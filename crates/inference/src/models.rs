@@ -10,6 +10,7 @@ use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, CancellationToken, ErrorKind};
 use mlops_ml::ModelBundle;
+use mlops_ml::model::{Prediction, Task};
 use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::model_metadata_response::TensorMetadata;
 use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
@@ -22,6 +23,7 @@ use mlops_proto::v1::{
 use crate::onnx::OnnxModel;
 use crate::prediction_log::{PredictionLog, Record};
 use crate::tensor::{self, INPUT_NAME, OUTPUT_NAME};
+use mlops_core::tensor::PROBABILITIES_NAME;
 use ndarray::Array2;
 
 pub struct LoadedModel {
@@ -68,12 +70,17 @@ pub type Output = (InferOutputTensor, Vec<u8>);
 pub fn predict(runner: &Runner, input: &Array2<f64>) -> Result<Vec<Output>, ApiError> {
     match runner {
         Runner::Bundle(bundle) => {
-            let predictions = bundle.predict(input.view()).map_err(|e| {
+            let prediction = bundle.predict(input.view()).map_err(|e| {
                 ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
             })?;
-            Ok(vec![tensor::encode_output(
-                predictions.as_slice().expect("contiguous predictions"),
-            )])
+            Ok(match prediction {
+                Prediction::Values(values) => vec![tensor::encode_output(
+                    values.as_slice().expect("contiguous predictions"),
+                )],
+                Prediction::Probabilities(proba) => {
+                    tensor::encode_classes(&proba, &bundle.classes).into()
+                }
+            })
         }
         Runner::Onnx(onnx) => onnx.predict(input),
     }
@@ -81,8 +88,9 @@ pub fn predict(runner: &Runner, input: &Array2<f64>) -> Result<Vec<Output>, ApiE
 
 /// What runs a version's predictions.
 pub enum Runner {
-    /// A platform bundle: `input` FP64 `[N, features]` in, `predictions` FP64 `[N]` out.
-    Bundle(ModelBundle),
+    /// A platform bundle: `input` FP64 `[N, features]` in; `predictions` FP64 `[N]` out for a
+    /// regressor, labels (BYTES) and `probabilities` for a classifier.
+    Bundle(Box<ModelBundle>),
     /// An imported ONNX model: its own tensor names, FP32 in, its graph's outputs out.
     Onnx(OnnxModel),
 }
@@ -105,6 +113,18 @@ impl LoadedModel {
     /// Output tensors as (name, datatype, shape) for metadata.
     fn outputs(&self) -> Vec<TensorMetadata> {
         match &*self.runner {
+            Runner::Bundle(bundle) if bundle.task == Task::Classification => vec![
+                TensorMetadata {
+                    name: OUTPUT_NAME.into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![-1],
+                },
+                TensorMetadata {
+                    name: PROBABILITIES_NAME.into(),
+                    datatype: "FP64".into(),
+                    shape: vec![-1, bundle.classes.len() as i64],
+                },
+            ],
             Runner::Bundle(_) => vec![TensorMetadata {
                 name: OUTPUT_NAME.into(),
                 datatype: "FP64".into(),
@@ -396,7 +416,9 @@ impl Models {
                 .map_err(|e| ApiError::internal(format!("planning the ONNX model: {e}")))?;
             Runner::Onnx(planned.map_err(unservable)?)
         } else {
-            Runner::Bundle(ModelBundle::from_json(&bytes).map_err(|e| unservable(e.to_string()))?)
+            Runner::Bundle(Box::new(
+                ModelBundle::from_json(&bytes).map_err(|e| unservable(e.to_string()))?,
+            ))
         };
         tracing::info!(model = name, version, format = %record.format, "model loaded");
         Ok(LoadedModel {
@@ -497,9 +519,9 @@ impl Models {
                     && request
                         .inputs
                         .iter()
-                        .any(|i| bundle.feature_names.contains(&i.name)) =>
+                        .any(|i| bundle.inputs.iter().any(|f| f.name == i.name)) =>
             {
-                tensor::decode_columns(&request, &bundle.feature_names)?
+                tensor::decode_columns(&request, &bundle.input_names())?
             }
             _ => tensor::decode_input(&request, model.input_name(), model.features())?,
         };
@@ -522,9 +544,9 @@ impl Models {
             (Runner::Bundle(bundle), true) => {
                 let mut outputs = predict(&model.runner, &input)?;
                 let shares = bundle.contributions(input.view()).map_err(|e| {
-                    ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
+                    ApiError::invalid_argument(format!("parameter \"explain\": {e}"))
                 })?;
-                outputs.extend(tensor::encode_explanation(&shares, bundle.intercept));
+                outputs.extend(tensor::encode_explanation(&shares.values, shares.base));
                 outputs
             }
             (Runner::Onnx(_), true) => {

@@ -6,7 +6,7 @@ use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
 use ndarray::Array2;
 
-pub use mlops_core::tensor::{INPUT_NAME, OUTPUT_NAME};
+pub use mlops_core::tensor::{INPUT_NAME, OUTPUT_NAME, bytes_elements};
 
 fn invalid(message: String) -> ApiError {
     ApiError::invalid_argument(message)
@@ -276,6 +276,37 @@ pub fn encode_output(predictions: &[f64]) -> (InferOutputTensor, Vec<u8>) {
     (tensor, fp64_to_raw(predictions.iter().copied()))
 }
 
+/// A classifier's outputs: `predictions` BYTES `[N]` (the most probable class's label) and
+/// `probabilities` FP64 `[N, classes]`.
+pub fn encode_classes(
+    proba: &ndarray::Array2<f64>,
+    classes: &[String],
+) -> [(InferOutputTensor, Vec<u8>); 2] {
+    let labels = mlops_ml::metrics::argmax_rows(proba.view());
+    let mut raw = Vec::with_capacity(labels.len() * 12);
+    for k in labels {
+        let label = classes[k].as_bytes();
+        raw.extend_from_slice(&(label.len() as u32).to_le_bytes());
+        raw.extend_from_slice(label);
+    }
+    let predictions = InferOutputTensor {
+        name: OUTPUT_NAME.into(),
+        datatype: "BYTES".into(),
+        shape: vec![proba.nrows() as i64],
+        ..Default::default()
+    };
+    let probabilities = InferOutputTensor {
+        name: mlops_core::tensor::PROBABILITIES_NAME.into(),
+        datatype: "FP64".into(),
+        shape: vec![proba.nrows() as i64, proba.ncols() as i64],
+        ..Default::default()
+    };
+    [
+        (predictions, raw),
+        (probabilities, fp64_to_raw(proba.iter().copied())),
+    ]
+}
+
 /// Explanation outputs: `contributions` FP64 `[N, features]` and `base_value` FP64 `[N]`, which
 /// sum row by row to `predictions`.
 pub fn encode_explanation(
@@ -316,6 +347,13 @@ pub fn raw_to_json(datatype: &str, raw: &[u8]) -> serde_json::Value {
         )
     }
     match datatype {
+        "BYTES" => serde_json::Value::Array(
+            bytes_elements(raw)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(e).into_owned().into())
+                .collect(),
+        ),
         "FP32" => read(raw, f32::from_le_bytes),
         "INT64" => read(raw, i64::from_le_bytes),
         "INT32" => read(raw, i32::from_le_bytes),

@@ -1,9 +1,9 @@
-//! CSV -> validated numeric columns -> Parquet. Every rejection names the line and column.
+//! CSV -> validated columns -> Parquet. Every rejection names the line and column.
 
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use mlops_core::ApiError;
 use parquet::arrow::ArrowWriter;
@@ -78,10 +78,13 @@ struct Column {
     floats: Vec<f64>,
     /// Kept while every value so far is an integer; `None` once one is not.
     ints: Option<Vec<i64>>,
+    /// A text column: its first value was not a number.
+    texts: Option<Vec<String>>,
 }
 
-/// Parses a headed CSV whose every value is a number. Integer-only columns become Int64,
-/// others Float64.
+/// Parses a headed CSV. A column is numeric when its first value is a number (integer-only
+/// columns become Int64, others Float64), and then every value must be a finite number; it is
+/// text (Utf8) when its first value is not a number.
 pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, CsvError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -112,6 +115,7 @@ pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, 
             name: name.to_string(),
             floats: Vec::new(),
             ints: Some(Vec::new()),
+            texts: None,
         });
     }
 
@@ -153,12 +157,16 @@ pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, 
 
     let fields_and_arrays: Vec<(Field, ArrayRef)> = columns
         .into_iter()
-        .map(|c| match c.ints {
-            Some(ints) => (
+        .map(|c| match (c.texts, c.ints) {
+            (Some(texts), _) => (
+                Field::new(&c.name, DataType::Utf8, false),
+                Arc::new(StringArray::from(texts)) as ArrayRef,
+            ),
+            (None, Some(ints)) => (
                 Field::new(&c.name, DataType::Int64, false),
                 Arc::new(Int64Array::from(ints)) as ArrayRef,
             ),
-            None => (
+            (None, None) => (
                 Field::new(&c.name, DataType::Float64, false),
                 Arc::new(Float64Array::from(c.floats)) as ArrayRef,
             ),
@@ -196,6 +204,17 @@ fn push_value(column: &mut Column, value: &str, line: u64) -> Result<(), CsvErro
             line,
             column: column.name.clone(),
         });
+    }
+    if column.floats.is_empty()
+        && column.texts.is_none()
+        && column.ints.as_ref().is_some_and(Vec::is_empty)
+        && value.parse::<f64>().is_err()
+    {
+        column.texts = Some(Vec::new());
+    }
+    if let Some(texts) = column.texts.as_mut() {
+        texts.push(value.to_string());
+        return Ok(());
     }
     if let Some(ints) = column.ints.as_mut()
         && let Ok(int) = value.parse::<i64>()
@@ -289,6 +308,8 @@ mod tests {
                 column: "y".into()
             }
         );
+        let text = import("a,label\n1,cat\n2,dog\n").unwrap();
+        assert_eq!(text.columns[1], ("label".into(), DataType::Utf8));
         let error = import("a,y\n1,2\n3,4\nx,5\n").unwrap_err();
         assert_eq!(
             error,

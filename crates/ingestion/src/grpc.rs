@@ -93,6 +93,7 @@ impl Ingestion {
                 name,
                 data_type: match data_type {
                     ArrowType::Int64 => DataType::Int64,
+                    ArrowType::Utf8 => DataType::String,
                     _ => DataType::Float64,
                 } as i32,
             })

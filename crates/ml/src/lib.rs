@@ -1,14 +1,34 @@
-//! Pure ML on `ndarray`: estimators, metrics, the train/test split and the model bundle.
-//! No I/O and no async, so every function is testable against scikit-learn fixtures.
+//! Pure ML on `ndarray`: preprocessing, estimators, model selection, metrics, the model bundle
+//! and explanations. No I/O and no async, so every function is testable against scikit-learn
+//! fixtures.
 
 pub mod bundle;
+pub mod frame;
 pub mod linear;
+pub mod logistic;
 pub mod metrics;
-pub mod split;
+pub mod model;
+mod optim;
+pub mod preprocess;
+pub mod selection;
+mod stats;
+pub mod train;
+pub mod tree;
 
 pub use bundle::ModelBundle;
 pub use linear::LinearRegression;
-pub use metrics::RegressionMetrics;
+pub use metrics::{ClassificationMetrics, RegressionMetrics};
+
+/// What a model learns to predict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Regression(ndarray::Array1<f64>),
+    /// Class indices in `0..classes`.
+    Classification {
+        labels: Vec<usize>,
+        classes: usize,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MlError {
@@ -20,4 +40,13 @@ pub enum MlError {
     Bundle(String),
     #[error("invalid input: {0}")]
     Input(String),
+}
+
+impl MlError {
+    /// The reason alone, without the kind's prefix: for messages that name the field.
+    pub fn reason(&self) -> &str {
+        match self {
+            MlError::Shape(r) | MlError::Fit(r) | MlError::Bundle(r) | MlError::Input(r) => r,
+        }
+    }
 }

@@ -4,7 +4,11 @@ use mlops_core::ApiError;
 use mlops_core::auth::gate::principal;
 use mlops_core::auth::{Action, Principal, ResourceKind, authorize};
 use mlops_core::ids::validate_name;
+use mlops_ml::model::ModelKind;
+use mlops_ml::train::{StepText, check_metric, greater_is_better};
+use mlops_proto::v1::{FitSpec, ParamValues, PreprocessingStep};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Steps always run in this order; a section configures its step.
 pub const STEPS: [&str; 6] = [
@@ -50,6 +54,117 @@ pub struct TrainSpec {
     pub model: String,
     pub test_fraction: Option<f64>,
     pub seed: Option<u64>,
+    /// Hyperparameters, e.g. `{alpha: 0.5}`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Scalar>,
+    /// Hyperparameter -> values to try by cross-validation, e.g. `{alpha: [0.1, 1, 10]}`.
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<Scalar>>,
+    #[serde(default)]
+    pub preprocessing: Vec<StepYaml>,
+    #[serde(default)]
+    pub cv_folds: u32,
+    #[serde(default)]
+    pub selection_metric: String,
+    /// Feature columns; empty = all but the target.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+/// A YAML scalar, carried as text to the training service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// A preprocessing step: `{kind: impute, columns: [a], strategy: median}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepYaml {
+    pub kind: String,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    #[serde(flatten)]
+    pub options: BTreeMap<String, Scalar>,
+}
+
+impl TrainSpec {
+    /// The fit as the training service takes it.
+    pub fn fit_spec(&self) -> FitSpec {
+        FitSpec {
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.text()))
+                .collect(),
+            grid: self
+                .grid
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        ParamValues {
+                            values: v.iter().map(Scalar::text).collect(),
+                        },
+                    )
+                })
+                .collect(),
+            preprocessing: self
+                .preprocessing
+                .iter()
+                .map(|s| PreprocessingStep {
+                    kind: s.kind.clone(),
+                    columns: s.columns.clone(),
+                    options: s
+                        .options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.text()))
+                        .collect(),
+                })
+                .collect(),
+            cv_folds: self.cv_folds,
+            selection_metric: self.selection_metric.clone(),
+            features: self.features.clone(),
+        }
+    }
+
+    /// Checks model, hyperparameters, grid, steps and metric as training will.
+    fn check(&self) -> Result<ModelKind, ApiError> {
+        let fit = self.fit_spec();
+        let steps: Vec<StepText> = fit
+            .preprocessing
+            .iter()
+            .map(|s| StepText {
+                kind: s.kind.clone(),
+                columns: s.columns.clone(),
+                options: s.options.clone().into_iter().collect(),
+            })
+            .collect();
+        let spec = mlops_ml::train::TrainSpec::from_text(
+            &self.model,
+            &fit.params.into_iter().collect(),
+            &fit.grid.into_iter().map(|(k, v)| (k, v.values)).collect(),
+            &steps,
+            self.cv_folds as usize,
+            &self.selection_metric,
+        )
+        .map_err(|e| ApiError::invalid_argument(format!("train: {e}")))?;
+        Ok(spec.model)
+    }
 }
 
 fn default_model() -> String {
@@ -59,7 +174,8 @@ fn default_model() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
-    /// One of mse, rmse, mae, r2: the gate's metric and the champion comparison's.
+    /// The gate's metric and the champion comparison's: a regression metric (mse, rmse, mae,
+    /// r2, explained_variance) or a classification one (accuracy, f1, roc_auc, log_loss, ...).
     pub metric: String,
     /// Lowest acceptable value (for r2).
     pub min: Option<f64>,
@@ -79,7 +195,7 @@ impl Default for EvaluateSpec {
 
 impl EvaluateSpec {
     pub fn higher_is_better(&self) -> bool {
-        self.metric == "r2"
+        greater_is_better(&self.metric)
     }
 }
 
@@ -128,8 +244,6 @@ fn default_rows() -> usize {
     3
 }
 
-pub const METRICS: [&str; 4] = ["mse", "rmse", "mae", "r2"];
-
 impl Pipeline {
     /// What running this pipeline does, as actions and resources the caller must be allowed.
     pub fn authorize(&self, caller: Option<&Principal>) -> Result<(), ApiError> {
@@ -160,13 +274,9 @@ impl Pipeline {
         if pipeline.train.target.is_empty() {
             return Err(ApiError::invalid_argument("train.target is required"));
         }
-        if !METRICS.contains(&pipeline.evaluate.metric.as_str()) {
-            return Err(ApiError::invalid_argument(format!(
-                "evaluate.metric {:?} is not one of {}",
-                pipeline.evaluate.metric,
-                METRICS.join(", ")
-            )));
-        }
+        let model = pipeline.train.check()?;
+        check_metric(model.task(), &pipeline.evaluate.metric)
+            .map_err(|e| ApiError::invalid_argument(format!("evaluate.metric: {e}")))?;
         validate_name("register.model", &pipeline.register.model)?;
         if let Some(promote) = &pipeline.promote {
             validate_name("promote.alias", &promote.alias)?;

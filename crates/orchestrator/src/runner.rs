@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use mlops_core::client::Channel;
 use mlops_core::ids::new_id;
-use mlops_core::tensor::{fp64_from_raw, fp64_to_raw};
+use mlops_core::tensor::{bytes_elements, fp64_from_raw, fp64_to_raw};
 use mlops_core::{ApiError, ErrorKind, now_ms};
 use mlops_proto::inference::ModelInferRequest;
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -267,6 +267,7 @@ impl Runner {
                 register_as: String::new(),
                 test_fraction: pipeline.train.test_fraction,
                 seed: pipeline.train.seed,
+                fit: Some(pipeline.train.fit_spec()),
             })
             .await
             .map_err(peer("training"))?
@@ -521,12 +522,27 @@ impl Runner {
             .await
             .map_err(peer("inference"))?
             .into_inner();
-        let predictions: Vec<f64> = response
-            .raw_output_contents
-            .first()
-            .map(|raw| fp64_from_raw(raw))
-            .unwrap_or_default();
-        if predictions.len() != rows.len() || predictions.iter().any(|p| !p.is_finite()) {
+        let raw = response.raw_output_contents.first();
+        // A classifier answers labels (BYTES), a regressor numbers.
+        let predictions: Vec<String> = match (response.outputs.first(), raw) {
+            (Some(output), Some(raw)) if output.datatype == "BYTES" => bytes_elements(raw)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect(),
+            (_, Some(raw)) => fp64_from_raw(raw)
+                .into_iter()
+                .map(|p| {
+                    if p.is_finite() {
+                        format!("{p:.2}")
+                    } else {
+                        "NaN".into()
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if predictions.len() != rows.len() || predictions.iter().any(|p| p == "NaN") {
             return Err(ApiError::new(
                 ErrorKind::FailedPrecondition,
                 format!(
@@ -536,8 +552,10 @@ impl Runner {
                 ),
             ));
         }
-        let shown: Vec<String> = predictions.iter().map(|p| format!("{p:.2}")).collect();
-        Ok(format!("{model}:{version} predicted {}", shown.join(", ")))
+        Ok(format!(
+            "{model}:{version} predicted {}",
+            predictions.join(", ")
+        ))
     }
 }
 

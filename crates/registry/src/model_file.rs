@@ -2,8 +2,10 @@
 //! point at it, with its signature read from the file itself.
 
 use mlops_core::ApiError;
-use mlops_core::tensor::{INPUT_NAME, OUTPUT_NAME};
+use mlops_core::tensor::{INPUT_NAME, OUTPUT_NAME, PROBABILITIES_NAME};
 use mlops_ml::bundle::ModelBundle;
+use mlops_ml::frame::ColumnKind;
+use mlops_ml::model::Task;
 use mlops_proto::onnx::{ModelProto, tensor_shape_proto, type_proto};
 use mlops_proto::v1::{Signature, TensorSpec};
 use prost::Message;
@@ -38,22 +40,44 @@ pub fn inspect(bytes: &[u8], format: &str) -> Result<Inspected, ApiError> {
 fn inspect_bundle(bytes: &[u8]) -> Result<Inspected, ApiError> {
     let bundle = ModelBundle::from_json(bytes)
         .map_err(|e| ApiError::invalid_argument(format!("not a valid model bundle: {e}")))?;
+    let spec = |name: &str, datatype: &str, shape: Vec<i64>| TensorSpec {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+    };
+    // Numeric inputs come as one [N, F] matrix; with a categorical input, one tensor per input.
+    let inputs = if bundle.numeric_inputs() {
+        vec![spec(
+            INPUT_NAME,
+            "FP64",
+            vec![-1, bundle.feature_count() as i64],
+        )]
+    } else {
+        bundle
+            .inputs
+            .iter()
+            .map(|i| match i.kind {
+                ColumnKind::Numeric => spec(&i.name, "FP64", vec![-1]),
+                ColumnKind::Categorical => spec(&i.name, "BYTES", vec![-1]),
+            })
+            .collect()
+    };
+    let outputs = match bundle.task {
+        Task::Regression => vec![spec(OUTPUT_NAME, "FP64", vec![-1])],
+        Task::Classification => vec![
+            spec(OUTPUT_NAME, "BYTES", vec![-1]),
+            spec(
+                PROBABILITIES_NAME,
+                "FP64",
+                vec![-1, bundle.classes.len() as i64],
+            ),
+        ],
+    };
     Ok(Inspected {
         format: FORMAT_MLOPS,
-        signature: Signature {
-            inputs: vec![TensorSpec {
-                name: INPUT_NAME.into(),
-                datatype: "FP64".into(),
-                shape: vec![-1, bundle.feature_count() as i64],
-            }],
-            outputs: vec![TensorSpec {
-                name: OUTPUT_NAME.into(),
-                datatype: "FP64".into(),
-                shape: vec![-1],
-            }],
-        },
+        signature: Signature { inputs, outputs },
+        feature_names: bundle.input_names(),
         model_type: bundle.model_type,
-        feature_names: bundle.feature_names,
         target: bundle.target,
     })
 }

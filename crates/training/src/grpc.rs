@@ -6,14 +6,62 @@ use mlops_core::client::Channel;
 use mlops_core::ids::{new_id, validate_id, validate_name};
 use mlops_core::watch::{self, WatchStream};
 use mlops_core::{ApiError, now_ms};
+use mlops_ml::MlError;
+use mlops_ml::model::Task;
+use mlops_ml::train::{StepText, TrainSpec};
 use mlops_proto::v1::ingestion_service_client::IngestionServiceClient;
 use mlops_proto::v1::training_service_server::TrainingService;
 use mlops_proto::v1::*;
+use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
 use crate::jobs::Jobs;
 
-pub const MODEL_TYPES: &[&str] = &["linear"];
+/// The library's training spec from the request's text fields, checked in full: an unknown
+/// model, hyperparameter, grid value, step or metric is an INVALID_ARGUMENT naming it.
+pub fn train_spec(
+    model_type: &str,
+    fit: &FitSpec,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainSpec, ApiError> {
+    mlops_ml::model::ModelKind::parse(model_type)
+        .map_err(|e| ApiError::invalid_argument(format!("model_type: {}", e.reason())))?;
+    let invalid = |e: MlError| ApiError::invalid_argument(format!("fit: {}", e.reason()));
+    let params: BTreeMap<String, String> = fit.params.clone().into_iter().collect();
+    let grid: BTreeMap<String, Vec<String>> = fit
+        .grid
+        .iter()
+        .map(|(k, v)| (k.clone(), v.values.clone()))
+        .collect();
+    let steps: Vec<StepText> = fit
+        .preprocessing
+        .iter()
+        .map(|s| StepText {
+            kind: s.kind.clone(),
+            columns: s.columns.clone(),
+            options: s.options.clone().into_iter().collect(),
+        })
+        .collect();
+    let cv_folds = usize::try_from(fit.cv_folds).unwrap_or(usize::MAX);
+    if cv_folds == 1 {
+        return Err(ApiError::invalid_argument(
+            "fit.cv_folds must be 0 (no cross-validation) or at least 2",
+        ));
+    }
+    let mut spec = TrainSpec::from_text(
+        model_type,
+        &params,
+        &grid,
+        &steps,
+        cv_folds,
+        &fit.selection_metric,
+    )
+    .map_err(invalid)?;
+    spec.test_fraction = test_fraction;
+    spec.seed = seed;
+    Ok(spec)
+}
 
 pub struct Training {
     pub jobs: Jobs,
@@ -31,13 +79,6 @@ impl Training {
         if request.target_column.is_empty() {
             return Err(ApiError::invalid_argument("target_column is required"));
         }
-        if !MODEL_TYPES.contains(&request.model_type.as_str()) {
-            return Err(ApiError::invalid_argument(format!(
-                "model_type {:?} is not supported (supported: {})",
-                request.model_type,
-                MODEL_TYPES.join(", ")
-            )));
-        }
         if !request.register_as.is_empty() {
             validate_name("register_as", &request.register_as)?;
             // Registering is its own permission: a caller who may train may not always register.
@@ -50,6 +91,9 @@ impl Training {
                 "test_fraction must be in (0, 1), got {test_fraction}"
             )));
         }
+        let fit = request.fit.clone().unwrap_or_default();
+        let seed = request.seed.unwrap_or(42);
+        let spec = train_spec(&request.model_type, &fit, test_fraction, seed)?;
         // Resolve the version now, so a wrong dataset or column fails the call, not the job,
         // and the job records exactly which data it used.
         let version = self
@@ -75,6 +119,28 @@ impl Training {
                 columns.join(", ")
             )));
         }
+        if let Some(missing) = fit
+            .features
+            .iter()
+            .find(|f| !version.columns.iter().any(|c| &c.name == *f))
+        {
+            return Err(ApiError::invalid_argument(format!(
+                "fit.features: {missing:?} is not a column of dataset {}",
+                version.id
+            )));
+        }
+        let train_rows =
+            version.row_count as f64 - (version.row_count as f64 * test_fraction).ceil();
+        let folds = match (spec.cv_folds, spec.grid.is_empty()) {
+            (0, false) => 5,
+            (k, _) => k,
+        };
+        if folds as f64 > train_rows {
+            return Err(ApiError::invalid_argument(format!(
+                "fit.cv_folds ({folds}) exceeds the {train_rows} training rows of dataset {}",
+                version.id
+            )));
+        }
         if version.columns.len() < 2 {
             return Err(ApiError::invalid_argument(format!(
                 "dataset {} has no feature columns besides the target",
@@ -90,7 +156,12 @@ impl Training {
             model_type: request.model_type,
             register_as: request.register_as,
             test_fraction,
-            seed: request.seed.unwrap_or(42),
+            seed,
+            task: match spec.model.task() {
+                Task::Regression => "regression".into(),
+                Task::Classification => "classification".into(),
+            },
+            fit: Some(fit),
             stage: "queued".into(),
             created_at_ms: now_ms(),
             ..Default::default()

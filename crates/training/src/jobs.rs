@@ -6,15 +6,25 @@ use std::sync::{Arc, Mutex};
 use mlops_core::client::Channel;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, now_ms};
-use mlops_ml::split::train_test_split;
-use mlops_ml::{LinearRegression, ModelBundle, RegressionMetrics};
+use mlops_ml::MlError;
+use mlops_ml::model::{Estimator, Params};
+use mlops_ml::train::{self, Event, value_text};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
-use mlops_proto::v1::{CreateModelVersionRequest, JobState, Lineage, TrainingJob};
-use ndarray::Axis;
+use mlops_proto::v1::{CandidateScore, CreateModelVersionRequest, JobState, Lineage, TrainingJob};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use crate::dataset;
 use crate::store::Store;
+
+/// Hyperparameters as the text the API carries.
+fn params_text(params: &Params) -> BTreeMap<String, String> {
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), value_text(v)))
+        .collect()
+}
 
 /// Jobs in flight (and finished ones since start), by id.
 #[derive(Clone)]
@@ -121,46 +131,120 @@ impl Jobs {
             job.progress = 0.3;
         })
         .await?;
+        let fit = spec.fit.clone().unwrap_or_default();
+        let train_spec =
+            crate::grpc::train_spec(&spec.model_type, &fit, spec.test_fraction, spec.seed)?;
+        let candidates = train::candidates(&train_spec.params, &train_spec.grid)
+            .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
         let target = spec.target_column.clone();
-        let (test_fraction, seed) = (spec.test_fraction, spec.seed);
-        let fitted = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let table = dataset::load(parquet, &target)?;
-            let (train, test) = train_test_split(table.features.nrows(), test_fraction, seed)
-                .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-            let x_train = table.features.select(Axis(0), &train);
-            let y_train = table.target.select(Axis(0), &train);
-            let model = LinearRegression::fit(x_train.view(), y_train.view())
-                .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-            let x_test = table.features.select(Axis(0), &test);
-            let predicted = model
-                .predict(x_test.view())
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            let metrics = RegressionMetrics::compute(
-                table.target.select(Axis(0), &test).view(),
-                predicted.view(),
-            );
-            Ok((model, metrics, table.feature_names, train.len(), test.len()))
+        let progress = sender.clone();
+        let trained = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let table = dataset::load(parquet, &target, &fit.features)?;
+            let mut last_notified = Instant::now();
+            let mut on_event = |event: Event| {
+                // Every event lands in the job; watchers hear of it at most every 100 ms.
+                progress.send_if_modified(|job| {
+                    match event {
+                        Event::Epoch { loss, .. } => job.loss_curve.push(loss),
+                        Event::Fold {
+                            candidate, score, ..
+                        } => {
+                            while job.candidates.len() <= candidate {
+                                let params = &candidates[job.candidates.len()];
+                                job.candidates.push(CandidateScore {
+                                    params: params_text(params).into_iter().collect(),
+                                    ..Default::default()
+                                });
+                            }
+                            let scores = &mut job.candidates[candidate];
+                            scores.fold_scores.push(score);
+                            let n = scores.fold_scores.len() as f64;
+                            scores.mean = scores.fold_scores.iter().sum::<f64>() / n;
+                        }
+                    }
+                    let due = last_notified.elapsed() >= Duration::from_millis(100);
+                    if due {
+                        last_notified = Instant::now();
+                    }
+                    due
+                });
+            };
+            train::train(
+                &train_spec,
+                &table.features,
+                &target,
+                &table.target,
+                &mut on_event,
+            )
+            .map_err(|e| match e {
+                MlError::Bundle(_) => ApiError::internal(e.to_string()),
+                _ => ApiError::failed_precondition(format!("training failed: {e}")),
+            })
         })
         .await
         .map_err(|e| ApiError::internal(format!("fit task: {e}")))??;
-        let (model, metrics, feature_names, train_rows, test_rows) = fitted;
 
-        let bundle = ModelBundle::linear(&model, feature_names.clone(), spec.target_column.clone());
+        let mut bundle = trained.bundle;
+        bundle.training.dataset_digest = spec.dataset_digest.clone();
         let digest = self.artifacts.put(bundle.to_json().into()).await?;
-        let mut params: HashMap<String, String> = feature_names
-            .iter()
-            .zip(model.coefficients.iter())
-            .map(|(name, c)| (format!("coef.{name}"), c.to_string()))
-            .collect();
-        params.insert("intercept".into(), model.intercept.to_string());
+        let feature_names = bundle.input_names();
+        let mut params = params_text(&trained.best_params);
+        if let Estimator::Linear {
+            coefficients,
+            intercept,
+        } = &bundle.estimator
+        {
+            for (name, c) in bundle.features.iter().zip(coefficients) {
+                params.insert(format!("coef.{name}"), c.to_string());
+            }
+            params.insert("intercept".into(), intercept.to_string());
+        }
+        params.insert("model".into(), spec.model_type.clone());
         params.insert("test_fraction".into(), spec.test_fraction.to_string());
         params.insert("seed".into(), spec.seed.to_string());
-        params.insert("rank".into(), model.rank.to_string());
-        let metric_map: HashMap<String, f64> = metrics
-            .named()
+        if !trained.candidates.is_empty() {
+            params.insert(
+                "cv_folds".into(),
+                trained.candidates[0].fold_scores.len().to_string(),
+            );
+            params.insert("selection_metric".into(), trained.selection_metric.clone());
+        }
+        if !bundle.preprocessing.steps.is_empty() {
+            let kinds: Vec<String> = spec
+                .fit
+                .iter()
+                .flat_map(|f| f.preprocessing.iter().map(|s| s.kind.clone()))
+                .collect();
+            params.insert("preprocessing".into(), kinds.join(","));
+        }
+        let mut warnings = trained.warnings;
+        // Undefined metrics (ROC AUC with one class in the test rows) are left out, and said so.
+        let metric_map: HashMap<String, f64> = trained
+            .test_metrics
             .iter()
-            .map(|(k, v)| (k.to_string(), *v))
+            .filter(|(name, v)| {
+                let finite = v.is_finite();
+                if !finite {
+                    warnings.push(format!("{name} is undefined on the test rows"));
+                }
+                finite
+            })
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
+        let params: HashMap<String, String> = params.into_iter().collect();
+        let candidate_scores: Vec<CandidateScore> = trained
+            .candidates
+            .iter()
+            .map(|c| CandidateScore {
+                params: params_text(&c.params).into_iter().collect(),
+                fold_scores: c.fold_scores.clone(),
+                mean: c.mean,
+                std: c.std,
+            })
+            .collect();
+        let (train_rows, test_rows) = (trained.train_rows, trained.test_rows);
+        let loss_curve = trained.loss_per_epoch;
+        let selection_metric = trained.selection_metric;
         self.update(sender, |job| {
             job.stage = "evaluated".into();
             job.progress = 0.8;
@@ -170,6 +254,10 @@ impl Jobs {
             job.artifact_digest = digest.clone();
             job.train_rows = train_rows as u64;
             job.test_rows = test_rows as u64;
+            job.loss_curve = loss_curve.clone();
+            job.candidates = candidate_scores.clone();
+            job.selection_metric = selection_metric.clone();
+            job.warnings = warnings.clone();
         })
         .await?;
 

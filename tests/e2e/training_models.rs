@@ -1,0 +1,318 @@
+//! The ML toolkit through the platform: grid search with cross-validation, classifiers served
+//! with labels and probabilities, gradient descent's loss curve over gRPC and the CLI, and bad
+//! fit specs refused with the field named.
+
+use mlops_e2e::*;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::inference::{ModelInferRequest, ModelMetadataRequest};
+use mlops_proto::v1::{
+    FitSpec, JobState, ParamValues, PreprocessingStep, SubmitTrainingJobRequest,
+};
+use tonic::Code;
+
+fn dataset(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("examples/datasets/{name}.csv"))).unwrap()
+}
+
+fn step(kind: &str) -> PreprocessingStep {
+    PreprocessingStep {
+        kind: kind.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_searched_classifier_is_served_with_labels_and_probabilities() {
+    let cluster = TestCluster::builder().start().await;
+    upload_csv(&cluster, "iris", &dataset("iris"))
+        .await
+        .unwrap();
+    let fit = FitSpec {
+        grid: [(
+            "C".to_string(),
+            ParamValues {
+                values: vec!["0.01".into(), "1".into(), "100".into()],
+            },
+        )]
+        .into(),
+        preprocessing: vec![step("standard_scale")],
+        cv_folds: 5,
+        selection_metric: "f1_macro".into(),
+        ..Default::default()
+    };
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "iris".into(),
+            target_column: "species".into(),
+            model_type: "logistic".into(),
+            register_as: "iris".into(),
+            fit: Some(fit),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    assert_eq!(job.task, "classification");
+    assert_eq!(job.selection_metric, "f1_macro");
+    assert_eq!(job.candidates.len(), 3);
+    assert!(job.candidates.iter().all(|c| c.fold_scores.len() == 5));
+    // The strongest penalty (C = 0.01) underfits iris; the chosen one is the best mean.
+    let best = job
+        .candidates
+        .iter()
+        .max_by(|a, b| a.mean.total_cmp(&b.mean))
+        .unwrap();
+    assert_eq!(job.params["C"], best.params["C"]);
+    assert_ne!(job.params["C"], "0.01");
+    assert!(job.metrics["accuracy"] > 0.85, "{:?}", job.metrics);
+    assert!(job.metrics.contains_key("roc_auc") && job.metrics.contains_key("log_loss"));
+
+    let metadata = cluster
+        .inference()
+        .model_metadata(ModelMetadataRequest {
+            name: "iris".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outputs: Vec<(&str, &str)> = metadata
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o.datatype.as_str()))
+        .collect();
+    assert_eq!(
+        outputs,
+        vec![("predictions", "BYTES"), ("probabilities", "FP64")]
+    );
+
+    // A typical setosa and a typical virginica, raw (the bundle scales them itself).
+    let rows = [5.0, 3.4, 1.5, 0.2, 6.7, 3.0, 5.6, 2.2];
+    let response = cluster
+        .inference()
+        .model_infer(ModelInferRequest {
+            model_name: "iris".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP64".into(),
+                shape: vec![2, 4],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw_fp64(rows)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let labels = mlops_core::tensor::bytes_elements(&response.raw_output_contents[0]).unwrap();
+    assert_eq!(labels, vec![&b"setosa"[..], &b"virginica"[..]]);
+    let proba = decode_fp64(&response.raw_output_contents[1]);
+    assert_eq!(response.outputs[1].shape, vec![2, 3]);
+    for row in proba.chunks(3) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{row:?}");
+    }
+    assert!(proba[0] > 0.9 && proba[5] > 0.6, "{proba:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gradient_descent_reports_its_loss_curve_through_grpc_and_the_cli() {
+    let cluster = TestCluster::builder().start().await;
+    upload_csv(&cluster, "diabetes", &dataset("diabetes"))
+        .await
+        .unwrap();
+    let mut fit = FitSpec {
+        params: [
+            ("learning_rate".to_string(), "0.05".to_string()),
+            ("epochs".to_string(), "300".to_string()),
+        ]
+        .into(),
+        preprocessing: vec![step("standard_scale")],
+        ..Default::default()
+    };
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "diabetes".into(),
+            target_column: "target".into(),
+            model_type: "gradient_descent".into(),
+            fit: Some(fit.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    assert!(!job.loss_curve.is_empty() && job.loss_curve.len() <= 300);
+    assert!(job.loss_curve.last().unwrap() < &(job.loss_curve[0] * 0.5));
+    assert!(job.metrics["r2"] > 0.3, "{:?}", job.metrics);
+
+    // The same through the binary: a sparkline in the output and an SVG file on request.
+    let svg = cluster.data_dir().join("loss.svg");
+    let addrs = vec![
+        ("ingestion", format!("http://{}", cluster.addrs.ingestion)),
+        ("training", format!("http://{}", cluster.addrs.training)),
+    ];
+    let out = mlops_cli(
+        &[
+            "train",
+            "--dataset",
+            "diabetes",
+            "--target",
+            "target",
+            "--model",
+            "gradient_descent",
+            "--param",
+            "learning_rate=0.05",
+            "--param",
+            "epochs=100",
+            "--param",
+            "batch_size=32",
+            "--step",
+            "standard_scale",
+            "--wait",
+            "--loss-svg",
+            svg.to_str().unwrap(),
+        ],
+        &addrs,
+        None,
+    );
+    assert!(out.contains("loss ") && out.contains(" epochs"), "{out}");
+    assert!(out.chars().any(|c| ('▁'..='█').contains(&c)), "{out}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.contains("<polyline"));
+
+    // A learning rate far too large diverges and says so.
+    fit.params.insert("learning_rate".into(), "5".into());
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "diabetes".into(),
+            target_column: "target".into(),
+            model_type: "gradient_descent".into(),
+            fit: Some(fit),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.error.contains("learning_rate 5"), "{}", job.error);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fit_specs_are_refused_naming_the_reason() {
+    let cluster = TestCluster::builder().start().await;
+    upload_csv(
+        &cluster,
+        "small",
+        "a,b,y\n1,2,3\n2,3,5\n3,5,8\n4,4,8\n5,7,12\n6,6,12\n",
+    )
+    .await
+    .unwrap();
+    let submit = |model: &str, fit: FitSpec| SubmitTrainingJobRequest {
+        dataset: "small".into(),
+        target_column: "y".into(),
+        model_type: model.into(),
+        fit: Some(fit),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            submit(
+                "ridge",
+                FitSpec {
+                    params: [("alpah".to_string(), "1".to_string())].into(),
+                    ..Default::default()
+                },
+            ),
+            "alpah",
+        ),
+        (
+            submit(
+                "ridge",
+                FitSpec {
+                    grid: [("alpha".to_string(), ParamValues { values: vec![] })].into(),
+                    ..Default::default()
+                },
+            ),
+            "no values",
+        ),
+        (
+            submit(
+                "ridge",
+                FitSpec {
+                    cv_folds: 50,
+                    ..Default::default()
+                },
+            ),
+            "cv_folds",
+        ),
+        (
+            submit(
+                "ridge",
+                FitSpec {
+                    preprocessing: vec![step("whiten")],
+                    ..Default::default()
+                },
+            ),
+            "whiten",
+        ),
+        (
+            submit(
+                "ridge",
+                FitSpec {
+                    selection_metric: "accuracy".into(),
+                    ..Default::default()
+                },
+            ),
+            "accuracy",
+        ),
+        (submit("forest", FitSpec::default()), "model_type"),
+        (
+            submit(
+                "linear",
+                FitSpec {
+                    features: vec!["nope".into()],
+                    ..Default::default()
+                },
+            ),
+            "nope",
+        ),
+    ];
+    for (request, needle) in cases {
+        let status = cluster
+            .training()
+            .submit_training_job(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+
+    // A single class only shows in the data: the job fails and says why.
+    upload_csv(&cluster, "one-class", "a,label\n1,x\n2,x\n3,x\n4,x\n5,x\n")
+        .await
+        .unwrap();
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "one-class".into(),
+            target_column: "label".into(),
+            model_type: "logistic".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.error.contains("single class"), "{}", job.error);
+    cluster.stop().await;
+}
