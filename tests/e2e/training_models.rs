@@ -316,3 +316,160 @@ async fn bad_fit_specs_are_refused_naming_the_reason() {
     assert!(job.error.contains("single class"), "{}", job.error);
     cluster.stop().await;
 }
+
+fn bytes_raw(items: &[&str]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for item in items {
+        raw.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        raw.extend_from_slice(item.as_bytes());
+    }
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_categorical_input_is_trained_and_served_on_text_tensors() {
+    let cluster = TestCluster::builder().start().await;
+    let mut csv = String::from("size,color,price\n");
+    let offsets = [("red", 10.0), ("green", 20.0), ("blue", 0.0)];
+    for i in 0..90 {
+        let (color, offset) = offsets[i % 3];
+        let size = (i % 11) as f64;
+        let noise = ((i * 7) % 5) as f64 * 0.001;
+        csv.push_str(&format!("{size},{color},{}\n", 3.0 * size + offset + noise));
+    }
+    upload_csv(&cluster, "paint", &csv).await.unwrap();
+    let fit = FitSpec {
+        params: [("alpha".to_string(), "0.0001".to_string())].into(),
+        preprocessing: vec![PreprocessingStep {
+            kind: "one_hot".into(),
+            columns: vec!["color".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let job = cluster
+        .training()
+        .submit_training_job(SubmitTrainingJobRequest {
+            dataset: "paint".into(),
+            target_column: "price".into(),
+            model_type: "ridge".into(),
+            register_as: "paint".into(),
+            fit: Some(fit),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    assert!(job.metrics["r2"] > 0.999, "{:?}", job.metrics);
+
+    let metadata = cluster
+        .inference()
+        .model_metadata(ModelMetadataRequest {
+            name: "paint".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let inputs: Vec<(&str, &str)> = metadata
+        .inputs
+        .iter()
+        .map(|i| (i.name.as_str(), i.datatype.as_str()))
+        .collect();
+    assert_eq!(inputs, vec![("size", "FP64"), ("color", "BYTES")]);
+
+    let request = |colors: Vec<u8>, explain: bool| {
+        let mut r = ModelInferRequest {
+            model_name: "paint".into(),
+            inputs: vec![
+                InferInputTensor {
+                    name: "color".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![2],
+                    ..Default::default()
+                },
+                InferInputTensor {
+                    name: "size".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![2],
+                    ..Default::default()
+                },
+            ],
+            raw_input_contents: vec![colors, raw_fp64([2.0, 5.0])],
+            ..Default::default()
+        };
+        if explain {
+            r.parameters.insert(
+                "explain".into(),
+                mlops_proto::inference::InferParameter {
+                    parameter_choice: Some(
+                        mlops_proto::inference::infer_parameter::ParameterChoice::BoolParam(true),
+                    ),
+                },
+            );
+        }
+        r
+    };
+    let response = cluster
+        .inference()
+        .model_infer(request(bytes_raw(&["green", "blue"]), true))
+        .await
+        .unwrap()
+        .into_inner();
+    let predictions = decode_fp64(&response.raw_output_contents[0]);
+    assert!((predictions[0] - 26.0).abs() < 0.05, "{predictions:?}");
+    assert!((predictions[1] - 15.0).abs() < 0.05, "{predictions:?}");
+    // Contributions are over the encoded features and sum to prediction - base.
+    let shares = decode_fp64(&response.raw_output_contents[1]);
+    let base = decode_fp64(&response.raw_output_contents[2]);
+    let features = response.outputs[1].shape[1] as usize;
+    assert_eq!(features, 4, "size + three one-hot columns");
+    for row in 0..2 {
+        let total: f64 = shares[row * features..(row + 1) * features].iter().sum();
+        assert!((total + base[row] - predictions[row]).abs() < 1e-9);
+    }
+
+    for (colors, needle) in [
+        (bytes_raw(&["green", "purple"]), "purple"),
+        (vec![9, 0, 0, 0, b'r'], "length prefix"),
+        (bytes_raw(&["green"]), "color"),
+    ] {
+        let status = cluster
+            .inference()
+            .model_infer(request(colors, false))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classification_example_pipeline_grid_searches_gates_and_serves_species() {
+    let cluster = TestCluster::builder()
+        .source("iris.csv", dataset("iris"))
+        .start()
+        .await;
+    let yaml =
+        std::fs::read_to_string(repo_root().join("examples/pipelines/iris-logistic.yaml")).unwrap();
+    let run = cluster.run_pipeline(&yaml).await;
+    assert_eq!(run.state(), JobState::Succeeded, "{run:?}");
+    assert!(run.promoted);
+    assert!(run.metrics["accuracy"] >= 0.85, "{:?}", run.metrics);
+    let smoke = run.steps.iter().find(|s| s.name == "smoke_test").unwrap();
+    assert!(smoke.message.contains("setosa"), "{}", smoke.message);
+    let job = cluster
+        .training()
+        .get_training_job(mlops_proto::v1::GetTrainingJobRequest {
+            id: run.training_job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.candidates.len(), 5);
+    assert_eq!(job.selection_metric, "f1_macro");
+    cluster.stop().await;
+}

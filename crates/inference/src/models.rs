@@ -10,6 +10,7 @@ use mlops_core::ids::validate_name;
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, CancellationToken, ErrorKind};
 use mlops_ml::ModelBundle;
+use mlops_ml::frame::{ColumnKind, Values};
 use mlops_ml::model::{Prediction, Task};
 use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::model_metadata_response::TensorMetadata;
@@ -73,17 +74,59 @@ pub fn predict(runner: &Runner, input: &Array2<f64>) -> Result<Vec<Output>, ApiE
             let prediction = bundle.predict(input.view()).map_err(|e| {
                 ApiError::invalid_argument(format!("input tensor {INPUT_NAME:?}: {e}"))
             })?;
-            Ok(match prediction {
-                Prediction::Values(values) => vec![tensor::encode_output(
-                    values.as_slice().expect("contiguous predictions"),
-                )],
-                Prediction::Probabilities(proba) => {
-                    tensor::encode_classes(&proba, &bundle.classes).into()
-                }
-            })
+            Ok(encode_prediction(bundle, prediction))
         }
         Runner::Onnx(onnx) => onnx.predict(input),
     }
+}
+
+fn encode_prediction(bundle: &ModelBundle, prediction: Prediction) -> Vec<Output> {
+    match prediction {
+        Prediction::Values(values) => vec![tensor::encode_output(
+            values.as_slice().expect("contiguous predictions"),
+        )],
+        Prediction::Probabilities(proba) => tensor::encode_classes(&proba, &bundle.classes).into(),
+    }
+}
+
+/// A bundle with categorical inputs, on one tensor per input: no batching (batches are
+/// matrices), the same outputs and explanations.
+fn run_frame(
+    bundle: &ModelBundle,
+    request: &ModelInferRequest,
+    explain: bool,
+    log_inputs: bool,
+) -> Result<(Vec<Output>, usize, Option<serde_json::Value>), ApiError> {
+    let frame = tensor::decode_frame(request, &bundle.inputs)?;
+    let rows = frame.rows();
+    let logged = log_inputs.then(|| {
+        if rows * frame.columns().len() > MAX_LOGGED_VALUES {
+            return serde_json::json!({ "omitted_rows": rows });
+        }
+        let columns: serde_json::Map<String, serde_json::Value> = frame
+            .columns()
+            .iter()
+            .map(|c| {
+                let values = match &c.values {
+                    Values::Numeric(v) => serde_json::json!(v),
+                    Values::Categorical(v) => serde_json::json!(v),
+                };
+                (c.name.clone(), values)
+            })
+            .collect();
+        serde_json::Value::Object(columns)
+    });
+    let prediction = bundle
+        .predict_frame(frame.clone())
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let mut outputs = encode_prediction(bundle, prediction);
+    if explain {
+        let shares = bundle
+            .contributions_frame(frame)
+            .map_err(|e| ApiError::invalid_argument(format!("parameter \"explain\": {e}")))?;
+        outputs.extend(tensor::encode_explanation(&shares.values, shares.base));
+    }
+    Ok((outputs, rows, logged))
 }
 
 /// What runs a version's predictions.
@@ -512,6 +555,23 @@ impl Models {
         log_inputs: bool,
     ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
         let started = Instant::now();
+        if let Runner::Bundle(bundle) = &*model.runner
+            && !bundle.numeric_inputs()
+        {
+            let explain = wants_explanation(&request)?;
+            let (outputs, rows, logged_inputs) = run_frame(bundle, &request, explain, log_inputs)?;
+            let inferred = Instant::now();
+            return self.respond(
+                model,
+                request,
+                outputs,
+                rows,
+                logged_inputs,
+                started,
+                inferred,
+                inferred,
+            );
+        }
         let input = match &*model.runner {
             // One tensor per feature, named like the features.
             Runner::Bundle(bundle)
@@ -540,7 +600,7 @@ impl Models {
             )
         });
         let explain = wants_explanation(&request)?;
-        let mut outputs = match (&*model.runner, explain) {
+        let outputs = match (&*model.runner, explain) {
             (Runner::Bundle(bundle), true) => {
                 let mut outputs = predict(&model.runner, &input)?;
                 let shares = bundle.contributions(input.view()).map_err(|e| {
@@ -564,6 +624,31 @@ impl Models {
             _ => predict(&model.runner, &input)?,
         };
         let inferred = Instant::now();
+        self.respond(
+            model,
+            request,
+            outputs,
+            rows,
+            logged_inputs,
+            started,
+            decoded,
+            inferred,
+        )
+    }
+
+    /// The response with only the outputs asked for, and the phase timings.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        model: &LoadedModel,
+        request: ModelInferRequest,
+        mut outputs: Vec<Output>,
+        rows: usize,
+        logged_inputs: Option<serde_json::Value>,
+        started: Instant,
+        decoded: Instant,
+        inferred: Instant,
+    ) -> Result<(ModelInferResponse, crate::repository::Phases), ApiError> {
         // Only the outputs asked for, when some are named.
         if !request.outputs.is_empty() {
             for wanted in &request.outputs {
@@ -635,15 +720,32 @@ impl Models {
             Runner::Bundle(bundle) => (format!("mlops_{}", bundle.model_type), "FP64"),
             Runner::Onnx(_) => ("onnx_tract".to_string(), "FP32"),
         };
-        Ok(ModelMetadataResponse {
-            name: model.name.clone(),
-            versions: vec![model.version.to_string()],
-            platform,
-            inputs: vec![TensorMetadata {
+        let inputs = match &*model.runner {
+            // Categorical inputs: one tensor per input, text as BYTES.
+            Runner::Bundle(bundle) if !bundle.numeric_inputs() => bundle
+                .inputs
+                .iter()
+                .map(|i| TensorMetadata {
+                    name: i.name.clone(),
+                    datatype: match i.kind {
+                        ColumnKind::Numeric => "FP64",
+                        ColumnKind::Categorical => "BYTES",
+                    }
+                    .into(),
+                    shape: vec![-1],
+                })
+                .collect(),
+            _ => vec![TensorMetadata {
                 name: model.input_name().into(),
                 datatype: datatype.into(),
                 shape: vec![-1, model.features() as i64],
             }],
+        };
+        Ok(ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: vec![model.version.to_string()],
+            platform,
+            inputs,
             outputs: model.outputs(),
         })
     }

@@ -2,6 +2,9 @@
 
 use mlops_core::ApiError;
 use mlops_core::tensor::{fp32_from_raw, fp64_from_raw, fp64_to_raw};
+use mlops_ml::bundle::InputField;
+use mlops_ml::frame::{Column, ColumnKind, Frame, Values};
+use mlops_proto::inference::model_infer_request::InferInputTensor;
 use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
 use ndarray::Array2;
@@ -115,11 +118,26 @@ pub fn decode_input(
 }
 
 /// The `[N, features]` matrix from one tensor per feature, each named like its feature, shaped
-/// `[N]` or `[N, 1]`, in any order (FP64, FP32, INT64 or INT32; raw or typed).
+/// `[N]` or `[N, 1]`, in any order (FP64, FP32, INT64, INT32 or BOOL; raw or typed).
 pub fn decode_columns(
     request: &ModelInferRequest,
     feature_names: &[String],
 ) -> Result<Array2<f64>, ApiError> {
+    let fields: Vec<InputField> = feature_names
+        .iter()
+        .map(|name| InputField {
+            name: name.clone(),
+            kind: ColumnKind::Numeric,
+        })
+        .collect();
+    decode_frame(request, &fields)?
+        .to_matrix()
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Named columns from one tensor per model input: numeric inputs as for [`decode_columns`],
+/// categorical ones as BYTES (UTF-8 text; raw elements length-prefixed, or `bytes_contents`).
+pub fn decode_frame(request: &ModelInferRequest, fields: &[InputField]) -> Result<Frame, ApiError> {
     let raw = request.raw_input_contents.as_slice();
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(invalid(format!(
@@ -128,16 +146,26 @@ pub fn decode_columns(
             request.inputs.len()
         )));
     }
-    let mut columns: Vec<Option<Vec<f64>>> = vec![None; feature_names.len()];
+    let names = || {
+        fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut columns: Vec<Option<Values>> = vec![None; fields.len()];
     let mut rows = None;
     for (index, input) in request.inputs.iter().enumerate() {
         let name = &input.name;
-        let Some(position) = feature_names.iter().position(|f| f == name) else {
+        let Some(position) = fields.iter().position(|f| &f.name == name) else {
             return Err(invalid(format!(
-                "unknown input tensor {name:?}: the model takes {INPUT_NAME:?} [N, {}] or one \
-                 tensor per feature ({})",
-                feature_names.len(),
-                feature_names.join(", ")
+                "unknown input tensor {name:?}: the model takes one tensor per input ({}){}",
+                names(),
+                if fields.iter().all(|f| f.kind == ColumnKind::Numeric) {
+                    format!(" or {INPUT_NAME:?} [N, {}]", fields.len())
+                } else {
+                    String::new()
+                }
             )));
         };
         if columns[position].is_some() {
@@ -168,52 +196,115 @@ pub fn decode_columns(
                     "input tensor {name:?}: give raw_input_contents or contents, not both"
                 )));
             }
-            (Some(bytes), None) => {
-                let size = element_size(&input.datatype)
-                    .ok_or_else(|| unsupported(name, &input.datatype))?;
-                if n.checked_mul(size) != Some(bytes.len()) {
-                    return Err(invalid(format!(
-                        "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
-                        bytes.len(),
-                        input.shape,
-                        input.datatype,
-                        n.saturating_mul(size)
-                    )));
-                }
-                raw_values(&input.datatype, bytes)
-            }
-            (None, Some(contents)) => {
-                element_size(&input.datatype).ok_or_else(|| unsupported(name, &input.datatype))?;
-                typed_values(&input.datatype, contents)
-            }
             (None, None) => return Err(invalid(format!("input tensor {name:?} has no data"))),
+            (bytes, typed) => match fields[position].kind {
+                ColumnKind::Numeric => Values::Numeric(numeric_column(input, n, bytes, typed)?),
+                ColumnKind::Categorical => {
+                    Values::Categorical(text_column(input, n, bytes, typed)?)
+                }
+            },
         };
-        if values.len() != n {
-            return Err(invalid(format!(
-                "input tensor {name:?}: {} values, shape {:?} needs {n}",
-                values.len(),
-                input.shape
-            )));
-        }
-        if let Some(row) = values.iter().position(|v| !v.is_finite()) {
-            return Err(invalid(format!(
-                "input tensor {name:?}: element {row} is not a finite number"
-            )));
-        }
         columns[position] = Some(values);
     }
     if let Some(missing) = columns.iter().position(Option::is_none) {
         return Err(invalid(format!(
-            "missing input tensor {:?}: give every feature, or one {INPUT_NAME:?} [N, {}] tensor",
-            feature_names[missing],
-            feature_names.len()
+            "missing input tensor {:?}: give every input ({})",
+            fields[missing].name,
+            names()
         )));
     }
-    let rows = rows.unwrap_or_default();
-    let columns: Vec<Vec<f64>> = columns.into_iter().flatten().collect();
-    Ok(Array2::from_shape_fn((rows, columns.len()), |(r, c)| {
-        columns[c][r]
-    }))
+    Frame::new(
+        fields
+            .iter()
+            .zip(columns.into_iter().flatten())
+            .map(|(f, values)| Column {
+                name: f.name.clone(),
+                values,
+            })
+            .collect(),
+    )
+    .map_err(|e| invalid(e.to_string()))
+}
+
+fn numeric_column(
+    input: &InferInputTensor,
+    n: usize,
+    raw: Option<&Vec<u8>>,
+    typed: Option<&InferTensorContents>,
+) -> Result<Vec<f64>, ApiError> {
+    let name = &input.name;
+    let size = element_size(&input.datatype).ok_or_else(|| unsupported(name, &input.datatype))?;
+    let values = match (raw, typed) {
+        (Some(bytes), _) => {
+            if n.checked_mul(size) != Some(bytes.len()) {
+                return Err(invalid(format!(
+                    "input tensor {name:?}: raw data has {} bytes, shape {:?} of {} needs {}",
+                    bytes.len(),
+                    input.shape,
+                    input.datatype,
+                    n.saturating_mul(size)
+                )));
+            }
+            raw_values(&input.datatype, bytes)
+        }
+        (None, Some(contents)) => typed_values(&input.datatype, contents),
+        (None, None) => Vec::new(),
+    };
+    if values.len() != n {
+        return Err(invalid(format!(
+            "input tensor {name:?}: {} values, shape {:?} needs {n}",
+            values.len(),
+            input.shape
+        )));
+    }
+    if let Some(row) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(format!(
+            "input tensor {name:?}: element {row} is not a finite number"
+        )));
+    }
+    Ok(values)
+}
+
+fn text_column(
+    input: &InferInputTensor,
+    n: usize,
+    raw: Option<&Vec<u8>>,
+    typed: Option<&InferTensorContents>,
+) -> Result<Vec<Option<String>>, ApiError> {
+    let name = &input.name;
+    if input.datatype != "BYTES" {
+        return Err(invalid(format!(
+            "input tensor {name:?}: datatype {:?} is not accepted, this input is categorical \
+             (use BYTES)",
+            input.datatype
+        )));
+    }
+    let elements: Vec<&[u8]> = match (raw, typed) {
+        (Some(bytes), _) => bytes_elements(bytes).ok_or_else(|| {
+            invalid(format!(
+                "input tensor {name:?}: a BYTES element's 4-byte length prefix runs past the end \
+                 of the data"
+            ))
+        })?,
+        (None, Some(contents)) => contents.bytes_contents.iter().map(Vec::as_slice).collect(),
+        (None, None) => Vec::new(),
+    };
+    if elements.len() != n {
+        return Err(invalid(format!(
+            "input tensor {name:?}: {} elements, shape {:?} needs {n}",
+            elements.len(),
+            input.shape
+        )));
+    }
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(row, bytes)| {
+            std::str::from_utf8(bytes)
+                .map(|text| Some(text.to_string()))
+                .map_err(|_| invalid(format!("input tensor {name:?}: element {row} is not UTF-8")))
+        })
+        .collect()
 }
 
 fn unsupported(name: &str, datatype: &str) -> ApiError {

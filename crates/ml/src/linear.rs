@@ -1,13 +1,14 @@
 //! Linear regression: ordinary least squares (exact), ridge, lasso and elastic net, gradient
 //! descent, and the sufficient statistics that let ridge and OLS train chunk by chunk.
 //!
-//! The exact OLS solver takes a thin SVD of the centred design and drops singular values below
-//! `eps * max(n, p) * s_max`, which is the minimum-norm least-squares solution scipy's `lstsq`
-//! (and so scikit-learn's `LinearRegression`) returns. A rank-deficient design (collinear or
+//! The exact OLS solver takes a QR of the centred design, then a thin SVD of its small R factor,
+//! and drops singular values below `eps * max(n, p) * s_max`: the minimum-norm least-squares
+//! solution scipy's `lstsq` (and so scikit-learn's `LinearRegression`) returns. A rank-deficient design (collinear or
 //! duplicated columns) therefore fits, and still predicts exactly on exactly linear data.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par, Side};
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::{Accum, Mat, MatRef, Par, Side};
 use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -17,6 +18,171 @@ use crate::MlError;
 
 fn par() -> Par {
     faer::get_global_parallelism()
+}
+
+/// Rows per block of the cross-product pass: a block's centred copy (here 2 MiB at 64
+/// features) stays in cache and its buffer is reused, so no pass over fresh memory.
+const BLOCK_ROWS: usize = 2048;
+
+/// One chunk's statistics: row count, means and centred cross-products.
+struct ChunkStats {
+    mean_x: Array1<f64>,
+    mean_y: f64,
+    xtx: Mat<f64>,
+    xty: Vec<f64>,
+    yty: f64,
+}
+
+/// The centred cross-products of a chunk in one pass over it. Values are shifted by the
+/// chunk's first row (close to the mean, so no cancellation) and the exact centring is applied
+/// afterwards: `Xc'Xc = S'S - m d d'` with `d` the mean shifted value. Tall-and-skinny products
+/// parallelise poorly over the small `p x p` output, so rows are split between threads instead;
+/// each shifts its blocks into one reused, cache-sized buffer.
+fn chunk_stats(x: ArrayView2<f64>, y: ArrayView1<f64>) -> ChunkStats {
+    let (n, p) = x.dim();
+    let shift_x = x.row(0).to_vec();
+    let shift_slice = &shift_x[..];
+    let shift_y = y[0];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.div_ceil(BLOCK_ROWS))
+        .max(1);
+    let share = n.div_ceil(threads);
+    let partial = |start: usize, end: usize| {
+        let mut sxx = Mat::<f64>::zeros(p, p);
+        let mut sxy = Mat::<f64>::zeros(p, 1);
+        let mut sums = Mat::<f64>::zeros(p, 1);
+        let ones = Mat::<f64>::from_fn(BLOCK_ROWS, 1, |_, _| 1.0);
+        let (mut sum_y, mut syy) = (0.0, 0.0);
+        let mut block = vec![0.0; BLOCK_ROWS.min(end - start) * p];
+        let mut y_block = vec![0.0; BLOCK_ROWS.min(end - start)];
+        let mut at = start;
+        while at < end {
+            let rows = BLOCK_ROWS.min(end - at);
+            for (r, row) in x
+                .slice(ndarray::s![at..at + rows, ..])
+                .rows()
+                .into_iter()
+                .enumerate()
+            {
+                let out = &mut block[r * p..(r + 1) * p];
+                match row.as_slice() {
+                    Some(row) => {
+                        for ((o, v), s) in out.iter_mut().zip(row).zip(shift_slice) {
+                            *o = v - s;
+                        }
+                    }
+                    None => out
+                        .iter_mut()
+                        .zip(row.iter().zip(shift_slice))
+                        .for_each(|(o, (v, s))| *o = v - s),
+                }
+                let yc = y[at + r] - shift_y;
+                y_block[r] = yc;
+                sum_y += yc;
+                syy += yc * yc;
+            }
+            let b = MatRef::from_row_major_slice(&block[..rows * p], rows, p);
+            let yb = MatRef::from_column_major_slice(&y_block[..rows], rows, 1);
+            // The product is symmetric: the lower triangle is half the work.
+            triangular::matmul(
+                &mut sxx,
+                BlockStructure::TriangularLower,
+                Accum::Add,
+                b.transpose(),
+                BlockStructure::Rectangular,
+                b,
+                BlockStructure::Rectangular,
+                1.0,
+                Par::Seq,
+            );
+            matmul(&mut sxy, Accum::Add, b.transpose(), yb, 1.0, Par::Seq);
+            matmul(
+                &mut sums,
+                Accum::Add,
+                b.transpose(),
+                ones.subrows(0, rows),
+                1.0,
+                Par::Seq,
+            );
+            at += rows;
+        }
+        (sxx, sxy, sums, sum_y, syy)
+    };
+    let parts = if threads == 1 {
+        vec![partial(0, n)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (start, end) = (t * share, ((t + 1) * share).min(n));
+                    scope.spawn(move || partial(start, end))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("cross-product thread"))
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut xtx = Mat::<f64>::zeros(p, p);
+    let mut sxy = vec![0.0; p];
+    let mut sums = vec![0.0; p];
+    let (mut sum_y, mut syy) = (0.0, 0.0);
+    for (a, b, c, d, e) in parts {
+        xtx += a;
+        for j in 0..p {
+            sxy[j] += b[(j, 0)];
+            sums[j] += c[(j, 0)];
+        }
+        sum_y += d;
+        syy += e;
+    }
+    let m = n as f64;
+    let d: Vec<f64> = sums.iter().map(|s| s / m).collect();
+    let d_y = sum_y / m;
+    // Centre, and mirror the lower triangle.
+    for i in 0..p {
+        for j in 0..=i {
+            xtx[(i, j)] -= m * d[i] * d[j];
+            xtx[(j, i)] = xtx[(i, j)];
+        }
+    }
+    ChunkStats {
+        mean_x: Array1::from_shape_fn(p, |j| shift_x[j] + d[j]),
+        mean_y: shift_y + d_y,
+        xty: (0..p).map(|j| sxy[j] - m * d[j] * d_y).collect(),
+        xtx,
+        yty: syy - m * d_y * d_y,
+    }
+}
+
+/// `[x - mean_x | y - mean_y]` column-major, transposed a block of rows at a time so reads
+/// stay in cache (a column-by-column walk of a row-major array re-reads it once per column).
+fn centred_column_major(
+    x: ArrayView2<f64>,
+    mean_x: &Array1<f64>,
+    y: ArrayView1<f64>,
+    mean_y: f64,
+) -> Vec<f64> {
+    const ROWS: usize = 256;
+    let (n, p) = x.dim();
+    let x = x.as_standard_layout();
+    let rows = x.as_slice().expect("standard layout");
+    let mut out = vec![0.0; n * (p + 1)];
+    for start in (0..n).step_by(ROWS) {
+        let end = (start + ROWS).min(n);
+        for j in 0..p {
+            let column = &mut out[j * n + start..j * n + end];
+            for (i, value) in column.iter_mut().enumerate() {
+                *value = rows[(start + i) * p + j] - mean_x[j];
+            }
+        }
+    }
+    for (value, target) in out[p * n..].iter_mut().zip(y.iter()) {
+        *value = target - mean_y;
+    }
+    out
 }
 
 fn check_xy(x: ArrayView2<f64>, y: ArrayView1<f64>) -> Result<(), MlError> {
@@ -84,23 +250,23 @@ impl LinearRegression {
                 rank: 0,
             });
         }
-        let centred = Mat::from_fn(n, p, |i, j| x[[i, j]] - x_mean[j]);
-        let svd = centred
+        // QR of the centred design with the centred target as an extra column: R's last
+        // column is Q'y, and R's leading block has X's singular values. Its small SVD then
+        // gives the minimum-norm solution without ever forming Q or an n x p SVD.
+        let augmented = centred_column_major(x, &x_mean, y, y_mean);
+        let qr = MatRef::from_column_major_slice(&augmented, n, p + 1).qr();
+        let r_full = qr.thin_R();
+        let k = r_full.nrows().min(p);
+        let r = r_full.submatrix(0, 0, k, p);
+        let qty = r_full.submatrix(0, p, k, 1);
+        let svd = r
             .thin_svd()
             .map_err(|e| MlError::Fit(format!("SVD did not converge: {e:?}")))?;
         let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
         let s_max = if s.nrows() > 0 { s[0] } else { 0.0 };
         let cutoff = f64::EPSILON * n.max(p) as f64 * s_max;
-        let y_centred = Mat::from_fn(n, 1, |i, _| y[i] - y_mean);
         let mut uty = Mat::<f64>::zeros(u.ncols(), 1);
-        matmul(
-            &mut uty,
-            Accum::Replace,
-            u.transpose(),
-            &y_centred,
-            1.0,
-            par(),
-        );
+        matmul(&mut uty, Accum::Replace, u.transpose(), qty, 1.0, par());
         let mut coefficients = Array1::<f64>::zeros(p);
         let mut rank = 0;
         for k in 0..s.nrows() {
@@ -179,30 +345,13 @@ impl SufficientStats {
                 self.mean_x.len()
             )));
         }
-        let chunk_mean_x = x.mean_axis(Axis(0)).expect("non-empty chunk");
-        let chunk_mean_y = y.mean().expect("non-empty chunk");
-        let centred = Mat::from_fn(m, p, |i, j| x[[i, j]] - chunk_mean_x[j]);
-        let y_centred = Mat::from_fn(m, 1, |i, _| y[i] - chunk_mean_y);
-        let mut chunk_xtx = Mat::<f64>::zeros(p, p);
-        matmul(
-            &mut chunk_xtx,
-            Accum::Replace,
-            centred.transpose(),
-            &centred,
-            1.0,
-            par(),
-        );
-        let mut chunk_xty = Mat::<f64>::zeros(p, 1);
-        matmul(
-            &mut chunk_xty,
-            Accum::Replace,
-            centred.transpose(),
-            &y_centred,
-            1.0,
-            par(),
-        );
-        let chunk_yty: f64 = (0..m).map(|i| y_centred[(i, 0)] * y_centred[(i, 0)]).sum();
-
+        let ChunkStats {
+            mean_x: chunk_mean_x,
+            mean_y: chunk_mean_y,
+            xtx: chunk_xtx,
+            xty: chunk_xty,
+            yty: chunk_yty,
+        } = chunk_stats(x, y);
         let (na, nb) = (self.rows as f64, m as f64);
         let n = na + nb;
         let dx = &chunk_mean_x - &self.mean_x;
@@ -212,7 +361,7 @@ impl SufficientStats {
             for b in 0..p {
                 self.xtx[(a, b)] += chunk_xtx[(a, b)] + w * dx[a] * dx[b];
             }
-            self.xty[a] += chunk_xty[(a, 0)] + w * dx[a] * dy;
+            self.xty[a] += chunk_xty[a] + w * dx[a] * dy;
         }
         self.yty += chunk_yty + w * dy * dy;
         self.mean_x = &self.mean_x + &(dx * (nb / n));

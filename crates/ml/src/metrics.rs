@@ -257,4 +257,66 @@ mod tests {
         assert!((m.r2 - 0.948_608_137_044_967_9).abs() < 1e-12);
         assert!((m.rmse - 0.375f64.sqrt()).abs() < 1e-12);
     }
+
+    mod properties {
+        use super::super::*;
+        use ndarray::Array2;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn regression_metric_invariants(
+                pairs in proptest::collection::vec((-1e3f64..1e3, -1e3f64..1e3), 2..50),
+            ) {
+                let truth: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+                let predicted: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+                let m = RegressionMetrics::compute(
+                    ndarray::ArrayView1::from(&truth[..]),
+                    ndarray::ArrayView1::from(&predicted[..]),
+                );
+                prop_assert!(m.mse >= 0.0 && m.mae >= 0.0);
+                prop_assert!((m.rmse - m.mse.sqrt()).abs() <= 1e-12 * m.rmse.max(1.0));
+                prop_assert!(m.mae <= m.rmse + 1e-9);
+                prop_assert!(m.r2 <= 1.0 + 1e-12 && m.explained_variance >= m.r2 - 1e-9);
+                let perfect = RegressionMetrics::compute(
+                    ndarray::ArrayView1::from(&truth[..]),
+                    ndarray::ArrayView1::from(&truth[..]),
+                );
+                prop_assert_eq!(perfect.mse, 0.0);
+                prop_assert_eq!(perfect.r2, 1.0);
+            }
+
+            #[test]
+            fn classification_metric_invariants(
+                rows in proptest::collection::vec((0usize..3, 0.0f64..1.0, 0.0f64..1.0), 3..60),
+            ) {
+                let truth: Vec<usize> = rows.iter().map(|r| r.0).collect();
+                let proba = Array2::from_shape_fn((rows.len(), 3), |(i, k)| {
+                    let (a, b) = (rows[i].1, rows[i].2);
+                    let raw = [a, b * (1.0 - a), (1.0 - a) * (1.0 - b)];
+                    raw[k].max(1e-9)
+                });
+                let sums = proba.sum_axis(ndarray::Axis(1));
+                let proba = &proba / &sums.insert_axis(ndarray::Axis(1));
+                let m = ClassificationMetrics::compute(&truth, proba.view());
+                let total: u64 = m.confusion_matrix.iter().flatten().sum();
+                prop_assert_eq!(total, truth.len() as u64);
+                for v in [m.accuracy, m.precision_macro, m.recall_macro, m.f1_macro, m.f1_weighted] {
+                    prop_assert!((0.0..=1.0).contains(&v), "{}", v);
+                }
+                // Weighted recall is accuracy.
+                prop_assert!((m.recall_weighted - m.accuracy).abs() < 1e-12);
+                prop_assert!(m.log_loss >= 0.0);
+                // Binary: reversing the scores mirrors the AUC.
+                let positive: Vec<bool> = truth.iter().map(|&t| t == 1).collect();
+                let scores = proba.column(1).to_owned();
+                let reversed = scores.mapv(|s| -s);
+                let auc = roc_auc(positive.iter().copied(), scores.view());
+                let mirrored = roc_auc(positive.iter().copied(), reversed.view());
+                if auc.is_finite() {
+                    prop_assert!((auc + mirrored - 1.0).abs() < 1e-12);
+                }
+            }
+        }
+    }
 }
