@@ -69,6 +69,14 @@ async fn a_grid_searched_classifier_is_served_with_labels_and_probabilities() {
     assert_ne!(job.params["C"], "0.01");
     assert!(job.metrics["accuracy"] > 0.85, "{:?}", job.metrics);
     assert!(job.metrics.contains_key("roc_auc") && job.metrics.contains_key("log_loss"));
+    // Permutation importance on the held-out rows: the petals separate the species.
+    assert_eq!(job.importance.len(), 4);
+    let top = job
+        .importance
+        .iter()
+        .max_by(|a, b| a.mean.total_cmp(&b.mean))
+        .unwrap();
+    assert!(top.feature.starts_with("petal"), "{:?}", job.importance);
 
     let metadata = cluster
         .inference()

@@ -575,6 +575,17 @@ fn print_fit(job: &TrainingJob) {
             job.loss_curve.len()
         );
     }
+    if !job.importance.is_empty() {
+        println!(
+            "permutation importance ({} drop on held-out rows):",
+            job.selection_metric
+        );
+        let mut ranked: Vec<&FeatureImportance> = job.importance.iter().collect();
+        ranked.sort_by(|a, b| b.mean.total_cmp(&a.mean));
+        for i in ranked {
+            println!("  {:<24} {:>10.6} ± {:.6}", i.feature, i.mean, i.std);
+        }
+    }
     for warning in &job.warnings {
         println!("warning: {warning}");
     }

@@ -158,8 +158,18 @@ impl Frame {
 
     /// Rows with no missing value in any column.
     pub fn complete_rows(&self) -> Vec<usize> {
+        self.complete_rows_in(&self.names())
+    }
+
+    /// Rows with no missing value in the named columns.
+    pub fn complete_rows_in(&self, names: &[String]) -> Vec<usize> {
+        let columns: Vec<&Column> = self
+            .columns
+            .iter()
+            .filter(|c| names.contains(&c.name))
+            .collect();
         (0..self.rows())
-            .filter(|&i| self.columns.iter().all(|c| !c.values.is_missing(i)))
+            .filter(|&i| columns.iter().all(|c| !c.values.is_missing(i)))
             .collect()
     }
 

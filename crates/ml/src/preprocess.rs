@@ -54,6 +54,12 @@ pub enum StepSpec {
         #[serde(default)]
         columns: Option<Vec<String>>,
     },
+    /// Drops the training rows that have a missing value in these columns (first steps of a
+    /// training spec only: at inference a missing value is an error, never a dropped row).
+    DropMissingRows {
+        #[serde(default)]
+        columns: Option<Vec<String>>,
+    },
     /// Drops the columns that have a missing value in the training rows.
     DropMissingColumns {
         #[serde(default)]
@@ -357,6 +363,12 @@ fn fit_step(spec: &StepSpec, frame: &Frame, target: &Target) -> Result<FittedSte
                 });
             }
             FittedStep::Impute { columns: imputed }
+        }
+        StepSpec::DropMissingRows { .. } => {
+            return Err(MlError::Input(
+                "drop_missing_rows removes training rows, so it must come before every other step"
+                    .into(),
+            ));
         }
         StepSpec::DropMissingColumns { columns } => {
             let names = pick(frame, columns, None)?;

@@ -146,7 +146,14 @@ pub struct TrainOutput {
     pub warnings: Vec<String>,
     pub train_rows: usize,
     pub test_rows: usize,
+    /// Permutation importance of each input on (up to 5,000) held-out rows, by the selection
+    /// metric.
+    pub importance: Vec<Importance>,
 }
+
+/// Held-out rows used for permutation importance at most, and its repeats.
+const IMPORTANCE_ROWS: usize = 5000;
+const IMPORTANCE_REPEATS: usize = 5;
 
 const REGRESSION_METRICS: [&str; 5] = ["mse", "rmse", "mae", "r2", "explained_variance"];
 const CLASSIFICATION_METRICS: [&str; 12] = [
@@ -390,6 +397,45 @@ pub fn train(
             inputs.rows()
         )));
     }
+    // Leading drop_missing_rows steps filter the training data; the rest is the pipeline.
+    let leading = spec
+        .preprocessing
+        .iter()
+        .take_while(|s| matches!(s, StepSpec::DropMissingRows { .. }))
+        .count();
+    let (filtered_inputs, filtered_target);
+    let (inputs, target_values) = if leading == 0 {
+        (inputs, target_values)
+    } else {
+        let mut keep: Vec<usize> = (0..inputs.rows()).collect();
+        for step in &spec.preprocessing[..leading] {
+            let StepSpec::DropMissingRows { columns } = step else {
+                unreachable!("counted above")
+            };
+            let names = columns.clone().unwrap_or_else(|| inputs.names());
+            if let Some(unknown) = names.iter().find(|n| inputs.column(n).is_none()) {
+                return Err(MlError::Input(format!(
+                    "drop_missing_rows: column {unknown:?} does not exist"
+                )));
+            }
+            let complete = inputs.complete_rows_in(&names);
+            keep.retain(|i| complete.binary_search(i).is_ok());
+        }
+        filtered_inputs = inputs.select_rows(&keep);
+        filtered_target = Frame::new(vec![Column {
+            name: target_name.into(),
+            values: target_values.clone(),
+        }])?
+        .select_rows(&keep)
+        .into_columns()
+        .remove(0)
+        .values;
+        (&filtered_inputs, &filtered_target)
+    };
+    let spec = &TrainSpec {
+        preprocessing: spec.preprocessing[leading..].to_vec(),
+        ..spec.clone()
+    };
     let (target, classes) = build_target(task, target_values)?;
     let (train_rows, test_rows) = match &target {
         Target::Classification { labels, .. } => {
@@ -508,7 +554,25 @@ pub fn train(
             metrics: test_metrics.clone(),
         },
     };
+    let sample = &test_rows[..test_rows.len().min(IMPORTANCE_ROWS)];
+    let sample_target = Frame::new(vec![Column {
+        name: target_name.into(),
+        values: target_values.clone(),
+    }])?
+    .select_rows(sample)
+    .into_columns()
+    .remove(0)
+    .values;
+    let importance = permutation_importance(
+        &bundle,
+        &inputs.select_rows(sample),
+        &sample_target,
+        &metric,
+        IMPORTANCE_REPEATS,
+        spec.seed,
+    )?;
     Ok(TrainOutput {
+        importance,
         bundle,
         test_metrics,
         selection_metric: metric,
@@ -723,5 +787,55 @@ mod tests {
         assert_eq!(epochs, out.loss_per_epoch);
         assert!(epochs.windows(2).all(|w| w[1] <= w[0]));
         assert!(out.test_metrics["r2"] > 0.99);
+    }
+
+    #[test]
+    fn leading_drop_missing_rows_filters_training_rows_only() {
+        let (x, y) = data();
+        let mut columns = x.clone().into_columns();
+        columns[0] = Column::numeric(
+            "a",
+            (0..60)
+                .map(|i| {
+                    if i % 10 == 0 {
+                        f64::NAN
+                    } else {
+                        (i as f64 * 0.37).sin() * 3.0
+                    }
+                })
+                .collect(),
+        );
+        let with_gaps = Frame::new(columns).unwrap();
+        let mut spec = TrainSpec::new(ModelKind::Linear);
+        spec.preprocessing = vec![StepSpec::DropMissingRows { columns: None }];
+        let out = train(&spec, &with_gaps, "y", &y, &mut |_| {}).unwrap();
+        assert_eq!(out.train_rows + out.test_rows, 54);
+        assert!(out.bundle.preprocessing.steps.is_empty());
+        spec.preprocessing
+            .insert(0, StepSpec::StandardScale { columns: None });
+        let err = train(&spec, &with_gaps, "y", &y, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must come before"), "{err}");
+    }
+
+    #[test]
+    fn least_squares_refuses_more_features_than_rows() {
+        let x = Frame::new(
+            (0..5)
+                .map(|j| {
+                    Column::numeric(
+                        format!("f{j}"),
+                        (0..5).map(|i| ((i * j) % 7) as f64).collect(),
+                    )
+                })
+                .collect(),
+        )
+        .unwrap();
+        let y = Values::Numeric((0..5).map(f64::from).collect());
+        let err = train(&TrainSpec::new(ModelKind::Linear), &x, "y", &y, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("features but only"), "{err}");
     }
 }

@@ -10,7 +10,9 @@ use mlops_ml::MlError;
 use mlops_ml::model::{Estimator, Params};
 use mlops_ml::train::{self, Event, value_text};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
-use mlops_proto::v1::{CandidateScore, CreateModelVersionRequest, JobState, Lineage, TrainingJob};
+use mlops_proto::v1::{
+    CandidateScore, CreateModelVersionRequest, FeatureImportance, JobState, Lineage, TrainingJob,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
@@ -244,6 +246,15 @@ impl Jobs {
             .collect();
         let (train_rows, test_rows) = (trained.train_rows, trained.test_rows);
         let loss_curve = trained.loss_per_epoch;
+        let importance: Vec<FeatureImportance> = trained
+            .importance
+            .iter()
+            .map(|i| FeatureImportance {
+                feature: i.input.clone(),
+                mean: i.mean,
+                std: i.std,
+            })
+            .collect();
         let selection_metric = trained.selection_metric;
         self.update(sender, |job| {
             job.stage = "evaluated".into();
@@ -258,6 +269,7 @@ impl Jobs {
             job.candidates = candidate_scores.clone();
             job.selection_metric = selection_metric.clone();
             job.warnings = warnings.clone();
+            job.importance = importance.clone();
         })
         .await?;
 
