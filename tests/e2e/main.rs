@@ -3,6 +3,7 @@
 mod bad_input;
 mod binaries;
 mod compose;
+mod inference_drift;
 mod inference_onnx;
 mod inference_swap;
 mod quickstart;

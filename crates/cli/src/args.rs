@@ -292,6 +292,13 @@ pub enum ModelsCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
+    /// Drift of a served version's live inputs against its training profile (`M`, `M:V` or
+    /// `M@ALIAS`), from the inference service.
+    Drift {
+        version: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a version's bundle (`M`, `M:V` or `M@ALIAS`) and its record into a directory.
     Download {
         version: String,

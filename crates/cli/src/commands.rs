@@ -171,6 +171,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let header = import_header(model, format, record, &metrics, &tags)?;
             import_version(&e, &file, header).await
         }
+        Command::Models(ModelsCommand::Drift { version, json }) => {
+            show_drift(&e, &version, json).await
+        }
         Command::Models(ModelsCommand::Download { version, out }) => {
             download_version(&e, &version, &out).await
         }
@@ -876,6 +879,76 @@ async fn search_versions(
             metric("r2"),
             v.aliases.join(","),
             tags.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn show_drift(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()> {
+    let (name, selector) = model_ref(reference)?;
+    let version = match selector {
+        Selector::Latest => String::new(),
+        Selector::Version(v) => v.to_string(),
+        Selector::Alias(_) => fetch_version(e, reference).await?.version.to_string(),
+    };
+    let report = GrpcInferenceServiceClient::new(e.connect_balanced("inference", &e.inference)?)
+        .model_drift(mlops_proto::inference::ModelDriftRequest { name, version })
+        .await
+        .map_err(rpc("inference", &e.inference))?
+        .into_inner();
+    if as_json {
+        let features: Vec<serde_json::Value> = report
+            .features
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "feature": f.feature, "method": f.method, "statistic": f.statistic,
+                    "p_value": if f.p_value.is_nan() { None } else { Some(f.p_value) },
+                    "psi": f.psi, "threshold": f.threshold, "drifted": f.drifted,
+                    "samples": f.samples,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": report.model_name, "version": report.model_version,
+                "drifted_share": report.drifted_share, "dataset_drift": report.dataset_drift,
+                "features": features,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{}:{}: {:.0}% of features drifted{}",
+        report.model_name,
+        report.model_version,
+        report.drifted_share * 100.0,
+        if report.dataset_drift {
+            " (dataset drift)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  {:<24} {:<15} {:>10} {:>10} {:>8} {:>8}  drift",
+        "feature", "method", "statistic", "p-value", "psi", "samples"
+    );
+    for f in &report.features {
+        let p = if f.p_value.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.4}", f.p_value)
+        };
+        println!(
+            "  {:<24} {:<15} {:>10.4} {:>10} {:>8.4} {:>8}  {}",
+            f.feature,
+            f.method,
+            f.statistic,
+            p,
+            f.psi,
+            f.samples,
+            if f.drifted { "yes" } else { "no" }
         );
     }
     Ok(())

@@ -212,6 +212,7 @@ mod tests {
             "inference",
             "inference.prediction_log",
             "inference.batching",
+            "inference.drift",
         ];
         for line in text.lines().filter(|l| l.starts_with('[')) {
             let section = line.trim_matches(|c| c == '[' || c == ']');

@@ -82,6 +82,12 @@ impl GrpcInferenceService for Bare {
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         Err(Status::unimplemented("bare server"))
     }
+    async fn model_drift(
+        &self,
+        _: Request<ModelDriftRequest>,
+    ) -> Result<Response<ModelDriftResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
 }
 
 #[tokio::main]

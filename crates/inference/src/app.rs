@@ -52,6 +52,7 @@ impl Application {
             settings.inference.default_alias.clone(),
             log,
             settings.inference.batching.clone(),
+            settings.inference.drift.clone(),
         );
         Ok(Self {
             log_shutdown,
@@ -84,6 +85,7 @@ impl Application {
         })
         .max_decoding_message_size(self.max_request_bytes);
         tokio::spawn(self.models.clone().follow_registry(shutdown.clone()));
+        tokio::spawn(self.models.clone().publish_drift(shutdown.clone()));
         let rest = crate::rest::router(self.models, self.max_request_bytes);
         let grpc = server::serve(
             self.grpc,

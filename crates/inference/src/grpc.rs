@@ -107,6 +107,19 @@ impl GrpcInferenceService for Inference {
         )?))
     }
 
+    async fn model_drift(
+        &self,
+        request: Request<ModelDriftRequest>,
+    ) -> Result<Response<ModelDriftResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.models
+                .drift(caller.as_ref(), &request.name, &request.version)
+                .await?,
+        ))
+    }
+
     async fn repository_index(
         &self,
         request: Request<RepositoryIndexRequest>,

@@ -4,6 +4,7 @@
 
 mod app;
 mod batching;
+mod drift;
 mod grpc;
 mod models;
 mod onnx;
@@ -14,5 +15,6 @@ mod settings;
 pub mod tensor;
 
 pub use app::{Application, serve};
+pub use drift::DriftSettings;
 pub use settings::{InferenceSettings, Settings};
 pub use tensor::{INPUT_NAME, OUTPUT_NAME};

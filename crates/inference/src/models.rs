@@ -14,7 +14,9 @@ use mlops_ml::frame::{ColumnKind, Values};
 use mlops_ml::model::{Prediction, Task};
 use mlops_proto::inference::model_infer_response::InferOutputTensor;
 use mlops_proto::inference::model_metadata_response::TensorMetadata;
-use mlops_proto::inference::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+use mlops_proto::inference::{
+    ModelDriftResponse, ModelInferRequest, ModelInferResponse, ModelMetadataResponse,
+};
 use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::{
     GetModelVersionRequest, GetRegisteredModelRequest, RegistryEvent, RegistryEventKind,
@@ -37,6 +39,8 @@ pub struct LoadedModel {
     batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::batching::Job>>,
     /// Prometheus handles labelled once at load, not per request.
     meters: Meters,
+    /// Live input windows, for bundles with a training profile.
+    pub(crate) drift: Option<crate::drift::Monitor>,
 }
 
 struct Meters {
@@ -93,11 +97,15 @@ fn encode_prediction(bundle: &ModelBundle, prediction: Prediction) -> Vec<Output
 /// matrices), the same outputs and explanations.
 fn run_frame(
     bundle: &ModelBundle,
+    monitor: Option<&crate::drift::Monitor>,
     request: &ModelInferRequest,
     explain: bool,
     log_inputs: bool,
 ) -> Result<(Vec<Output>, usize, Option<serde_json::Value>), ApiError> {
     let frame = tensor::decode_frame(request, &bundle.inputs)?;
+    if let Some(monitor) = monitor {
+        monitor.record_frame(bundle, &frame);
+    }
     let rows = frame.rows();
     let logged = log_inputs.then(|| {
         if rows * frame.columns().len() > MAX_LOGGED_VALUES {
@@ -201,6 +209,7 @@ pub struct Models {
     /// Models an operator unloaded (RepositoryModelUnload): refused until loaded again.
     pub(crate) unloaded: Arc<RwLock<std::collections::HashSet<String>>>,
     log: PredictionLog,
+    drift: crate::drift::DriftSettings,
     batching: crate::batching::BatchingSettings,
     /// Counts route-moving events, so a route looked up meanwhile is not cached stale.
     route_epoch: Arc<std::sync::atomic::AtomicU64>,
@@ -213,6 +222,7 @@ impl Models {
         default_alias: String,
         log: PredictionLog,
         batching: crate::batching::BatchingSettings,
+        drift: crate::drift::DriftSettings,
     ) -> Self {
         Self {
             registry: RegistryServiceClient::new(registry),
@@ -223,6 +233,7 @@ impl Models {
             unloaded: Arc::default(),
             log,
             batching,
+            drift,
             route_epoch: Arc::default(),
         }
     }
@@ -467,10 +478,14 @@ impl Models {
         Ok(LoadedModel {
             name: name.into(),
             version,
-            runner: Arc::new(runner),
             stats: Default::default(),
             batcher: Default::default(),
             meters: Meters::new(name, version),
+            drift: match &runner {
+                Runner::Bundle(bundle) => crate::drift::Monitor::new(bundle, &self.drift),
+                Runner::Onnx(_) => None,
+            },
+            runner: Arc::new(runner),
         })
     }
 
@@ -559,7 +574,8 @@ impl Models {
             && !bundle.numeric_inputs()
         {
             let explain = wants_explanation(&request)?;
-            let (outputs, rows, logged_inputs) = run_frame(bundle, &request, explain, log_inputs)?;
+            let (outputs, rows, logged_inputs) =
+                run_frame(bundle, model.drift.as_ref(), &request, explain, log_inputs)?;
             let inferred = Instant::now();
             return self.respond(
                 model,
@@ -585,6 +601,9 @@ impl Models {
             }
             _ => tensor::decode_input(&request, model.input_name(), model.features())?,
         };
+        if let Some(monitor) = &model.drift {
+            monitor.record_matrix(&input);
+        }
         let decoded = Instant::now();
         let rows = input.nrows();
         // Big requests are logged without their inputs: the log's memory stays bounded.
@@ -709,6 +728,65 @@ impl Models {
         self.registry.clone()
     }
 
+    /// Drift of a version's live inputs against its training profile.
+    pub async fn drift(
+        &self,
+        caller: Option<&Principal>,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelDriftResponse, ApiError> {
+        let model = self.resolve(caller, name, version).await?;
+        let Runner::Bundle(bundle) = &*model.runner else {
+            return Err(ApiError::failed_precondition(format!(
+                "{name}:{} is an ONNX model: drift needs a bundle with a training profile",
+                model.version
+            )));
+        };
+        let Some(monitor) = &model.drift else {
+            return Err(ApiError::failed_precondition(if bundle.profile.is_none() {
+                format!(
+                    "{name}:{} carries no training profile (retrain it to get one)",
+                    model.version
+                )
+            } else {
+                "drift monitoring is off (inference.drift.window = 0)".to_string()
+            }));
+        };
+        Ok(drift_response(&model, &monitor.report(bundle)))
+    }
+
+    /// Recomputes the drift gauges of every monitored version every `interval` until shutdown.
+    pub async fn publish_drift(self, shutdown: CancellationToken) {
+        let interval = Duration::from_secs(self.drift.interval_seconds.max(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            for model in self.loaded_models() {
+                let (Runner::Bundle(bundle), Some(monitor)) = (&*model.runner, &model.drift) else {
+                    continue;
+                };
+                let report = monitor.report(bundle);
+                let response = drift_response(&model, &report);
+                let version = model.version.to_string();
+                for f in &report {
+                    let labels = [
+                        ("model", model.name.clone()),
+                        ("version", version.clone()),
+                        ("feature", f.feature.clone()),
+                    ];
+                    metrics::gauge!("mlops_inference_drift_score", &labels).set(f.statistic);
+                    metrics::gauge!("mlops_inference_drift_psi", &labels).set(f.psi);
+                    metrics::gauge!("mlops_inference_drift_detected", &labels)
+                        .set(f64::from(u8::from(f.drifted)));
+                }
+                metrics::gauge!("mlops_inference_drift_share", "model" => model.name.clone(), "version" => version)
+                    .set(response.drifted_share);
+            }
+        }
+    }
+
     pub async fn metadata(
         &self,
         caller: Option<&Principal>,
@@ -767,5 +845,37 @@ fn wants_explanation(request: &ModelInferRequest) -> Result<bool, ApiError> {
         Some(_) => Err(ApiError::invalid_argument(
             "parameter \"explain\" must be a boolean",
         )),
+    }
+}
+
+fn drift_response(
+    model: &LoadedModel,
+    report: &[mlops_ml::drift::FeatureDrift],
+) -> ModelDriftResponse {
+    let drifted = report.iter().filter(|f| f.drifted).count();
+    let drifted_share = if report.is_empty() {
+        0.0
+    } else {
+        drifted as f64 / report.len() as f64
+    };
+    ModelDriftResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.to_string(),
+        features: report
+            .iter()
+            .map(|f| mlops_proto::inference::FeatureDrift {
+                feature: f.feature.clone(),
+                method: f.method.clone(),
+                statistic: f.statistic,
+                p_value: f.p_value,
+                psi: f.psi,
+                threshold: f.threshold,
+                drifted: f.drifted,
+                samples: f.samples as u64,
+            })
+            .collect(),
+        drifted_share,
+        // Evidently's dataset drift rule: at least half the features drifted.
+        dataset_drift: !report.is_empty() && drifted_share >= 0.5,
     }
 }

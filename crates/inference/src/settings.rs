@@ -36,6 +36,8 @@ pub struct InferenceSettings {
     pub prediction_log: crate::prediction_log::PredictionLogSettings,
     /// Dynamic batching (off by default).
     pub batching: crate::batching::BatchingSettings,
+    /// Drift of live inputs against the training profile of bundles that carry one.
+    pub drift: crate::drift::DriftSettings,
 }
 
 impl Default for InferenceSettings {
@@ -48,6 +50,7 @@ impl Default for InferenceSettings {
             max_in_flight: 4096,
             prediction_log: Default::default(),
             batching: Default::default(),
+            drift: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use crate::drift::Profile;
 use crate::frame::{ColumnKind, Frame};
 use crate::model::{Estimator, Prediction, Task};
 use crate::preprocess::Preprocessor;
@@ -60,6 +61,9 @@ pub struct ModelBundle {
     /// Mean of each feature over the training rows: the reference point of contributions.
     pub baseline: Vec<f64>,
     pub training: TrainingInfo,
+    /// The inputs' distributions over the training rows: the reference for drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +111,7 @@ impl ModelBundle {
                 intercept: model.intercept,
             },
             training: TrainingInfo::default(),
+            profile: None,
         }
     }
 

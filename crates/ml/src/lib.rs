@@ -3,6 +3,7 @@
 //! fixtures.
 
 pub mod bundle;
+pub mod drift;
 pub mod frame;
 pub mod linear;
 pub mod logistic;

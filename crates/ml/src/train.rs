@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::bundle::{InputField, ModelBundle, TrainingInfo};
+use crate::drift::Profile;
 use crate::frame::{Column, Frame, Values};
 use crate::metrics::{ClassificationMetrics, RegressionMetrics};
 use crate::model::{self, Estimator, ModelKind, Params, Prediction, Task};
@@ -553,6 +554,7 @@ pub fn train(
             dataset_digest: String::new(),
             metrics: test_metrics.clone(),
         },
+        profile: Some(Profile::of(&train_inputs)),
     };
     let sample = &test_rows[..test_rows.len().min(IMPORTANCE_ROWS)];
     let sample_target = Frame::new(vec![Column {

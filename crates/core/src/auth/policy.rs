@@ -189,6 +189,7 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             "/inference.GRPCInferenceService/ModelStatistics",
             read(Predict),
         ),
+        ("/inference.GRPCInferenceService/ModelDrift", read(Predict)),
         (
             "/inference.GRPCInferenceService/RepositoryIndex",
             read(Predict),

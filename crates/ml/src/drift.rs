@@ -1,0 +1,597 @@
+//! Data profiles and drift: a compact reference distribution of each input (from the training
+//! rows, carried in the bundle), and per-feature drift of a window of live values against it.
+//!
+//! Methods and thresholds are Evidently's defaults: numeric features use the two-sample
+//! Kolmogorov-Smirnov test (drift when p <= 0.05) for up to 1,000 live values and the
+//! Wasserstein distance normalised by the reference std (drift when >= 0.1) beyond; categorical
+//! features use the chi-square test (p <= 0.05) and the Jensen-Shannon distance (>= 0.1).
+//! PSI over the reference deciles is reported for every feature as well.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{Frame, Values};
+use crate::stats::{mean_std, quantile_sorted, sorted_finite};
+
+/// Live values up to which the statistical tests are used; larger windows use distances.
+pub const SMALL_SAMPLE: usize = 1000;
+pub const P_VALUE_THRESHOLD: f64 = 0.05;
+pub const DISTANCE_THRESHOLD: f64 = 0.1;
+/// Categories kept by name in a profile; the rest are pooled as "other".
+const TOP_CATEGORIES: usize = 50;
+/// Shares below this are floored in PSI and the chi-square test, as Evidently does.
+const MIN_SHARE: f64 = 1e-4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureProfile {
+    Numeric {
+        count: u64,
+        missing: u64,
+        mean: f64,
+        std: f64,
+        min: f64,
+        max: f64,
+        /// The 0%, 1%, ..., 100% quantiles (101 values).
+        quantiles: Vec<f64>,
+        /// Equal-width histogram over [min, max]: `bins + 1` edges and `bins` counts.
+        histogram_edges: Vec<f64>,
+        histogram_counts: Vec<u64>,
+    },
+    Categorical {
+        count: u64,
+        missing: u64,
+        distinct: u64,
+        /// Most frequent categories and their shares of the non-missing values.
+        top: BTreeMap<String, f64>,
+        /// Share of all other categories.
+        other: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedProfile {
+    pub name: String,
+    pub profile: FeatureProfile,
+}
+
+/// Profiles of every column of a frame, in order.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Profile {
+    pub features: Vec<NamedProfile>,
+}
+
+impl Profile {
+    pub fn of(frame: &Frame) -> Self {
+        Self {
+            features: frame
+                .columns()
+                .iter()
+                .map(|c| NamedProfile {
+                    name: c.name.clone(),
+                    profile: FeatureProfile::of(&c.values),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&FeatureProfile> {
+        self.features
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.profile)
+    }
+}
+
+impl FeatureProfile {
+    pub fn of(values: &Values) -> Self {
+        match values {
+            Values::Numeric(v) => {
+                let sorted = sorted_finite(v);
+                let missing = (v.len() - sorted.len()) as u64;
+                if sorted.is_empty() {
+                    return FeatureProfile::Numeric {
+                        count: 0,
+                        missing,
+                        mean: f64::NAN,
+                        std: f64::NAN,
+                        min: f64::NAN,
+                        max: f64::NAN,
+                        quantiles: Vec::new(),
+                        histogram_edges: Vec::new(),
+                        histogram_counts: Vec::new(),
+                    };
+                }
+                let (mean, std) = mean_std(&sorted);
+                let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+                const BINS: usize = 20;
+                let width = (max - min) / BINS as f64;
+                let histogram_edges: Vec<f64> =
+                    (0..=BINS).map(|i| min + width * i as f64).collect();
+                let mut histogram_counts = vec![0u64; BINS];
+                for &x in &sorted {
+                    let bin = if width > 0.0 {
+                        (((x - min) / width) as usize).min(BINS - 1)
+                    } else {
+                        0
+                    };
+                    histogram_counts[bin] += 1;
+                }
+                FeatureProfile::Numeric {
+                    count: sorted.len() as u64,
+                    missing,
+                    mean,
+                    std,
+                    min,
+                    max,
+                    quantiles: (0..=100)
+                        .map(|q| quantile_sorted(&sorted, q as f64 / 100.0))
+                        .collect(),
+                    histogram_edges,
+                    histogram_counts,
+                }
+            }
+            Values::Categorical(v) => {
+                let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+                for value in v.iter().flatten() {
+                    *counts.entry(value).or_default() += 1;
+                }
+                let present: u64 = counts.values().sum();
+                let mut ranked: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+                ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                let top: BTreeMap<String, f64> = ranked
+                    .iter()
+                    .take(TOP_CATEGORIES)
+                    .map(|(k, c)| (k.to_string(), *c as f64 / present.max(1) as f64))
+                    .collect();
+                let other = 1.0 - top.values().sum::<f64>();
+                FeatureProfile::Categorical {
+                    count: present,
+                    missing: v.len() as u64 - present,
+                    distinct: counts.len() as u64,
+                    top,
+                    other: if present == 0 { 0.0 } else { other.max(0.0) },
+                }
+            }
+        }
+    }
+}
+
+/// Drift of one feature's live window against its profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDrift {
+    pub feature: String,
+    /// `ks`, `wasserstein`, `chi_square` or `jensen_shannon`.
+    pub method: String,
+    /// The test's statistic or the distance.
+    pub statistic: f64,
+    /// For the tests; NaN for distances.
+    pub p_value: f64,
+    /// PSI over the reference deciles (numeric) or categories.
+    pub psi: f64,
+    pub threshold: f64,
+    pub drifted: bool,
+    pub samples: usize,
+}
+
+/// Drift of `live` (NaN / `None` for missing values, which are skipped) against `profile`.
+/// `None` when there is no live value or no reference.
+pub fn feature_drift(name: &str, profile: &FeatureProfile, live: &Values) -> Option<FeatureDrift> {
+    match (profile, live) {
+        (
+            FeatureProfile::Numeric {
+                count,
+                std,
+                quantiles,
+                ..
+            },
+            Values::Numeric(v),
+        ) => {
+            let sorted = sorted_finite(v);
+            if sorted.is_empty() || quantiles.len() < 2 {
+                return None;
+            }
+            let m = sorted.len();
+            let psi = numeric_psi(quantiles, &sorted);
+            let (method, statistic, p_value, threshold, drifted) = if m <= SMALL_SAMPLE {
+                let d = ks_statistic(quantiles, &sorted);
+                let p = ks_p_value(d, *count as f64, m as f64);
+                ("ks", d, p, P_VALUE_THRESHOLD, p <= P_VALUE_THRESHOLD)
+            } else {
+                let w = wasserstein(quantiles, &sorted) / std.max(1e-3);
+                let drifted = w >= DISTANCE_THRESHOLD;
+                ("wasserstein", w, f64::NAN, DISTANCE_THRESHOLD, drifted)
+            };
+            Some(FeatureDrift {
+                feature: name.into(),
+                method: method.into(),
+                statistic,
+                p_value,
+                psi,
+                threshold,
+                drifted,
+                samples: m,
+            })
+        }
+        (FeatureProfile::Categorical { top, other, .. }, Values::Categorical(v)) => {
+            let present: Vec<&str> = v.iter().flatten().map(String::as_str).collect();
+            if present.is_empty() {
+                return None;
+            }
+            let m = present.len() as f64;
+            // Buckets: the profile's categories, then "other" (everything else).
+            let names: Vec<&String> = top.keys().collect();
+            let mut live_counts = vec![0.0; names.len() + 1];
+            for value in &present {
+                match names.binary_search_by(|n| n.as_str().cmp(value)) {
+                    Ok(k) => live_counts[k] += 1.0,
+                    Err(_) => live_counts[names.len()] += 1.0,
+                }
+            }
+            let mut expected: Vec<f64> = top.values().copied().collect();
+            expected.push(*other);
+            let actual: Vec<f64> = live_counts.iter().map(|c| c / m).collect();
+            let psi = psi(&expected, &actual);
+            let (method, statistic, p_value, threshold, drifted) = if present.len() <= SMALL_SAMPLE
+            {
+                let (chi, dof) = chi_square(&expected, &live_counts, m);
+                let p = chi_square_p_value(chi, dof);
+                (
+                    "chi_square",
+                    chi,
+                    p,
+                    P_VALUE_THRESHOLD,
+                    p <= P_VALUE_THRESHOLD,
+                )
+            } else {
+                let js = jensen_shannon(&expected, &actual);
+                (
+                    "jensen_shannon",
+                    js,
+                    f64::NAN,
+                    DISTANCE_THRESHOLD,
+                    js >= DISTANCE_THRESHOLD,
+                )
+            };
+            Some(FeatureDrift {
+                feature: name.into(),
+                method: method.into(),
+                statistic,
+                p_value,
+                psi,
+                threshold,
+                drifted,
+                samples: present.len(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The reference CDF at `x`, from the quantile function by linear interpolation
+/// (right-continuous where quantiles tie).
+fn reference_cdf(quantiles: &[f64], x: f64) -> f64 {
+    let last = quantiles.len() - 1;
+    if x < quantiles[0] {
+        return 0.0;
+    }
+    if x >= quantiles[last] {
+        return 1.0;
+    }
+    // The last quantile <= x.
+    let k = quantiles.partition_point(|&q| q <= x) - 1;
+    let (lo, hi) = (quantiles[k], quantiles[k + 1]);
+    let within = if hi > lo { (x - lo) / (hi - lo) } else { 1.0 };
+    (k as f64 + within) / last as f64
+}
+
+/// The reference quantile function at `u` in [0, 1].
+fn reference_quantile(quantiles: &[f64], u: f64) -> f64 {
+    let position = u * (quantiles.len() - 1) as f64;
+    let k = (position.floor() as usize).min(quantiles.len() - 2);
+    let t = position - k as f64;
+    quantiles[k] + (quantiles[k + 1] - quantiles[k]) * t
+}
+
+/// Two-sample KS statistic: the largest gap between the live ECDF and the reference CDF.
+fn ks_statistic(quantiles: &[f64], sorted: &[f64]) -> f64 {
+    let m = sorted.len() as f64;
+    let mut d = 0.0f64;
+    let mut i = 0;
+    while i < sorted.len() {
+        let x = sorted[i];
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == x {
+            j += 1;
+        }
+        let f = reference_cdf(quantiles, x);
+        // Just below x the ECDF is i/m; at x it is (j+1)/m.
+        let below = reference_cdf(quantiles, x - x.abs().max(1.0) * 1e-12);
+        d = d
+            .max((i as f64 / m - below).abs())
+            .max(((j + 1) as f64 / m - f).abs());
+        i = j + 1;
+    }
+    d
+}
+
+/// Asymptotic two-sample KS p-value (Numerical Recipes' `probks` with the small-sample
+/// correction), with effective size `n m / (n + m)`.
+fn ks_p_value(d: f64, n: f64, m: f64) -> f64 {
+    let en = (n * m / (n + m)).sqrt();
+    let lambda = (en + 0.12 + 0.11 / en) * d;
+    if lambda < 1e-3 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    let mut sign = 1.0;
+    for k in 1..=100 {
+        let term = sign * 2.0 * (-2.0 * (k as f64 * lambda).powi(2)).exp();
+        sum += term;
+        if term.abs() < 1e-12 {
+            break;
+        }
+        sign = -sign;
+    }
+    sum.clamp(0.0, 1.0)
+}
+
+/// Wasserstein-1 distance between the live sample and the reference, as the integral of the
+/// gap between the two quantile functions.
+fn wasserstein(quantiles: &[f64], sorted: &[f64]) -> f64 {
+    const STEPS: usize = 2000;
+    let m = sorted.len();
+    (0..STEPS)
+        .map(|s| {
+            let u = (s as f64 + 0.5) / STEPS as f64;
+            let live = sorted[((u * m as f64) as usize).min(m - 1)];
+            (live - reference_quantile(quantiles, u)).abs()
+        })
+        .sum::<f64>()
+        / STEPS as f64
+}
+
+fn psi(expected: &[f64], actual: &[f64]) -> f64 {
+    expected
+        .iter()
+        .zip(actual)
+        .map(|(e, a)| {
+            let (e, a) = (e.max(MIN_SHARE), a.max(MIN_SHARE));
+            (a - e) * (a / e).ln()
+        })
+        .sum()
+}
+
+/// PSI over the ten reference deciles.
+fn numeric_psi(quantiles: &[f64], sorted: &[f64]) -> f64 {
+    let edges: Vec<f64> = (1..10)
+        .map(|d| reference_quantile(quantiles, d as f64 / 10.0))
+        .collect();
+    let mut counts = [0.0; 10];
+    for &x in sorted {
+        counts[edges.partition_point(|&e| e < x)] += 1.0;
+    }
+    let m = sorted.len() as f64;
+    let actual: Vec<f64> = counts.iter().map(|c| c / m).collect();
+    psi(&[0.1; 10], &actual)
+}
+
+/// Pearson's chi-square of live counts against the reference shares; buckets the reference
+/// never saw count against the floored share. Returns the statistic and degrees of freedom.
+fn chi_square(expected: &[f64], observed: &[f64], m: f64) -> (f64, f64) {
+    let used: Vec<(f64, f64)> = expected
+        .iter()
+        .zip(observed)
+        .filter(|(e, o)| **e > 0.0 || **o > 0.0)
+        .map(|(e, o)| (e.max(MIN_SHARE) * m, *o))
+        .collect();
+    let statistic = used.iter().map(|(e, o)| (o - e) * (o - e) / e).sum();
+    (statistic, (used.len().max(2) - 1) as f64)
+}
+
+fn chi_square_p_value(statistic: f64, dof: f64) -> f64 {
+    upper_incomplete_gamma(dof / 2.0, statistic / 2.0)
+}
+
+/// Jensen-Shannon distance (natural log, as scipy's default): the square root of the mean KL
+/// divergence of each distribution from their average.
+fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+    let kl = |a: &[f64], b: &[f64]| -> f64 {
+        a.iter()
+            .zip(b)
+            .filter(|(x, _)| **x > 0.0)
+            .map(|(x, y)| x * (x / y).ln())
+            .sum()
+    };
+    let mid: Vec<f64> = p.iter().zip(q).map(|(a, b)| (a + b) / 2.0).collect();
+    ((kl(p, &mid) + kl(q, &mid)) / 2.0).max(0.0).sqrt()
+}
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9).
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = COEFFICIENTS[0];
+    let t = x + 7.5;
+    for (i, c) in COEFFICIENTS.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// The regularised upper incomplete gamma function Q(a, x) (Numerical Recipes' `gammq`).
+fn upper_incomplete_gamma(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
+    if x < a + 1.0 {
+        // Series for P, then Q = 1 - P.
+        let (mut sum, mut term, mut ap) = (1.0 / a, 1.0 / a, a);
+        for _ in 0..500 {
+            ap += 1.0;
+            term *= x / ap;
+            sum += term;
+            if term.abs() < sum.abs() * 1e-15 {
+                break;
+            }
+        }
+        (1.0 - sum * front).clamp(0.0, 1.0)
+    } else {
+        // Continued fraction (Lentz).
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..500 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = b + an / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            let delta = d * c;
+            h *= delta;
+            if (delta - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        (front * h).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Column;
+
+    fn normal_like(n: usize, shift: f64, scale: f64) -> Vec<f64> {
+        // A deterministic bell-shaped sample: sums of three uniform-ish sequences.
+        (0..n)
+            .map(|i| {
+                let a = ((i * 7919) % 1000) as f64 / 1000.0;
+                let b = ((i * 104_729) % 997) as f64 / 997.0;
+                let c = ((i * 1_299_709) % 991) as f64 / 991.0;
+                (a + b + c - 1.5) * scale + shift
+            })
+            .collect()
+    }
+
+    fn reference(values: Vec<f64>) -> FeatureProfile {
+        FeatureProfile::of(&Values::Numeric(values))
+    }
+
+    #[test]
+    fn same_distribution_does_not_drift_and_a_shift_does() {
+        let profile = reference(normal_like(20_000, 0.0, 1.0));
+        for (n, method) in [(500, "ks"), (5000, "wasserstein")] {
+            let same =
+                feature_drift("x", &profile, &Values::Numeric(normal_like(n, 0.0, 1.0))).unwrap();
+            assert_eq!(same.method, method);
+            assert!(!same.drifted, "{same:?}");
+            assert!(same.psi < 0.1, "{same:?}");
+            let shifted =
+                feature_drift("x", &profile, &Values::Numeric(normal_like(n, 0.8, 1.0))).unwrap();
+            assert!(shifted.drifted, "{shifted:?}");
+            assert!(shifted.psi > 0.1, "{shifted:?}");
+        }
+    }
+
+    #[test]
+    fn categorical_drift_uses_chi_square_then_jensen_shannon() {
+        let values = |n: usize, share_b: f64| -> Values {
+            Values::Categorical(
+                (0..n)
+                    .map(|i| {
+                        Some(
+                            if (i as f64 / n as f64) < share_b {
+                                "b"
+                            } else {
+                                "a"
+                            }
+                            .to_string(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let profile = FeatureProfile::of(&values(10_000, 0.3));
+        let same = feature_drift("c", &profile, &values(600, 0.3)).unwrap();
+        assert_eq!(same.method, "chi_square");
+        assert!(!same.drifted && same.p_value > 0.5, "{same:?}");
+        let moved = feature_drift("c", &profile, &values(600, 0.6)).unwrap();
+        assert!(moved.drifted && moved.p_value < 1e-6, "{moved:?}");
+        let large = feature_drift("c", &profile, &values(5000, 0.7)).unwrap();
+        assert_eq!(large.method, "jensen_shannon");
+        assert!(large.drifted, "{large:?}");
+    }
+
+    #[test]
+    fn special_functions_match_known_values() {
+        // chi2.sf(3.84, 1) = 0.05004352; chi2.sf(10, 4) = 0.04042768.
+        assert!((chi_square_p_value(3.84, 1.0) - 0.050_043_52).abs() < 1e-6);
+        assert!((chi_square_p_value(10.0, 4.0) - 0.040_427_68).abs() < 1e-6);
+        // The Kolmogorov distribution: Q(1.36) ~ 0.0495.
+        assert!((ks_p_value(1.36 / 1e3f64.sqrt(), 1e9, 1e3) - 0.0495).abs() < 3e-3);
+        assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_profile_summarises_a_frame() {
+        let frame = Frame::new(vec![
+            Column::numeric("x", vec![1.0, 2.0, 3.0, f64::NAN]),
+            Column::categorical(
+                "c",
+                vec![Some("u".into()), None, Some("u".into()), Some("v".into())],
+            ),
+        ])
+        .unwrap();
+        let profile = Profile::of(&frame);
+        let FeatureProfile::Numeric {
+            count,
+            missing,
+            quantiles,
+            histogram_counts,
+            ..
+        } = profile.feature("x").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((*count, *missing), (3, 1));
+        assert_eq!(quantiles[50], 2.0);
+        assert_eq!(histogram_counts.iter().sum::<u64>(), 3);
+        let FeatureProfile::Categorical {
+            top,
+            missing,
+            distinct,
+            ..
+        } = profile.feature("c").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((*missing, *distinct), (1, 2));
+        assert!((top["u"] - 2.0 / 3.0).abs() < 1e-12);
+    }
+}
