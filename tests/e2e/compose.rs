@@ -65,21 +65,19 @@ async fn compose_stack_runs_the_quickstart() {
         String::from_utf8_lossy(&build.stderr)
     );
 
-    let ports: Vec<(&str, u16)> = [
-        "ORCHESTRATOR",
-        "INGESTION",
-        "TRAINING",
-        "REGISTRY",
-        "INFERENCE_GRPC",
-        "INFERENCE_HTTP",
-    ]
-    .into_iter()
-    .map(|name| (name, free_port()))
-    .collect();
+    let ports: Vec<(&str, u16)> = ["ORCHESTRATOR", "INGESTION", "TRAINING", "REGISTRY"]
+        .into_iter()
+        .map(|name| (name, free_port()))
+        .collect();
     let mut env: Vec<(String, String)> = ports
         .iter()
         .map(|(n, p)| (format!("MLOPS_{n}_PORT"), p.to_string()))
         .collect();
+    // Three inference replicas, each published on a port of these ranges.
+    let (grpc_ports, http_ports) = (free_ports(3), free_ports(3));
+    let range = |p: &[u16]| format!("{}-{}", p[0], p[2]);
+    env.push(("MLOPS_INFERENCE_GRPC_PORTS".into(), range(&grpc_ports)));
+    env.push(("MLOPS_INFERENCE_HTTP_PORTS".into(), range(&http_ports)));
     env.push(("MLOPS_IMAGE_TAG".into(), tag.clone()));
     let admin = mlops_core::auth::generate_token();
     env.push(("MLOPS_ADMIN_TOKEN".into(), admin.clone()));
@@ -92,7 +90,7 @@ async fn compose_stack_runs_the_quickstart() {
         name: format!("mlopse2e{}", std::process::id()),
         env,
     };
-    let up = project.run(&["up", "-d"]);
+    let up = project.run(&["up", "-d", "--scale", "inference=3"]);
     assert!(
         up.status.success(),
         "compose up failed: {}",
@@ -105,23 +103,26 @@ async fn compose_stack_runs_the_quickstart() {
             ports.iter().find(|(n, _)| *n == name).unwrap().1
         )
     };
-    for name in [
-        "REGISTRY",
-        "INGESTION",
-        "TRAINING",
-        "INFERENCE_GRPC",
-        "ORCHESTRATOR",
-    ] {
-        wait_healthy(&url(name), Duration::from_secs(90))
+    let replicas: Vec<String> = grpc_ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    for address in ["REGISTRY", "INGESTION", "TRAINING", "ORCHESTRATOR"]
+        .into_iter()
+        .map(url)
+        .chain(replicas.iter().cloned())
+    {
+        wait_healthy(&address, Duration::from_secs(90))
             .await
             .unwrap();
     }
+    // The client spreads its calls over every replica.
     let addrs = [
         ("orchestrator", url("ORCHESTRATOR")),
         ("ingestion", url("INGESTION")),
         ("training", url("TRAINING")),
         ("registry", url("REGISTRY")),
-        ("inference", url("INFERENCE_GRPC")),
+        ("inference", replicas.join(",")),
     ];
     run_quickstart_with_cli(&addrs, &admin).await;
 
@@ -136,13 +137,45 @@ async fn compose_stack_runs_the_quickstart() {
     assert_eq!(predicted["model_version"], "1");
     assert!(predicted["predictions"][0].as_f64().unwrap().is_finite());
 
-    // REST from the host, through the published HTTP port.
-    let http_port = ports
-        .iter()
-        .find(|(n, _)| *n == "INFERENCE_HTTP")
-        .unwrap()
-        .1;
-    let addr = ([127, 0, 0, 1], http_port).into();
+    // A short load through the balanced client reaches every replica.
+    mlops_cli(
+        &[
+            "bench",
+            "infer",
+            "--target",
+            &replicas.join(","),
+            "--model",
+            "diabetes-linear",
+            "--features",
+            "10",
+            "--concurrency",
+            "8",
+            "--duration",
+            "2",
+        ],
+        &addrs,
+        Some(&admin),
+    );
+    for port in &http_ports {
+        let addr = ([127, 0, 0, 1], *port).into();
+        let (_, metrics) = http_as(addr, "GET", "/metrics", "", Some(&admin)).await;
+        let served: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("mlops_inference_requests_total")
+                    && l.contains("outcome=\"success\"")
+                    && l.contains("model=\"diabetes-linear\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            served > 0.0,
+            "replica on :{port} served nothing:\n{metrics}"
+        );
+    }
+
+    // REST from the host, through a published HTTP port.
+    let addr = ([127, 0, 0, 1], http_ports[0]).into();
     let (status, body) = http_as(addr, "GET", "/v2/models/diabetes-linear", "", Some(&admin)).await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = http(addr, "GET", "/v2/models/diabetes-linear", "").await;

@@ -413,6 +413,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` consecutive free ports (for a published port range).
+pub fn free_ports(n: u16) -> Vec<u16> {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free =
+            (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (base..base + n).collect();
+        }
+    }
+}
+
 /// Waits until a service's gRPC health check answers SERVING.
 pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
