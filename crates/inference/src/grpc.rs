@@ -17,7 +17,17 @@ pub fn server_metadata() -> ServerMetadataResponse {
     ServerMetadataResponse {
         name: SERVER_NAME.into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: vec!["model_repository".into(), "statistics".into()],
+        // Triton's names for the Triton extensions, then ours.
+        extensions: [
+            "model_repository",
+            "model_configuration",
+            "statistics",
+            "parameters",
+            "mlops_explain",
+            "mlops_drift",
+        ]
+        .map(String::from)
+        .to_vec(),
     }
 }
 
