@@ -6,6 +6,7 @@ mod compose;
 mod inference_drift;
 mod inference_onnx;
 mod inference_swap;
+mod ingestion_quality;
 mod quickstart;
 mod registry_events;
 mod registry_lifecycle;

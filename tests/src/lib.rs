@@ -176,7 +176,7 @@ impl Client {
         use mlops_proto::v1::{UploadDatasetRequest, UploadHeader};
         let header = UploadHeader {
             name: name.into(),
-            description: String::new(),
+            ..Default::default()
         };
         let mut messages = vec![UploadDatasetRequest {
             part: Some(Part::Header(header)),

@@ -138,15 +138,52 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Upload a CSV file as a new version of a dataset.
-    Ingest {
-        file: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "")]
-        description: String,
-    },
+    Ingest(Box<IngestArgs>),
     /// List datasets.
     List,
+    /// A version's schema, validation report and profile: `NAME` or `NAME@VERSION`.
+    Show {
+        dataset: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Field separator (one character).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// The first line is data; columns are named c1, c2, ...
+    #[arg(long)]
+    pub no_header: bool,
+    /// A value read as missing (repeatable; default "", NA, N/A, null, NULL).
+    #[arg(long = "null", value_name = "MARKER")]
+    pub null_markers: Vec<String>,
+    /// Declare a column's type, COL=int64|float64|bool|string|timestamp (repeatable).
+    #[arg(long = "type", value_name = "COL=TYPE")]
+    pub types: Vec<String>,
+    /// Columns that must have no missing value (repeatable).
+    #[arg(long = "not-null", value_name = "COL")]
+    pub not_null: Vec<String>,
+    /// Columns whose values must not repeat (repeatable).
+    #[arg(long = "unique", value_name = "COL")]
+    pub unique: Vec<String>,
+    /// A numeric range, COL=MIN:MAX (either side may be empty; repeatable).
+    #[arg(long = "range", value_name = "COL=MIN:MAX")]
+    pub ranges: Vec<String>,
+    /// The values a column may hold, COL=A,B,C (repeatable).
+    #[arg(long = "allowed", value_name = "COL=A,B")]
+    pub allowed: Vec<String>,
+    /// Mask a column before it is stored, COL=drop|redact|hash|round:DIGITS|truncate_date:day|month|year
+    /// (repeatable).
+    #[arg(long = "mask", value_name = "COL=ACTION")]
+    pub masks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

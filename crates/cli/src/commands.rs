@@ -96,12 +96,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(stack) => up(stack).await,
         Command::Quickstart { stack, serve } => quickstart(stack, serve).await,
-        Command::Data(DataCommand::Ingest {
-            file,
-            name,
-            description,
-        }) => ingest(&e, &file, name, description).await,
+        Command::Data(DataCommand::Ingest(args)) => ingest(&e, *args).await,
         Command::Data(DataCommand::List) => list_datasets(&e).await,
+        Command::Data(DataCommand::Show { dataset, json }) => {
+            crate::data::show(&e, &dataset, json).await
+        }
         Command::Train(args) => train(&e, args).await,
         Command::Models(ModelsCommand::List { json }) => list_models(&e, json).await,
         Command::Models(ModelsCommand::Show { model, json }) => show_model(&e, &model, json).await,
@@ -324,12 +323,9 @@ pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
     bar
 }
 
-async fn ingest(
-    e: &Ctx,
-    file: &std::path::Path,
-    name: String,
-    description: String,
-) -> anyhow::Result<()> {
+async fn ingest(e: &Ctx, args: IngestArgs) -> anyhow::Result<()> {
+    let header = crate::data::upload_header(&args)?;
+    let file = &args.file;
     let content = tokio::fs::read(file)
         .await
         .with_context(|| format!("reading {}", file.display()))?;
@@ -339,7 +335,7 @@ async fn ingest(
             .expect("valid template"),
     );
     let header = UploadDatasetRequest {
-        part: Some(Part::Header(UploadHeader { name, description })),
+        part: Some(Part::Header(header)),
     };
     let progress = bar.clone();
     let chunks: Vec<Vec<u8>> = content
@@ -365,17 +361,7 @@ async fn ingest(
     let columns: Vec<String> = v
         .columns
         .iter()
-        .map(|c| {
-            format!(
-                "{}:{}",
-                c.name,
-                match DataType::try_from(c.data_type).unwrap_or_default() {
-                    DataType::Int64 => "int64",
-                    DataType::String => "string",
-                    _ => "float64",
-                }
-            )
-        })
+        .map(|c| format!("{}:{}", c.name, crate::data::type_name(c.data_type)))
         .collect();
     println!(
         "{} {}: {} rows, {} columns ({})",
@@ -389,6 +375,9 @@ async fn ingest(
         v.column_count,
         columns.join(", ")
     );
+    if let Some(report) = &v.report {
+        crate::data::print_verdict(report);
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod args;
 pub mod bench;
 pub mod commands;
+pub mod data;
 pub mod models;
 pub mod plot;
 pub mod refs;

@@ -33,7 +33,14 @@ impl Application {
         let store = Store::open(&storage.database("ingestion")).await?;
         let artifacts = ArtifactStore::open(storage)?;
         let listener = server::bind(settings.ingestion.listen).await?;
+        let masking_key = settings.ingestion.masking_key.clone();
+        if !masking_key.is_empty() && masking_key.len() < 16 {
+            return Err(ApiError::invalid_argument(
+                "ingestion.masking_key must be at least 16 bytes",
+            ));
+        }
         let api = Ingestion {
+            masking_key,
             store,
             artifacts,
             tmp_dir: storage.tmp_dir(),

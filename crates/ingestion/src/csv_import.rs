@@ -1,10 +1,16 @@
-//! CSV -> validated columns -> Parquet. Every rejection names the line and column.
+//! CSV -> typed, nullable columns -> (masking, report, profile) -> Parquet. Every rejection
+//! names the line and column.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use mlops_core::ApiError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -26,18 +32,27 @@ pub enum CsvError {
         found: usize,
         expected: usize,
     },
-    #[error("line {line}, column {column:?}: missing value")]
-    Missing { line: u64, column: String },
     #[error("line {line}, column {column:?}: {value:?} is not a finite number")]
     NotNumeric {
         line: u64,
         column: String,
         value: String,
     },
+    #[error(
+        "line {line}, column {column:?}: {value:?} is not {expected}, which the column's earlier values are (declare the column's type to keep such values as type errors)"
+    )]
+    TypeChanged {
+        line: u64,
+        column: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("line {line}: {message}")]
     Malformed { line: u64, message: String },
     #[error("more than {limit} {what}: raise ingestion.max_{what} to accept it")]
     TooLarge { what: &'static str, limit: u64 },
+    #[error("{0}")]
+    Spec(String),
 }
 
 /// Bounds on what one upload may hold.
@@ -58,69 +73,466 @@ impl Default for CsvLimits {
 
 impl From<CsvError> for ApiError {
     fn from(error: CsvError) -> Self {
-        if let CsvError::TooLarge { .. } = error {
-            return ApiError::resource_exhausted(format!("CSV too large: {error}"));
+        match error {
+            CsvError::TooLarge { .. } => {
+                ApiError::resource_exhausted(format!("CSV too large: {error}"))
+            }
+            CsvError::Spec(_) => ApiError::invalid_argument(error.to_string()),
+            _ => ApiError::invalid_argument(format!("invalid CSV: {error}")),
         }
-        ApiError::invalid_argument(format!("invalid CSV: {error}"))
     }
 }
 
-/// The parsed table, already encoded as Parquet.
-#[derive(Debug)]
-pub struct ImportedTable {
-    pub columns: Vec<(String, DataType)>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Int64,
+    Float64,
+    Bool,
+    String,
+    Timestamp,
+}
+
+impl ColumnType {
+    fn describe(self) -> &'static str {
+        match self {
+            ColumnType::Int64 => "an integer",
+            ColumnType::Float64 => "a number",
+            ColumnType::Bool => "a boolean (true/false)",
+            ColumnType::String => "text",
+            ColumnType::Timestamp => "a timestamp (RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM:SS)",
+        }
+    }
+
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub has_header: bool,
+    pub quote: u8,
+    pub null_markers: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            has_header: true,
+            quote: b'"',
+            null_markers: ["", "NA", "N/A", "null", "NULL"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// A declared column: its type (None = inferred) and the constraints the report checks.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ColumnRule {
+    pub name: String,
+    pub data_type: Option<ColumnType>,
+    pub not_null: bool,
+    pub unique: bool,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub allowed: Vec<String>,
+}
+
+/// The parsed columns, before masking and encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+    Str(Vec<Option<String>>),
+    /// Milliseconds since the epoch, UTC.
+    Time(Vec<Option<i64>>),
+}
+
+impl Data {
+    fn empty(ty: ColumnType, nulls: usize) -> Self {
+        match ty {
+            ColumnType::Int64 => Data::Int(vec![None; nulls]),
+            ColumnType::Float64 => Data::Float(vec![None; nulls]),
+            ColumnType::Bool => Data::Bool(vec![None; nulls]),
+            ColumnType::String => Data::Str(vec![None; nulls]),
+            ColumnType::Timestamp => Data::Time(vec![None; nulls]),
+        }
+    }
+
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            Data::Int(_) => ColumnType::Int64,
+            Data::Float(_) => ColumnType::Float64,
+            Data::Bool(_) => ColumnType::Bool,
+            Data::Str(_) => ColumnType::String,
+            Data::Time(_) => ColumnType::Timestamp,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Int(v) | Data::Time(v) => v.len(),
+            Data::Float(v) => v.len(),
+            Data::Bool(v) => v.len(),
+            Data::Str(v) => v.len(),
+        }
+    }
+
+    pub fn is_null(&self, row: usize) -> bool {
+        match self {
+            Data::Int(v) | Data::Time(v) => v[row].is_none(),
+            Data::Float(v) => v[row].is_none(),
+            Data::Bool(v) => v[row].is_none(),
+            Data::Str(v) => v[row].is_none(),
+        }
+    }
+
+    /// The value as a number (booleans 0/1, timestamps in ms), if numeric.
+    pub fn number(&self, row: usize) -> Option<f64> {
+        match self {
+            Data::Int(v) | Data::Time(v) => v[row].map(|x| x as f64),
+            Data::Float(v) => v[row],
+            Data::Bool(v) => v[row].map(|b| f64::from(u8::from(b))),
+            Data::Str(_) => None,
+        }
+    }
+
+    /// The value as text, as it would be written back.
+    pub fn text(&self, row: usize) -> Option<String> {
+        match self {
+            Data::Int(v) | Data::Time(v) => v[row].map(|x| x.to_string()),
+            Data::Float(v) => v[row].map(|x| x.to_string()),
+            Data::Bool(v) => v[row].map(|b| b.to_string()),
+            Data::Str(v) => v[row].clone(),
+        }
+    }
+
+    fn array(&self) -> ArrayRef {
+        match self {
+            Data::Int(v) => Arc::new(Int64Array::from(v.clone())),
+            Data::Float(v) => Arc::new(Float64Array::from(v.clone())),
+            Data::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
+            Data::Str(v) => Arc::new(StringArray::from(v.clone())),
+            Data::Time(v) => {
+                Arc::new(TimestampMillisecondArray::from(v.clone()).with_timezone("UTC"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedColumn {
+    pub name: String,
+    pub data: Data,
+}
+
+/// A value that did not parse as its column's declared type (kept as a null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeErrorAt {
+    pub line: u64,
+    pub column: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Type errors kept by value; the rest are only counted.
+pub const MAX_TYPE_ERRORS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedTable {
+    pub columns: Vec<ParsedColumn>,
     pub rows: u64,
-    pub parquet: Vec<u8>,
+    pub duplicate_rows: u64,
+    pub type_errors: Vec<TypeErrorAt>,
+    pub type_error_count: u64,
 }
 
-struct Column {
+struct Builder {
     name: String,
-    floats: Vec<f64>,
-    /// Kept while every value so far is an integer; `None` once one is not.
-    ints: Option<Vec<i64>>,
-    /// A text column: its first value was not a number.
-    texts: Option<Vec<String>>,
+    declared: Option<ColumnType>,
+    /// None until the first non-missing value decides an inferred column's type.
+    data: Option<Data>,
+    pending_nulls: usize,
 }
 
-/// Parses a headed CSV. A column is numeric when its first value is a number (integer-only
-/// columns become Int64, others Float64), and then every value must be a finite number; it is
-/// text (Utf8) when its first value is not a number.
-pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, CsvError> {
+fn parse_bool(text: &str) -> Option<bool> {
+    if text.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if text.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or `YYYY-MM-DD` (midnight UTC), as epoch ms.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+fn infer(text: &str) -> ColumnType {
+    if parse_bool(text).is_some() {
+        ColumnType::Bool
+    } else if text.parse::<i64>().is_ok() {
+        ColumnType::Int64
+    } else if text.parse::<f64>().is_ok() {
+        ColumnType::Float64
+    } else if parse_timestamp(text).is_some() {
+        ColumnType::Timestamp
+    } else {
+        ColumnType::String
+    }
+}
+
+enum Parsed {
+    Ok,
+    /// Did not parse as the column's type.
+    Mismatch(&'static str),
+    NotFinite,
+}
+
+fn push(data: &mut Data, text: &str, widen: bool) -> Parsed {
+    match data {
+        Data::Int(v) => {
+            if let Ok(x) = text.parse::<i64>() {
+                v.push(Some(x));
+                return Parsed::Ok;
+            }
+            match text.parse::<f64>() {
+                Ok(x) if widen && x.is_finite() => {
+                    let mut floats: Vec<Option<f64>> =
+                        v.iter().map(|i| i.map(|i| i as f64)).collect();
+                    floats.push(Some(x));
+                    *data = Data::Float(floats);
+                    Parsed::Ok
+                }
+                Ok(_) if widen => Parsed::NotFinite,
+                _ => Parsed::Mismatch(ColumnType::Int64.describe()),
+            }
+        }
+        Data::Float(v) => match text.parse::<f64>() {
+            Ok(x) if x.is_finite() => {
+                v.push(Some(x));
+                Parsed::Ok
+            }
+            Ok(_) => Parsed::NotFinite,
+            Err(_) => Parsed::Mismatch(ColumnType::Float64.describe()),
+        },
+        Data::Bool(v) => match parse_bool(text) {
+            Some(b) => {
+                v.push(Some(b));
+                Parsed::Ok
+            }
+            None => Parsed::Mismatch(ColumnType::Bool.describe()),
+        },
+        Data::Str(v) => {
+            v.push(Some(text.to_string()));
+            Parsed::Ok
+        }
+        Data::Time(v) => match parse_timestamp(text) {
+            Some(t) => {
+                v.push(Some(t));
+                Parsed::Ok
+            }
+            None => Parsed::Mismatch(ColumnType::Timestamp.describe()),
+        },
+    }
+}
+
+fn push_null(data: &mut Data) {
+    match data {
+        Data::Int(v) | Data::Time(v) => v.push(None),
+        Data::Float(v) => v.push(None),
+        Data::Bool(v) => v.push(None),
+        Data::Str(v) => v.push(None),
+    }
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        text: &str,
+        line: u64,
+        options: &CsvOptions,
+        errors: &mut (Vec<TypeErrorAt>, u64),
+    ) -> Result<(), CsvError> {
+        if options.null_markers.iter().any(|m| m == text) {
+            match &mut self.data {
+                Some(data) => push_null(data),
+                None => self.pending_nulls += 1,
+            }
+            return Ok(());
+        }
+        let data = self.data.get_or_insert_with(|| {
+            Data::empty(
+                self.declared.unwrap_or_else(|| infer(text)),
+                self.pending_nulls,
+            )
+        });
+        let declared = self.declared.is_some();
+        match push(data, text, !declared) {
+            Parsed::Ok => Ok(()),
+            Parsed::NotFinite if !declared => Err(CsvError::NotNumeric {
+                line,
+                column: self.name.clone(),
+                value: text.chars().take(64).collect(),
+            }),
+            Parsed::Mismatch(expected) if !declared => {
+                let expected = match data {
+                    Data::Int(_) | Data::Float(_) => {
+                        return Err(CsvError::NotNumeric {
+                            line,
+                            column: self.name.clone(),
+                            value: text.chars().take(64).collect(),
+                        });
+                    }
+                    _ => expected,
+                };
+                Err(CsvError::TypeChanged {
+                    line,
+                    column: self.name.clone(),
+                    value: text.chars().take(64).collect(),
+                    expected,
+                })
+            }
+            Parsed::NotFinite | Parsed::Mismatch(_) => {
+                push_null(data);
+                errors.1 += 1;
+                if errors.0.len() < MAX_TYPE_ERRORS {
+                    errors.0.push(TypeErrorAt {
+                        line,
+                        column: self.name.clone(),
+                        value: text.chars().take(64).collect(),
+                        expected: data.column_type().describe(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> ParsedColumn {
+        let data = self.data.unwrap_or_else(|| {
+            // Every value missing: a column of the declared type, else text.
+            Data::empty(
+                self.declared.unwrap_or(ColumnType::String),
+                self.pending_nulls,
+            )
+        });
+        ParsedColumn {
+            name: self.name,
+            data,
+        }
+    }
+}
+
+/// Parses a CSV into typed, nullable columns. A column's type is declared, or inferred from
+/// its first non-missing value (booleans, integers, numbers, timestamps, else text); integers
+/// widen to numbers, but a later value of another type is an error naming the line.
+pub fn parse_csv(
+    input: impl Read,
+    options: &CsvOptions,
+    rules: &[ColumnRule],
+    limits: CsvLimits,
+) -> Result<ParsedTable, CsvError> {
     let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
+        .has_headers(false)
         .flexible(true)
+        .delimiter(options.delimiter)
+        .quote(options.quote)
         .trim(csv::Trim::All)
         .from_reader(input);
-    let header = reader.headers().map_err(|e| malformed(1, &e))?.clone();
-    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+    let mut record = csv::StringRecord::new();
+    let first = match reader.read_record(&mut record) {
+        Ok(true) => record.clone(),
+        Ok(false) => return Err(CsvError::NoHeader),
+        Err(e) => return Err(malformed(1, &e)),
+    };
+    if first.is_empty() || (first.len() == 1 && first[0].is_empty()) {
         return Err(CsvError::NoHeader);
     }
-    if header.len() > limits.max_columns {
+    if first.len() > limits.max_columns {
         return Err(CsvError::TooLarge {
             what: "columns",
             limit: limits.max_columns as u64,
         });
     }
-    let mut columns: Vec<Column> = Vec::with_capacity(header.len());
-    for (index, name) in header.iter().enumerate() {
+    let names: Vec<String> = if options.has_header {
+        first.iter().map(String::from).collect()
+    } else {
+        (1..=first.len()).map(|i| format!("c{i}")).collect()
+    };
+    let mut builders: Vec<Builder> = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
         if name.is_empty() {
             return Err(CsvError::EmptyColumnName { index: index + 1 });
         }
-        if columns.iter().any(|c| c.name == name) {
-            return Err(CsvError::DuplicateColumn {
-                name: name.to_string(),
-            });
+        if builders.iter().any(|b| &b.name == name) {
+            return Err(CsvError::DuplicateColumn { name: name.clone() });
         }
-        columns.push(Column {
-            name: name.to_string(),
-            floats: Vec::new(),
-            ints: Some(Vec::new()),
-            texts: None,
+        builders.push(Builder {
+            name: name.clone(),
+            declared: rules
+                .iter()
+                .find(|r| &r.name == name)
+                .and_then(|r| r.data_type),
+            data: None,
+            pending_nulls: 0,
         });
     }
+    if let Some(unknown) = rules.iter().find(|r| !names.contains(&r.name)) {
+        return Err(CsvError::Spec(format!(
+            "columns: {:?} is not a column of the CSV (columns: {})",
+            unknown.name,
+            names.join(", ")
+        )));
+    }
 
-    let mut record = csv::StringRecord::new();
+    let mut errors = (Vec::new(), 0u64);
     let mut rows = 0u64;
+    let mut seen_rows: HashSet<u64> = HashSet::new();
+    let mut duplicate_rows = 0u64;
+    let mut take = |record: &csv::StringRecord, line: u64, builders: &mut Vec<Builder>| {
+        if record.len() != builders.len() {
+            return Err(CsvError::Ragged {
+                line,
+                found: record.len(),
+                expected: builders.len(),
+            });
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (builder, value) in builders.iter_mut().zip(record.iter()) {
+            value.hash(&mut hasher);
+            builder.push(value, line, options, &mut errors)?;
+        }
+        if !seen_rows.insert(hasher.finish()) {
+            duplicate_rows += 1;
+        }
+        Ok(())
+    };
+    if !options.has_header {
+        take(&first, 1, &mut builders)?;
+        rows += 1;
+    }
     loop {
         let line = reader.position().line();
         match reader.read_record(&mut record) {
@@ -129,20 +541,11 @@ pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, 
             Err(e) => return Err(malformed(line, &e)),
         }
         let line = record.position().map_or(line, |p| p.line());
-        // A blank line at the end of a file is not a row.
-        if record.len() == 1 && record[0].is_empty() && columns.len() > 1 {
+        // A blank line is not a row.
+        if record.len() == 1 && record[0].is_empty() && builders.len() > 1 {
             continue;
         }
-        if record.len() != columns.len() {
-            return Err(CsvError::Ragged {
-                line,
-                found: record.len(),
-                expected: columns.len(),
-            });
-        }
-        for (column, value) in columns.iter_mut().zip(record.iter()) {
-            push_value(column, value, line)?;
-        }
+        take(&record, line, &mut builders)?;
         rows += 1;
         if rows > limits.max_rows {
             return Err(CsvError::TooLarge {
@@ -154,87 +557,13 @@ pub fn import_csv(input: impl Read, limits: CsvLimits) -> Result<ImportedTable, 
     if rows == 0 {
         return Err(CsvError::NoRows);
     }
-
-    let fields_and_arrays: Vec<(Field, ArrayRef)> = columns
-        .into_iter()
-        .map(|c| match (c.texts, c.ints) {
-            (Some(texts), _) => (
-                Field::new(&c.name, DataType::Utf8, false),
-                Arc::new(StringArray::from(texts)) as ArrayRef,
-            ),
-            (None, Some(ints)) => (
-                Field::new(&c.name, DataType::Int64, false),
-                Arc::new(Int64Array::from(ints)) as ArrayRef,
-            ),
-            (None, None) => (
-                Field::new(&c.name, DataType::Float64, false),
-                Arc::new(Float64Array::from(c.floats)) as ArrayRef,
-            ),
-        })
-        .collect();
-    let schema = Arc::new(Schema::new(
-        fields_and_arrays
-            .iter()
-            .map(|(f, _)| f.clone())
-            .collect::<Vec<_>>(),
-    ));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        fields_and_arrays.into_iter().map(|(_, a)| a).collect(),
-    )
-    .map_err(|e| CsvError::Malformed {
-        line: 0,
-        message: e.to_string(),
-    })?;
-    let parquet = write_parquet(&batch);
-    Ok(ImportedTable {
-        columns: schema
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect(),
+    Ok(ParsedTable {
+        columns: builders.into_iter().map(Builder::finish).collect(),
         rows,
-        parquet,
+        duplicate_rows,
+        type_errors: errors.0,
+        type_error_count: errors.1,
     })
-}
-
-fn push_value(column: &mut Column, value: &str, line: u64) -> Result<(), CsvError> {
-    if value.is_empty() {
-        return Err(CsvError::Missing {
-            line,
-            column: column.name.clone(),
-        });
-    }
-    if column.floats.is_empty()
-        && column.texts.is_none()
-        && column.ints.as_ref().is_some_and(Vec::is_empty)
-        && value.parse::<f64>().is_err()
-    {
-        column.texts = Some(Vec::new());
-    }
-    if let Some(texts) = column.texts.as_mut() {
-        texts.push(value.to_string());
-        return Ok(());
-    }
-    if let Some(ints) = column.ints.as_mut()
-        && let Ok(int) = value.parse::<i64>()
-    {
-        ints.push(int);
-        column.floats.push(int as f64);
-        return Ok(());
-    }
-    match value.parse::<f64>() {
-        Ok(float) if float.is_finite() => {
-            column.ints = None;
-            column.floats.push(float);
-            Ok(())
-        }
-        _ => Err(CsvError::NotNumeric {
-            line,
-            column: column.name.clone(),
-            value: value.chars().take(64).collect(),
-        }),
-    }
 }
 
 fn malformed(line: u64, error: &csv::Error) -> CsvError {
@@ -244,45 +573,128 @@ fn malformed(line: u64, error: &csv::Error) -> CsvError {
     }
 }
 
-fn write_parquet(batch: &RecordBatch) -> Vec<u8> {
+/// The columns as Parquet (snappy); the same columns always give the same bytes.
+pub fn write_parquet(columns: &[ParsedColumn]) -> Result<Vec<u8>, ApiError> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.data.column_type().arrow(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.iter().map(|c| c.data.array()).collect(),
+    )
+    .map_err(|e| ApiError::internal(format!("building the record batch: {e}")))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
     let mut out = Vec::new();
-    // Writing to memory cannot fail for a batch that matches its own schema.
-    let mut writer =
-        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("parquet writer");
-    writer.write(batch).expect("parquet write");
-    writer.close().expect("parquet close");
-    out
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))
+        .map_err(|e| ApiError::internal(format!("parquet writer: {e}")))?;
+    writer
+        .write(&batch)
+        .map_err(|e| ApiError::internal(format!("parquet write: {e}")))?;
+    writer
+        .close()
+        .map_err(|e| ApiError::internal(format!("parquet close: {e}")))?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn import(text: &str) -> Result<ImportedTable, CsvError> {
-        import_csv(text.as_bytes(), CsvLimits::default())
+    fn import(text: &str) -> Result<ParsedTable, CsvError> {
+        parse_csv(
+            text.as_bytes(),
+            &CsvOptions::default(),
+            &[],
+            CsvLimits::default(),
+        )
+    }
+
+    fn types(table: &ParsedTable) -> Vec<ColumnType> {
+        table.columns.iter().map(|c| c.data.column_type()).collect()
     }
 
     #[test]
-    fn infers_int_and_float_columns() {
-        let table = import("a,b,y\n1,2.5,3\n4,5,6\n").unwrap();
+    fn infers_types_and_keeps_nulls() {
+        let table = import(
+            "a,b,y,flag,when,label\n1,2.5,3,true,2024-01-02,cat\n4,5,,false,2024-01-03T10:00:00Z,NA\n",
+        )
+        .unwrap();
         assert_eq!(table.rows, 2);
         assert_eq!(
-            table.columns,
+            types(&table),
             vec![
-                ("a".into(), DataType::Int64),
-                ("b".into(), DataType::Float64),
-                ("y".into(), DataType::Int64)
+                ColumnType::Int64,
+                ColumnType::Float64,
+                ColumnType::Int64,
+                ColumnType::Bool,
+                ColumnType::Timestamp,
+                ColumnType::String
             ]
         );
-        assert_eq!(&table.parquet[..4], b"PAR1");
+        assert!(table.columns[2].data.is_null(1));
+        assert!(table.columns[5].data.is_null(1));
+        assert_eq!(table.columns[4].data.number(0), Some(1_704_153_600_000.0));
+        let parquet = write_parquet(&table.columns).unwrap();
+        assert_eq!(&parquet[..4], b"PAR1");
         // Same content, same bytes: versions can be deduplicated by digest.
-        assert_eq!(
-            import("a,b,y\n1,2.5,3\n4,5,6\n").unwrap().parquet,
-            table.parquet
-        );
+        let again = import(
+            "a,b,y,flag,when,label\n1,2.5,3,true,2024-01-02,cat\n4,5,,false,2024-01-03T10:00:00Z,NA\n",
+        )
+        .unwrap();
+        assert_eq!(write_parquet(&again.columns).unwrap(), parquet);
+    }
+
+    #[test]
+    fn options_and_declared_types() {
+        let options = CsvOptions {
+            delimiter: b';',
+            has_header: false,
+            null_markers: vec!["-".into()],
+            ..Default::default()
+        };
+        let rules = [ColumnRule {
+            name: "c2".into(),
+            data_type: Some(ColumnType::Float64),
+            ..Default::default()
+        }];
+        let table = parse_csv(
+            "1;x\n2;-\n3;4.5\n".as_bytes(),
+            &options,
+            &rules,
+            CsvLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(table.rows, 3);
+        assert_eq!(table.columns[0].name, "c1");
+        // The declared type wins: "x" is a type error (line 1), kept as a null.
+        assert_eq!(table.type_error_count, 1);
+        assert_eq!(table.type_errors[0].line, 1);
+        assert_eq!(table.type_errors[0].value, "x");
+        assert!(table.columns[1].data.is_null(0) && table.columns[1].data.is_null(1));
+        assert_eq!(table.columns[1].data.number(2), Some(4.5));
+        let unknown = [ColumnRule {
+            name: "zz".into(),
+            ..Default::default()
+        }];
+        assert!(matches!(
+            parse_csv(
+                "a\n1\n".as_bytes(),
+                &CsvOptions::default(),
+                &unknown,
+                CsvLimits::default()
+            ),
+            Err(CsvError::Spec(_))
+        ));
+    }
+
+    #[test]
+    fn counts_duplicate_rows() {
+        let table = import("a,b\n1,x\n2,y\n1,x\n1,x\n").unwrap();
+        assert_eq!(table.duplicate_rows, 2);
     }
 
     #[test]
@@ -301,15 +713,6 @@ mod tests {
                 expected: 2
             }
         );
-        assert_eq!(
-            import("a,y\n1,2\n3,\n").unwrap_err(),
-            CsvError::Missing {
-                line: 3,
-                column: "y".into()
-            }
-        );
-        let text = import("a,label\n1,cat\n2,dog\n").unwrap();
-        assert_eq!(text.columns[1], ("label".into(), DataType::Utf8));
         let error = import("a,y\n1,2\n3,4\nx,5\n").unwrap_err();
         assert_eq!(
             error,
@@ -324,16 +727,31 @@ mod tests {
             import("a,y\n1,NaN\n").unwrap_err(),
             CsvError::NotNumeric { .. }
         ));
+        let changed = import("a,when\n1,2024-01-01\n2,soon\n").unwrap_err();
+        assert!(
+            matches!(changed, CsvError::TypeChanged { line: 3, .. }),
+            "{changed}"
+        );
         let tight = CsvLimits {
             max_rows: 1,
             max_columns: 2,
         };
         assert!(matches!(
-            import_csv("a,y\n1,2\n3,4\n".as_bytes(), tight),
+            parse_csv(
+                "a,y\n1,2\n3,4\n".as_bytes(),
+                &CsvOptions::default(),
+                &[],
+                tight
+            ),
             Err(CsvError::TooLarge { what: "rows", .. })
         ));
         assert!(matches!(
-            import_csv("a,b,y\n1,2,3\n".as_bytes(), tight),
+            parse_csv(
+                "a,b,y\n1,2,3\n".as_bytes(),
+                &CsvOptions::default(),
+                &[],
+                tight
+            ),
             Err(CsvError::TooLarge {
                 what: "columns",
                 ..

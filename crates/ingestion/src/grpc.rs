@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use arrow_schema::DataType as ArrowType;
 use futures::StreamExt;
 use mlops_core::ApiError;
 use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
@@ -14,7 +13,8 @@ use mlops_proto::v1::*;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::csv_import::{CsvLimits, import_csv};
+use crate::csv_import::{ColumnRule, ColumnType, CsvLimits, CsvOptions, parse_csv, write_parquet};
+use crate::quality;
 use crate::store::{NewVersion, Store};
 
 pub struct Ingestion {
@@ -23,6 +23,74 @@ pub struct Ingestion {
     pub tmp_dir: PathBuf,
     pub max_upload_bytes: u64,
     pub limits: CsvLimits,
+    /// The HMAC key of `hash` masking; empty when none is configured.
+    pub masking_key: String,
+}
+
+/// CSV options and declared columns from the upload header, checked.
+fn upload_spec(header: &UploadHeader) -> Result<(CsvOptions, Vec<ColumnRule>), ApiError> {
+    let mut options = CsvOptions::default();
+    if let Some(csv) = &header.csv {
+        let one_byte = |field: &str, value: &str| -> Result<Option<u8>, ApiError> {
+            match value.as_bytes() {
+                [] => Ok(None),
+                [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => Ok(Some(*b)),
+                _ => Err(ApiError::invalid_argument(format!(
+                    "csv.{field} must be one ASCII character other than a line break, got {value:?}"
+                ))),
+            }
+        };
+        if let Some(d) = one_byte("delimiter", &csv.delimiter)? {
+            options.delimiter = d;
+        }
+        if let Some(q) = one_byte("quote", &csv.quote)? {
+            options.quote = q;
+        }
+        if options.delimiter == options.quote {
+            return Err(ApiError::invalid_argument(
+                "csv.delimiter and csv.quote must differ",
+            ));
+        }
+        options.has_header = csv.has_header.unwrap_or(true);
+        if !csv.null_markers.is_empty() {
+            options.null_markers = csv.null_markers.clone();
+        }
+    }
+    let mut rules = Vec::with_capacity(header.columns.len());
+    for spec in &header.columns {
+        if rules.iter().any(|r: &ColumnRule| r.name == spec.name) {
+            return Err(ApiError::invalid_argument(format!(
+                "columns: {:?} is declared twice",
+                spec.name
+            )));
+        }
+        let data_type = match DataType::try_from(spec.data_type).unwrap_or_default() {
+            DataType::Unspecified => None,
+            DataType::Int64 => Some(ColumnType::Int64),
+            DataType::Float64 => Some(ColumnType::Float64),
+            DataType::String => Some(ColumnType::String),
+            DataType::Bool => Some(ColumnType::Bool),
+            DataType::Timestamp => Some(ColumnType::Timestamp),
+        };
+        if let (Some(min), Some(max)) = (spec.min, spec.max)
+            && (min.is_nan() || max.is_nan() || min > max)
+        {
+            return Err(ApiError::invalid_argument(format!(
+                "columns: {:?} has min {min} above max {max}",
+                spec.name
+            )));
+        }
+        rules.push(ColumnRule {
+            name: spec.name.clone(),
+            data_type,
+            not_null: spec.not_null,
+            unique: spec.unique,
+            min: spec.min,
+            max: spec.max,
+            allowed: spec.allowed.clone(),
+        });
+    }
+    Ok((options, rules))
 }
 
 impl Ingestion {
@@ -74,39 +142,60 @@ impl Ingestion {
 
         let path = spool.path().to_path_buf();
         let limits = self.limits;
-        let table = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            Ok(import_csv(
+        let (options, rules) = upload_spec(&header)?;
+        let masking = header.masking.clone();
+        let key = self.masking_key.clone();
+        let (stored, details) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let mut table = parse_csv(
                 std::io::BufReader::new(std::fs::File::open(path)?),
+                &options,
+                &rules,
                 limits,
-            )?)
+            )?;
+            quality::check_masking(&masking, &table.columns, key.as_bytes())?;
+            let report = quality::report(&table, &rules, &masking);
+            let mut columns = std::mem::take(&mut table.columns);
+            quality::apply_masking(&masking, &mut columns, key.as_bytes())?;
+            if columns.is_empty() {
+                return Err(ApiError::invalid_argument(
+                    "masking: every column would be dropped",
+                ));
+            }
+            let profile = quality::profile(&columns)?;
+            let parquet = write_parquet(&columns)?;
+            let schema: Vec<Column> = columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    data_type: quality::data_type(c.data.column_type()) as i32,
+                })
+                .collect();
+            Ok((
+                (parquet, schema, table.rows),
+                VersionDetails {
+                    report: Some(report),
+                    profile,
+                    masking,
+                },
+            ))
         })
         .await
         .map_err(|e| ApiError::internal(format!("import task: {e}")))??;
         drop(spool);
+        let (parquet, columns, rows) = stored;
 
-        let size_bytes = table.parquet.len() as u64;
-        let digest = self.artifacts.put(table.parquet.into()).await?;
-        let columns = table
-            .columns
-            .into_iter()
-            .map(|(name, data_type)| Column {
-                name,
-                data_type: match data_type {
-                    ArrowType::Int64 => DataType::Int64,
-                    ArrowType::Utf8 => DataType::String,
-                    _ => DataType::Float64,
-                } as i32,
-            })
-            .collect();
+        let size_bytes = parquet.len() as u64;
+        let digest = self.artifacts.put(parquet.into()).await?;
         let (version, created) = self
             .store
             .add_version(NewVersion {
                 dataset: &header.name,
                 description: &header.description,
                 digest: &digest,
-                row_count: table.rows,
+                row_count: rows,
                 columns,
                 size_bytes,
+                details,
             })
             .await?;
         metrics::counter!("mlops_ingested_rows_total").increment(if created {

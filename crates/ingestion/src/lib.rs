@@ -1,11 +1,14 @@
-//! The ingestion service: CSV in, validated numeric schema, immutable Parquet versions out.
+//! The ingestion service: CSV in (typed, nullable columns), private columns masked, a
+//! validation report and a profile per version, immutable content-addressed Parquet versions
+//! out.
 
 mod app;
 mod csv_import;
 mod grpc;
+mod quality;
 mod settings;
 mod store;
 
 pub use app::{Application, serve};
-pub use csv_import::{CsvError, CsvLimits, ImportedTable, import_csv};
+pub use csv_import::{ColumnRule, CsvError, CsvLimits, CsvOptions, ParsedTable, parse_csv};
 pub use settings::{IngestionSettings, Settings};

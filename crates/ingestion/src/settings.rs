@@ -26,6 +26,9 @@ pub struct IngestionSettings {
     /// Most data rows and columns one upload may hold.
     pub max_rows: u64,
     pub max_columns: usize,
+    /// The secret key of `hash` masking (HMAC-SHA256), 16 bytes or more; usually given as
+    /// MLOPS__INGESTION__MASKING_KEY. Without it, `hash` masking is refused.
+    pub masking_key: String,
 }
 
 impl Default for IngestionSettings {
@@ -35,6 +38,7 @@ impl Default for IngestionSettings {
             max_upload_bytes: 1 << 30,
             max_rows: 10_000_000,
             max_columns: 10_000,
+            masking_key: String::new(),
         }
     }
 }

@@ -3,17 +3,28 @@
 
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
-use mlops_proto::v1::{Column, DataType, Dataset, DatasetVersion};
+use mlops_proto::v1::{Column, DataType, Dataset, DatasetVersion, VersionDetails};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 const MIGRATIONS: db::Migrations = db::Migrations {
-    sqlite: &[(1, "datasets", include_str!("migrations/0001_datasets.sql"))],
-    postgres: &[(
-        1,
-        "datasets",
-        include_str!("migrations/postgres/0001_datasets.sql"),
-    )],
+    sqlite: &[
+        (1, "datasets", include_str!("migrations/0001_datasets.sql")),
+        (2, "details", include_str!("migrations/0002_details.sql")),
+    ],
+    postgres: &[
+        (
+            1,
+            "datasets",
+            include_str!("migrations/postgres/0001_datasets.sql"),
+        ),
+        (
+            2,
+            "details",
+            include_str!("migrations/postgres/0002_details.sql"),
+        ),
+    ],
 };
 
 #[derive(Clone)]
@@ -35,6 +46,7 @@ pub struct NewVersion<'a> {
     pub row_count: u64,
     pub columns: Vec<Column>,
     pub size_bytes: u64,
+    pub details: VersionDetails,
 }
 
 impl Store {
@@ -44,7 +56,8 @@ impl Store {
         })
     }
 
-    /// Records a new version, or returns the latest one unchanged when it has the same digest.
+    /// Records a new version, or returns the existing one with the same digest (the same
+    /// stored content and schema) unchanged.
     pub async fn add_version(
         &self,
         new: NewVersion<'_>,
@@ -57,17 +70,15 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let latest = sqlx::query(
-            "SELECT * FROM dataset_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+        let existing = sqlx::query(
+            "SELECT * FROM dataset_versions WHERE dataset = $1 AND digest = $2 ORDER BY version LIMIT 1",
         )
         .bind(new.dataset)
+        .bind(new.digest)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = latest {
-            let latest = version_from_row(&row)?;
-            if latest.digest == new.digest {
-                return Ok((latest, false));
-            }
+        if let Some(row) = existing {
+            return Ok((version_from_row(&row)?, false));
         }
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset = $1",
@@ -84,8 +95,8 @@ impl Store {
             })
             .collect();
         sqlx::query(
-            "INSERT INTO dataset_versions (dataset, version, digest, row_count, columns, size_bytes, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO dataset_versions (dataset, version, digest, row_count, columns, size_bytes, created_at_ms, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new.dataset)
         .bind(version)
@@ -94,6 +105,7 @@ impl Store {
         .bind(serde_json::to_string(&columns).expect("columns serialize"))
         .bind(new.size_bytes as i64)
         .bind(now)
+        .bind(new.details.encode_to_vec())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -108,6 +120,9 @@ impl Store {
                 columns: new.columns,
                 size_bytes: new.size_bytes,
                 created_at_ms: now,
+                report: new.details.report,
+                profile: new.details.profile,
+                masking: new.details.masking,
             },
             true,
         ))
@@ -223,7 +238,17 @@ fn version_from_row(row: &db::Row) -> Result<DatasetVersion, ApiError> {
             data_type: DataType::try_from(c.data_type).unwrap_or_default() as i32,
         })
         .collect();
+    // Versions from before reports have none.
+    let details = match row.try_get::<Option<Vec<u8>>, _>("details")? {
+        Some(bytes) => VersionDetails::decode(bytes.as_slice()).map_err(|e| {
+            ApiError::internal(format!("stored details of {dataset}@{version}: {e}"))
+        })?,
+        None => VersionDetails::default(),
+    };
     Ok(DatasetVersion {
+        report: details.report,
+        profile: details.profile,
+        masking: details.masking,
         id: format!("{dataset}@{version}"),
         version,
         digest: row.try_get("digest")?,

@@ -200,6 +200,7 @@ impl Runner {
                     part: Some(Part::Header(UploadHeader {
                         name: spec.name.clone(),
                         description: spec.description.clone(),
+                        ..Default::default()
                     })),
                 };
                 let chunks: Vec<UploadDatasetRequest> = content

@@ -3,7 +3,9 @@
 
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::types::{
+    Float32Type, Float64Type, Int32Type, Int64Type, TimestampMillisecondType,
+};
 use arrow_schema::DataType;
 use bytes::Bytes;
 use mlops_core::ApiError;
@@ -109,6 +111,15 @@ fn append(slot: &mut Option<Values>, array: &dyn Array) -> Result<(), ApiError> 
             Values::Numeric(
                 (0..a.len())
                     .map(|i| numeric(i, f64::from(a.value(i))))
+                    .collect(),
+            )
+        }
+        DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, _) => {
+            // Epoch milliseconds: a number like any other feature.
+            let a = array.as_primitive::<TimestampMillisecondType>();
+            Values::Numeric(
+                (0..a.len())
+                    .map(|i| numeric(i, a.value(i) as f64))
                     .collect(),
             )
         }

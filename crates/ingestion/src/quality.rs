@@ -1,0 +1,463 @@
+//! What ingestion learns about a parsed table before storing it: private columns masked (the
+//! original values never reach the store), the validation report (nulls, type errors,
+//! duplicates, declared constraints, a verdict with reasons) and the profile (the baseline for
+//! drift), all as the API's messages.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{Datelike, TimeZone, Utc};
+use hmac::{Hmac, Mac};
+use mlops_core::ApiError;
+use mlops_ml::drift::{FeatureProfile, Profile};
+use mlops_ml::frame::{Column, Frame, Values};
+use mlops_proto::v1::{ColumnProfile, ColumnReport, MaskRule, TypeError, ValidationReport};
+use sha2::Sha256;
+
+use crate::csv_import::{ColumnRule, ColumnType, Data, ParsedColumn, ParsedTable};
+
+pub const REDACTED: &str = "[REDACTED]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateUnit {
+    Day,
+    Month,
+    Year,
+}
+
+enum Mask {
+    Drop,
+    Redact,
+    Hash,
+    Round(i32),
+    TruncateDate(DateUnit),
+}
+
+fn parse_rule(rule: &MaskRule, column: &ParsedColumn) -> Result<Mask, ApiError> {
+    let invalid = |why: String| {
+        ApiError::invalid_argument(format!("masking: column {:?}: {why}", rule.column))
+    };
+    let numeric = matches!(column.data, Data::Int(_) | Data::Float(_));
+    Ok(match rule.action.as_str() {
+        "drop" => Mask::Drop,
+        "redact" => Mask::Redact,
+        "hash" => Mask::Hash,
+        "round" if numeric => Mask::Round(rule.parameter.parse().map_err(|_| {
+            invalid(format!(
+                "round takes the decimal digits to keep as parameter, got {:?}",
+                rule.parameter
+            ))
+        })?),
+        "round" => return Err(invalid("round applies to numeric columns".into())),
+        "truncate_date" if matches!(column.data, Data::Time(_)) => {
+            Mask::TruncateDate(match rule.parameter.as_str() {
+                "day" => DateUnit::Day,
+                "month" => DateUnit::Month,
+                "year" => DateUnit::Year,
+                other => {
+                    return Err(invalid(format!(
+                        "truncate_date takes day, month or year, got {other:?}"
+                    )));
+                }
+            })
+        }
+        "truncate_date" => {
+            return Err(invalid("truncate_date applies to timestamp columns".into()));
+        }
+        other => {
+            return Err(invalid(format!(
+                "unknown action {other:?} (drop, redact, hash, round, truncate_date)"
+            )));
+        }
+    })
+}
+
+/// Checks the rules against the columns (before any work is done on the data).
+pub fn check_masking(
+    rules: &[MaskRule],
+    columns: &[ParsedColumn],
+    key: &[u8],
+) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    for rule in rules {
+        let column = columns
+            .iter()
+            .find(|c| c.name == rule.column)
+            .ok_or_else(|| {
+                ApiError::invalid_argument(format!(
+                    "masking: {:?} is not a column of the data",
+                    rule.column
+                ))
+            })?;
+        if !seen.insert(&rule.column) {
+            return Err(ApiError::invalid_argument(format!(
+                "masking: column {:?} has two rules",
+                rule.column
+            )));
+        }
+        if matches!(parse_rule(rule, column)?, Mask::Hash) && key.is_empty() {
+            return Err(ApiError::failed_precondition(
+                "masking: hash needs ingestion.masking_key (a secret of 16 bytes or more) to be configured",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the masking rules in place; dropped columns disappear.
+pub fn apply_masking(
+    rules: &[MaskRule],
+    columns: &mut Vec<ParsedColumn>,
+    key: &[u8],
+) -> Result<(), ApiError> {
+    check_masking(rules, columns, key)?;
+    for rule in rules {
+        let index = columns
+            .iter()
+            .position(|c| c.name == rule.column)
+            .expect("checked");
+        let mask = parse_rule(rule, &columns[index])?;
+        let column = &mut columns[index];
+        match mask {
+            Mask::Drop => {
+                columns.remove(index);
+            }
+            Mask::Redact => {
+                let rows = column.data.len();
+                column.data = Data::Str(
+                    (0..rows)
+                        .map(|r| (!column.data.is_null(r)).then(|| REDACTED.to_string()))
+                        .collect(),
+                );
+            }
+            Mask::Hash => {
+                let rows = column.data.len();
+                let hashed = (0..rows)
+                    .map(|r| {
+                        column.data.text(r).map(|text| {
+                            let mut mac = Hmac::<Sha256>::new_from_slice(key)
+                                .expect("HMAC takes a key of any length");
+                            mac.update(text.as_bytes());
+                            hex::encode(mac.finalize().into_bytes())
+                        })
+                    })
+                    .collect();
+                column.data = Data::Str(hashed);
+            }
+            Mask::Round(digits) => {
+                let scale = 10f64.powi(digits);
+                match &mut column.data {
+                    Data::Float(v) => v
+                        .iter_mut()
+                        .flatten()
+                        .for_each(|x| *x = (*x * scale).round() / scale),
+                    Data::Int(v) if digits < 0 => v
+                        .iter_mut()
+                        .flatten()
+                        .for_each(|x| *x = ((*x as f64 * scale).round() / scale) as i64),
+                    _ => {}
+                }
+            }
+            Mask::TruncateDate(unit) => {
+                if let Data::Time(v) = &mut column.data {
+                    for t in v.iter_mut().flatten() {
+                        *t = truncate(*t, unit);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn truncate(ms: i64, unit: DateUnit) -> i64 {
+    let Some(time) = Utc.timestamp_millis_opt(ms).single() else {
+        return ms;
+    };
+    let (year, month, day) = match unit {
+        DateUnit::Day => (time.year(), time.month(), time.day()),
+        DateUnit::Month => (time.year(), time.month(), 1),
+        DateUnit::Year => (time.year(), 1, 1),
+    };
+    Utc.with_ymd_and_hms(year, month, day, 0, 0, 0)
+        .single()
+        .map_or(ms, |t| t.timestamp_millis())
+}
+
+/// The validation report of the parsed (not yet masked) table. Values of masked columns never
+/// appear in it.
+pub fn report(table: &ParsedTable, rules: &[ColumnRule], masked: &[MaskRule]) -> ValidationReport {
+    let rows = table.rows as usize;
+    let mut failures = Vec::new();
+    let mut columns = Vec::new();
+    for column in &table.columns {
+        let nulls = (0..rows).filter(|&r| column.data.is_null(r)).count() as u64;
+        let mut entry = ColumnReport {
+            name: column.name.clone(),
+            null_count: nulls,
+            null_share: nulls as f64 / rows.max(1) as f64,
+            ..Default::default()
+        };
+        if let Some(rule) = rules.iter().find(|r| r.name == column.name) {
+            if rule.not_null && nulls > 0 {
+                failures.push(format!(
+                    "column {:?} is declared not_null but has {nulls} missing values",
+                    column.name
+                ));
+            }
+            if rule.min.is_some() || rule.max.is_some() {
+                let (lo, hi) = (
+                    rule.min.unwrap_or(f64::NEG_INFINITY),
+                    rule.max.unwrap_or(f64::INFINITY),
+                );
+                entry.out_of_range = (0..rows)
+                    .filter_map(|r| column.data.number(r))
+                    .filter(|x| *x < lo || *x > hi)
+                    .count() as u64;
+                if entry.out_of_range > 0 {
+                    failures.push(format!(
+                        "column {:?} has {} values outside [{lo}, {hi}]",
+                        column.name, entry.out_of_range
+                    ));
+                }
+            }
+            if !rule.allowed.is_empty() {
+                entry.not_allowed = (0..rows)
+                    .filter_map(|r| column.data.text(r))
+                    .filter(|t| !rule.allowed.contains(t))
+                    .count() as u64;
+                if entry.not_allowed > 0 {
+                    failures.push(format!(
+                        "column {:?} has {} values outside the allowed ones ({})",
+                        column.name,
+                        entry.not_allowed,
+                        rule.allowed.join(", ")
+                    ));
+                }
+            }
+            if rule.unique {
+                let mut counts: HashMap<String, u64> = HashMap::new();
+                for text in (0..rows).filter_map(|r| column.data.text(r)) {
+                    *counts.entry(text).or_default() += 1;
+                }
+                entry.duplicates = counts.values().map(|c| c - 1).sum();
+                if entry.duplicates > 0 {
+                    failures.push(format!(
+                        "column {:?} is declared unique but repeats {} values",
+                        column.name, entry.duplicates
+                    ));
+                }
+            }
+        }
+        columns.push(entry);
+    }
+    if table.type_error_count > 0 {
+        failures.push(format!(
+            "{} values do not parse as their column's declared type",
+            table.type_error_count
+        ));
+    }
+    let is_masked = |name: &str| masked.iter().any(|m| m.column == name);
+    ValidationReport {
+        row_count: table.rows,
+        columns,
+        duplicate_rows: table.duplicate_rows,
+        type_errors: table
+            .type_errors
+            .iter()
+            .map(|e| TypeError {
+                line: e.line,
+                column: e.column.clone(),
+                value: if is_masked(&e.column) {
+                    "<masked>".into()
+                } else {
+                    e.value.clone()
+                },
+                expected: e.expected.into(),
+            })
+            .collect(),
+        type_error_count: table.type_error_count,
+        passed: failures.is_empty(),
+        failures,
+    }
+}
+
+/// The profile of the stored (masked) columns: numbers, booleans as 0/1 and timestamps as
+/// epoch ms are numeric; text is categorical.
+pub fn profile(columns: &[ParsedColumn]) -> Result<Vec<ColumnProfile>, ApiError> {
+    let frame = Frame::new(
+        columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                values: match &c.data {
+                    Data::Str(v) => Values::Categorical(v.clone()),
+                    data => Values::Numeric(
+                        (0..data.len())
+                            .map(|r| data.number(r).unwrap_or(f64::NAN))
+                            .collect(),
+                    ),
+                },
+            })
+            .collect(),
+    )
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Profile::of(&frame)
+        .features
+        .into_iter()
+        .map(|f| match f.profile {
+            FeatureProfile::Numeric {
+                count,
+                missing,
+                mean,
+                std,
+                min,
+                max,
+                quantiles,
+                histogram_edges,
+                histogram_counts,
+            } => ColumnProfile {
+                name: f.name,
+                kind: "numeric".into(),
+                count,
+                missing,
+                mean,
+                std,
+                min,
+                max,
+                quantiles,
+                histogram_edges,
+                histogram_counts,
+                ..Default::default()
+            },
+            FeatureProfile::Categorical {
+                count,
+                missing,
+                distinct,
+                top,
+                other,
+            } => ColumnProfile {
+                name: f.name,
+                kind: "categorical".into(),
+                count,
+                missing,
+                distinct,
+                top: top.into_iter().collect(),
+                other,
+                ..Default::default()
+            },
+        })
+        .collect())
+}
+
+/// The proto data type of a column.
+pub fn data_type(ty: ColumnType) -> mlops_proto::v1::DataType {
+    use mlops_proto::v1::DataType;
+    match ty {
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Bool => DataType::Bool,
+        ColumnType::String => DataType::String,
+        ColumnType::Timestamp => DataType::Timestamp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csv_import::{CsvLimits, CsvOptions, parse_csv};
+
+    fn table(text: &str, rules: &[ColumnRule]) -> ParsedTable {
+        parse_csv(
+            text.as_bytes(),
+            &CsvOptions::default(),
+            rules,
+            CsvLimits::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_report_checks_declared_constraints() {
+        let rules = vec![
+            ColumnRule {
+                name: "age".into(),
+                not_null: true,
+                min: Some(0.0),
+                max: Some(120.0),
+                ..Default::default()
+            },
+            ColumnRule {
+                name: "id".into(),
+                unique: true,
+                ..Default::default()
+            },
+            ColumnRule {
+                name: "tier".into(),
+                allowed: vec!["gold".into(), "silver".into()],
+                ..Default::default()
+            },
+        ];
+        let t = table("id,age,tier\n1,30,gold\n2,,silver\n2,150,bronze\n", &rules);
+        let r = report(&t, &rules, &[]);
+        assert!(!r.passed);
+        assert_eq!(r.failures.len(), 4, "{:?}", r.failures);
+        let age = &r.columns[1];
+        assert_eq!((age.null_count, age.out_of_range), (1, 1));
+        assert_eq!(r.columns[0].duplicates, 1);
+        assert_eq!(r.columns[2].not_allowed, 1);
+        let clean = table("id,age,tier\n1,30,gold\n", &rules);
+        assert!(report(&clean, &rules, &[]).passed);
+    }
+
+    #[test]
+    fn masking_never_keeps_the_original_values() {
+        let mut t = table(
+            "name,email,salary,born\nann,a@x.io,51234.5,1990-05-17\nbob,b@x.io,72000,1985-11-02\n",
+            &[],
+        );
+        let rules = vec![
+            MaskRule {
+                column: "name".into(),
+                action: "drop".into(),
+                parameter: String::new(),
+            },
+            MaskRule {
+                column: "email".into(),
+                action: "hash".into(),
+                parameter: String::new(),
+            },
+            MaskRule {
+                column: "salary".into(),
+                action: "round".into(),
+                parameter: "-3".into(),
+            },
+            MaskRule {
+                column: "born".into(),
+                action: "truncate_date".into(),
+                parameter: "year".into(),
+            },
+        ];
+        assert!(
+            check_masking(&rules, &t.columns, b"").is_err(),
+            "hash needs a key"
+        );
+        apply_masking(&rules, &mut t.columns, b"0123456789abcdef").unwrap();
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["email", "salary", "born"]);
+        let email = t.columns[0].data.text(0).unwrap();
+        assert_eq!(email.len(), 64);
+        assert!(!email.contains("a@x.io"));
+        // A keyed hash: the same value hashes the same, so joins still work.
+        let mut again = table("email\na@x.io\n", &[]);
+        apply_masking(&rules[1..2], &mut again.columns, b"0123456789abcdef").unwrap();
+        assert_eq!(again.columns[0].data.text(0).unwrap(), email);
+        assert_eq!(t.columns[1].data.number(0), Some(51000.0));
+        assert_eq!(t.columns[2].data.text(0).unwrap(), "631152000000"); // 1990-01-01
+        let bad = [MaskRule {
+            column: "email".into(),
+            action: "round".into(),
+            parameter: "1".into(),
+        }];
+        assert!(check_masking(&bad, &t.columns, b"k").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Ingestion beyond parsing: declared types and constraints in a validation report, profiles,
+//! masking that never stores the original values, and content-addressed versions.
+
+use arrow_array::cast::AsArray;
+use mlops_e2e::*;
+use mlops_proto::v1::upload_dataset_request::Part;
+use mlops_proto::v1::{
+    ColumnSpec, CsvOptions, DataType, GetDatasetVersionRequest, MaskRule, UploadDatasetRequest,
+    UploadHeader,
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tonic::Code;
+
+const KEY: &str = "a-test-masking-key-0123456789";
+
+async fn upload(
+    cluster: &TestCluster,
+    header: UploadHeader,
+    csv: &str,
+) -> Result<mlops_proto::v1::UploadDatasetResponse, tonic::Status> {
+    let messages = vec![
+        UploadDatasetRequest {
+            part: Some(Part::Header(header)),
+        },
+        UploadDatasetRequest {
+            part: Some(Part::Chunk(csv.as_bytes().to_vec())),
+        },
+    ];
+    cluster
+        .ingestion()
+        .upload_dataset(futures::stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn mask(column: &str, action: &str, parameter: &str) -> MaskRule {
+    MaskRule {
+        column: column.into(),
+        action: action.into(),
+        parameter: parameter.into(),
+    }
+}
+
+const PEOPLE: &str = "id;email;age;tier;salary;joined\n\
+1;ann@example.com;34;gold;51234.5;2021-03-04\n\
+2;bob@example.com;NA;silver;72000;2022-07-19T10:00:00Z\n\
+2;cy@example.com;150;bronze;61000;2020-01-30\n\
+4;dee@example.com;twenty;gold;58000;2023-12-01\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_values() {
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INGESTION__MASKING_KEY", KEY)
+        .start()
+        .await;
+    let header = UploadHeader {
+        name: "people".into(),
+        csv: Some(CsvOptions {
+            delimiter: ";".into(),
+            ..Default::default()
+        }),
+        columns: vec![
+            ColumnSpec {
+                name: "id".into(),
+                unique: true,
+                ..Default::default()
+            },
+            ColumnSpec {
+                name: "age".into(),
+                data_type: DataType::Int64 as i32,
+                not_null: true,
+                min: Some(0.0),
+                max: Some(120.0),
+                ..Default::default()
+            },
+            ColumnSpec {
+                name: "tier".into(),
+                allowed: vec!["gold".into(), "silver".into()],
+                ..Default::default()
+            },
+        ],
+        masking: vec![
+            mask("email", "hash", ""),
+            mask("salary", "round", "-3"),
+            mask("joined", "truncate_date", "month"),
+        ],
+        ..Default::default()
+    };
+    let response = upload(&cluster, header.clone(), PEOPLE).await.unwrap();
+    assert!(response.created);
+    let v = response.version.unwrap();
+    let report = v.report.clone().unwrap();
+    assert_eq!(report.row_count, 4);
+    assert!(!report.passed);
+    // not_null (NA + the type error), range (150), allowed (bronze), unique (id 2), type error.
+    assert_eq!(report.failures.len(), 5, "{:?}", report.failures);
+    let age = report.columns.iter().find(|c| c.name == "age").unwrap();
+    assert_eq!((age.null_count, age.out_of_range), (2, 1));
+    assert_eq!(report.type_error_count, 1);
+    assert_eq!(
+        (
+            report.type_errors[0].line,
+            report.type_errors[0].value.as_str()
+        ),
+        (5, "twenty")
+    );
+    let types: Vec<(String, i32)> = v
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type))
+        .collect();
+    assert_eq!(types[4], ("salary".to_string(), DataType::Float64 as i32));
+    assert_eq!(types[5], ("joined".to_string(), DataType::Timestamp as i32));
+    let salary = v.profile.iter().find(|p| p.name == "salary").unwrap();
+    assert_eq!(salary.kind, "numeric");
+    assert_eq!((salary.min, salary.max), (51000.0, 72000.0));
+    assert_eq!(salary.quantiles.len(), 101);
+    let tier = v.profile.iter().find(|p| p.name == "tier").unwrap();
+    assert_eq!((tier.kind.as_str(), tier.distinct), ("categorical", 3));
+    assert_eq!(v.masking.len(), 3);
+
+    // The stored file holds the keyed hashes, never an address.
+    let blob = std::fs::read(blob_path(cluster.data_dir(), &v.digest)).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(blob))
+        .unwrap()
+        .build()
+        .unwrap();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let emails = batch.column_by_name("email").unwrap().as_string::<i32>();
+        for email in emails.iter().flatten() {
+            assert_eq!(email.len(), 64, "{email}");
+            assert!(!email.contains('@'));
+        }
+    }
+
+    // Identical data is the same version; after another version, still the first.
+    let again = upload(&cluster, header.clone(), PEOPLE).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.version.unwrap().version, 1);
+    let other = upload(&cluster, header.clone(), &PEOPLE.replace("58000", "59000"))
+        .await
+        .unwrap();
+    assert_eq!(other.version.unwrap().version, 2);
+    let back = upload(&cluster, header.clone(), PEOPLE).await.unwrap();
+    assert_eq!((back.created, back.version.unwrap().version), (false, 1));
+
+    let fetched = cluster
+        .ingestion()
+        .get_dataset_version(GetDatasetVersionRequest {
+            dataset: "people".into(),
+            version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.report, v.report);
+    assert_eq!(fetched.profile.len(), v.profile.len());
+
+    let out = mlops_cli(
+        &["data", "show", "people@1", "--json"],
+        &[("ingestion", format!("http://{}", cluster.addrs.ingestion))],
+        None,
+    );
+    let shown: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(shown["report"]["passed"], false);
+    assert_eq!(shown["report"]["type_errors"][0]["line"], 5);
+
+    // Bad specs name the field.
+    for (bad, code, needle) in [
+        (
+            UploadHeader {
+                masking: vec![mask("nope", "drop", "")],
+                ..header.clone()
+            },
+            Code::InvalidArgument,
+            "\"nope\"",
+        ),
+        (
+            UploadHeader {
+                masking: vec![mask("tier", "round", "1")],
+                ..header.clone()
+            },
+            Code::InvalidArgument,
+            "round applies to numeric",
+        ),
+        (
+            UploadHeader {
+                csv: Some(CsvOptions {
+                    delimiter: ";;".into(),
+                    ..Default::default()
+                }),
+                ..header.clone()
+            },
+            Code::InvalidArgument,
+            "csv.delimiter",
+        ),
+        (
+            UploadHeader {
+                columns: vec![ColumnSpec {
+                    name: "ghost".into(),
+                    ..Default::default()
+                }],
+                ..header.clone()
+            },
+            Code::InvalidArgument,
+            "\"ghost\"",
+        ),
+    ] {
+        let status = upload(&cluster, bad, PEOPLE).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_without_a_configured_key_is_refused_and_stores_nothing() {
+    let cluster = TestCluster::builder().start().await;
+    let status = upload(
+        &cluster,
+        UploadHeader {
+            name: "people".into(),
+            csv: Some(CsvOptions {
+                delimiter: ";".into(),
+                ..Default::default()
+            }),
+            masking: vec![mask("email", "hash", "")],
+            ..Default::default()
+        },
+        &PEOPLE.replace("twenty", "20"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("masking_key"));
+    let status = cluster
+        .ingestion()
+        .get_dataset_version(GetDatasetVersionRequest {
+            dataset: "people".into(),
+            version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    cluster.stop().await;
+}
