@@ -144,6 +144,26 @@ async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_
     assert_eq!(other.version.unwrap().version, 2);
     let back = upload(&cluster, header.clone(), PEOPLE).await.unwrap();
     assert_eq!((back.created, back.version.unwrap().version), (false, 1));
+    // A new version reports how its schema moved: tier dropped, salary now text.
+    let changed = upload(
+        &cluster,
+        UploadHeader {
+            masking: vec![mask("email", "hash", ""), mask("tier", "drop", "")],
+            ..header.clone()
+        },
+        &PEOPLE.replace("51234.5", "n/a"),
+    )
+    .await
+    .unwrap()
+    .version
+    .unwrap();
+    let change = changed.schema_change.unwrap();
+    assert_eq!(change.previous_version, 2);
+    assert!(change.changed);
+    assert_eq!(change.removed.len(), 1);
+    assert_eq!(change.removed[0].name, "tier");
+    let retyped: Vec<&str> = change.retyped.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(retyped, vec!["salary"]);
 
     let fetched = cluster
         .ingestion()

@@ -176,6 +176,8 @@ impl Ingestion {
                     report: Some(report),
                     profile,
                     masking,
+                    // Filled in against the previous version when it is stored.
+                    schema_change: None,
                 },
             ))
         })

@@ -3,7 +3,9 @@
 
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
-use mlops_proto::v1::{Column, DataType, Dataset, DatasetVersion, VersionDetails};
+use mlops_proto::v1::{
+    Column, DataType, Dataset, DatasetVersion, RetypedColumn, SchemaChange, VersionDetails,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -86,6 +88,16 @@ impl Store {
         .bind(new.dataset)
         .fetch_one(&mut *tx)
         .await?;
+        let previous = sqlx::query(
+            "SELECT * FROM dataset_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(new.dataset)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| version_from_row(&row))
+        .transpose()?;
+        let mut details = new.details;
+        details.schema_change = Some(schema_change(previous.as_ref(), &new.columns));
         let columns: Vec<StoredColumn> = new
             .columns
             .iter()
@@ -105,7 +117,7 @@ impl Store {
         .bind(serde_json::to_string(&columns).expect("columns serialize"))
         .bind(new.size_bytes as i64)
         .bind(now)
-        .bind(new.details.encode_to_vec())
+        .bind(details.encode_to_vec())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -120,9 +132,10 @@ impl Store {
                 columns: new.columns,
                 size_bytes: new.size_bytes,
                 created_at_ms: now,
-                report: new.details.report,
-                profile: new.details.profile,
-                masking: new.details.masking,
+                report: details.report,
+                profile: details.profile,
+                masking: details.masking,
+                schema_change: details.schema_change,
             },
             true,
         ))
@@ -213,6 +226,43 @@ impl Store {
     }
 }
 
+/// Columns added, removed or retyped relative to the previous version (by name).
+fn schema_change(previous: Option<&DatasetVersion>, columns: &[Column]) -> SchemaChange {
+    let Some(previous) = previous else {
+        return SchemaChange::default();
+    };
+    let find = |list: &[Column], name: &str| list.iter().find(|c| c.name == name).cloned();
+    let added: Vec<Column> = columns
+        .iter()
+        .filter(|c| find(&previous.columns, &c.name).is_none())
+        .cloned()
+        .collect();
+    let removed: Vec<Column> = previous
+        .columns
+        .iter()
+        .filter(|c| find(columns, &c.name).is_none())
+        .cloned()
+        .collect();
+    let retyped: Vec<RetypedColumn> = columns
+        .iter()
+        .filter_map(|c| {
+            let before = find(&previous.columns, &c.name)?;
+            (before.data_type != c.data_type).then(|| RetypedColumn {
+                name: c.name.clone(),
+                from: before.data_type,
+                to: c.data_type,
+            })
+        })
+        .collect();
+    SchemaChange {
+        previous_version: previous.version,
+        changed: !(added.is_empty() && removed.is_empty() && retyped.is_empty()),
+        added,
+        removed,
+        retyped,
+    }
+}
+
 fn not_found(dataset: &str) -> ApiError {
     ApiError::not_found(format!("dataset {dataset:?} not found"))
 }
@@ -246,6 +296,7 @@ fn version_from_row(row: &db::Row) -> Result<DatasetVersion, ApiError> {
         None => VersionDetails::default(),
     };
     Ok(DatasetVersion {
+        schema_change: details.schema_change,
         report: details.report,
         profile: details.profile,
         masking: details.masking,
