@@ -479,5 +479,25 @@ async fn the_classification_example_pipeline_grid_searches_gates_and_serves_spec
         .into_inner();
     assert_eq!(job.candidates.len(), 5);
     assert_eq!(job.selection_metric, "f1_macro");
+    let ingest = run.steps.iter().find(|s| s.name == "ingest").unwrap();
+    assert!(
+        ingest.message.contains("validation passed"),
+        "{}",
+        ingest.message
+    );
+
+    // Data that breaks a declared constraint stops the run before anything is trained.
+    let strict = yaml.replace("name: iris\n", "name: iris-strict\n").replace(
+        "allowed: [setosa, versicolor, virginica]",
+        "allowed: [setosa, versicolor]",
+    );
+    let failed = cluster.run_pipeline(&strict).await;
+    assert_eq!(failed.state(), JobState::Failed);
+    assert!(
+        failed.error.contains("failed validation") && failed.error.contains("species"),
+        "{}",
+        failed.error
+    );
+    assert!(failed.training_job_id.is_empty());
     cluster.stop().await;
 }

@@ -6,7 +6,9 @@ use mlops_core::auth::{Action, Principal, ResourceKind, authorize};
 use mlops_core::ids::validate_name;
 use mlops_ml::model::ModelKind;
 use mlops_ml::train::{StepText, check_metric, greater_is_better};
-use mlops_proto::v1::{FitSpec, ParamValues, PreprocessingStep};
+use mlops_proto::v1::{
+    ColumnSpec, DataType, FitSpec, MaskRule, ParamValues, PreprocessingStep, UploadHeader,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -44,6 +46,96 @@ pub struct DatasetSpec {
     pub source: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// Declared columns (types and constraints) for the upload's validation report.
+    #[serde(default)]
+    pub columns: Vec<ColumnYaml>,
+    /// Masking applied at upload (see the ingestion API).
+    #[serde(default)]
+    pub masking: Vec<MaskYaml>,
+    /// A failed validation report fails the run before anything is trained (default true).
+    #[serde(default = "yes")]
+    pub require_valid: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnYaml {
+    pub name: String,
+    /// int64, float64, bool, string or timestamp; inferred when absent.
+    #[serde(default, rename = "type")]
+    pub data_type: Option<String>,
+    #[serde(default)]
+    pub not_null: bool,
+    #[serde(default)]
+    pub unique: bool,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub allowed: Vec<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskYaml {
+    pub column: String,
+    pub action: String,
+    #[serde(default)]
+    pub parameter: Option<Scalar>,
+}
+
+impl DatasetSpec {
+    /// The upload header this section asks for.
+    pub fn upload_header(&self) -> Result<UploadHeader, ApiError> {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                let data_type = match c.data_type.as_deref() {
+                    None => DataType::Unspecified,
+                    Some("int64") => DataType::Int64,
+                    Some("float64") => DataType::Float64,
+                    Some("bool") => DataType::Bool,
+                    Some("string") => DataType::String,
+                    Some("timestamp") => DataType::Timestamp,
+                    Some(other) => {
+                        return Err(ApiError::invalid_argument(format!(
+                            "dataset.columns: {:?} has type {other:?} (int64, float64, bool, \
+                             string, timestamp)",
+                            c.name
+                        )));
+                    }
+                };
+                Ok(ColumnSpec {
+                    name: c.name.clone(),
+                    data_type: data_type as i32,
+                    not_null: c.not_null,
+                    unique: c.unique,
+                    min: c.min,
+                    max: c.max,
+                    allowed: c.allowed.iter().map(Scalar::text).collect(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(UploadHeader {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            csv: None,
+            columns,
+            masking: self
+                .masking
+                .iter()
+                .map(|m| MaskRule {
+                    column: m.column.clone(),
+                    action: m.action.clone(),
+                    parameter: m.parameter.as_ref().map(Scalar::text).unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +363,7 @@ impl Pipeline {
             // A file name in the sources directory, never a path.
             validate_name("dataset.source", source)?;
         }
+        pipeline.dataset.upload_header()?;
         if pipeline.train.target.is_empty() {
             return Err(ApiError::invalid_argument("train.target is required"));
         }

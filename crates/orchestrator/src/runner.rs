@@ -197,11 +197,7 @@ impl Runner {
                         ))
                     })?;
                 let header = UploadDatasetRequest {
-                    part: Some(Part::Header(UploadHeader {
-                        name: spec.name.clone(),
-                        description: spec.description.clone(),
-                        ..Default::default()
-                    })),
+                    part: Some(Part::Header(spec.upload_header()?)),
                 };
                 let chunks: Vec<UploadDatasetRequest> = content
                     .chunks(UPLOAD_CHUNK_BYTES)
@@ -236,15 +232,28 @@ impl Runner {
                 )
             }
         };
+        let report = version.report.clone().unwrap_or_default();
+        let verdict = match &version.report {
+            Some(r) if r.passed => ", validation passed",
+            Some(_) => ", validation FAILED",
+            None => "",
+        };
         let message = format!(
-            "{}: {} rows, {} columns ({note})",
+            "{}: {} rows, {} columns ({note}{verdict})",
             version.id, version.row_count, version.column_count
         );
         self.update(sender, |run| {
-            run.dataset = version.dataset;
+            run.dataset = version.dataset.clone();
             run.dataset_version = version.version;
         })
         .await;
+        if spec.require_valid && version.report.is_some() && !report.passed {
+            return Err(ApiError::failed_precondition(format!(
+                "dataset {} failed validation: {}",
+                version.id,
+                report.failures.join("; ")
+            )));
+        }
         Ok(message)
     }
 
