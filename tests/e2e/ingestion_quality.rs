@@ -270,3 +270,76 @@ async fn hashing_without_a_configured_key_is_refused_and_stores_nothing() {
     assert_eq!(status.code(), Code::NotFound);
     cluster.stop().await;
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn upload_bytes(
+    cluster: &TestCluster,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<mlops_proto::v1::UploadDatasetResponse, tonic::Status> {
+    let mut messages = vec![UploadDatasetRequest {
+        part: Some(Part::Header(UploadHeader {
+            name: name.into(),
+            ..Default::default()
+        })),
+    }];
+    messages.extend(bytes.chunks(64 * 1024).map(|c| UploadDatasetRequest {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    cluster
+        .ingestion()
+        .upload_dataset(futures::stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_uploads_are_read_and_bombs_are_refused() {
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INGESTION__MAX_DECOMPRESSED_BYTES", "1000000")
+        .start()
+        .await;
+    let iris = std::fs::read(repo_root().join("examples/datasets/iris.csv")).unwrap();
+    let plain = upload_bytes(&cluster, "iris", iris.clone()).await.unwrap();
+    // The same data gzipped or zstd-compressed is the same version.
+    for compressed in [
+        gzip(&iris),
+        ruzstd::encoding::compress_to_vec(&iris[..], ruzstd::encoding::CompressionLevel::Fastest),
+    ] {
+        assert_ne!(compressed[..4], iris[..4]);
+        let response = upload_bytes(&cluster, "iris", compressed).await.unwrap();
+        assert!(!response.created);
+        assert_eq!(response.version, plain.version);
+    }
+    // 20 MB of rows in about 100 KB: past the 1 MB limit, refused, nothing stored.
+    let bomb = gzip(&[&b"a,b\n"[..], &b"0,0\n".repeat(5_000_000)].concat());
+    assert!(bomb.len() < 200_000, "{}", bomb.len());
+    let status = upload_bytes(&cluster, "bomb", bomb).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("max_decompressed_bytes"),
+        "{}",
+        status.message()
+    );
+    let status = upload_bytes(&cluster, "corrupt", vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    let status = upload_bytes(&cluster, "binary", vec![b'a', b'\n', 0xff, 0xfe, b'\n'])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("line"), "{}", status.message());
+    cluster.stop().await;
+}

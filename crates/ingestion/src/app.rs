@@ -41,6 +41,7 @@ impl Application {
         }
         let api = Ingestion {
             masking_key,
+            max_decompressed_bytes: settings.ingestion.max_decompressed_bytes,
             store,
             artifacts,
             tmp_dir: storage.tmp_dir(),

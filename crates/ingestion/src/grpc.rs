@@ -25,6 +25,71 @@ pub struct Ingestion {
     pub limits: CsvLimits,
     /// The HMAC key of `hash` masking; empty when none is configured.
     pub masking_key: String,
+    /// Most bytes a compressed upload may decompress to.
+    pub max_decompressed_bytes: u64,
+}
+
+/// Stops reading past `remaining` bytes, and says so: decompressed input is bounded whatever
+/// the compressed size.
+struct Limited<R> {
+    inner: R,
+    remaining: u64,
+    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: std::io::Read> std::io::Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            // One byte more would be over the limit: probe, so an exact fit still passes.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("decompressed size limit exceeded"));
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+type Exceeded = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// The spooled upload as a reader: gzip and zstd (recognised by their magic bytes) are
+/// decompressed on the fly, up to `max_decompressed` bytes.
+fn open_upload(
+    path: &std::path::Path,
+    max_decompressed: u64,
+) -> Result<(Box<dyn std::io::Read + Send>, Exceeded), ApiError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path)?;
+    let read = file.read(&mut magic)?;
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let exceeded = Exceeded::default();
+    let limited = |inner: Box<dyn std::io::Read + Send>| -> Box<dyn std::io::Read + Send> {
+        Box::new(std::io::BufReader::new(Limited {
+            inner,
+            remaining: max_decompressed,
+            exceeded: exceeded.clone(),
+        }))
+    };
+    let reader: Box<dyn std::io::Read + Send> = match &magic[..read] {
+        [0x1f, 0x8b, ..] => limited(Box::new(flate2::read::MultiGzDecoder::new(file))),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            let decoder = ruzstd::decoding::StreamingDecoder::new(file).map_err(|e| {
+                ApiError::invalid_argument(format!("the upload is not a valid zstd stream: {e}"))
+            })?;
+            limited(Box::new(decoder))
+        }
+        _ => Box::new(file),
+    };
+    Ok((reader, exceeded))
 }
 
 /// CSV options and declared columns from the upload header, checked.
@@ -145,13 +210,17 @@ impl Ingestion {
         let (options, rules) = upload_spec(&header)?;
         let masking = header.masking.clone();
         let key = self.masking_key.clone();
+        let max_decompressed = self.max_decompressed_bytes;
         let (stored, details) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let mut table = parse_csv(
-                std::io::BufReader::new(std::fs::File::open(path)?),
-                &options,
-                &rules,
-                limits,
-            )?;
+            let (input, exceeded) = open_upload(&path, max_decompressed)?;
+            let parsed = parse_csv(input, &options, &rules, limits);
+            if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ApiError::resource_exhausted(format!(
+                    "the upload decompresses to more than ingestion.max_decompressed_bytes \
+                     ({max_decompressed} bytes): refused as a likely compression bomb"
+                )));
+            }
+            let mut table = parsed?;
             quality::check_masking(&masking, &table.columns, key.as_bytes())?;
             let report = quality::report(&table, &rules, &masking);
             let mut columns = std::mem::take(&mut table.columns);

@@ -29,6 +29,9 @@ pub struct IngestionSettings {
     /// The secret key of `hash` masking (HMAC-SHA256), 16 bytes or more; usually given as
     /// MLOPS__INGESTION__MASKING_KEY. Without it, `hash` masking is refused.
     pub masking_key: String,
+    /// Most bytes a gzip or zstd upload may decompress to; more is RESOURCE_EXHAUSTED (a
+    /// compression bomb never fills the disk or memory).
+    pub max_decompressed_bytes: u64,
 }
 
 impl Default for IngestionSettings {
@@ -39,6 +42,7 @@ impl Default for IngestionSettings {
             max_rows: 10_000_000,
             max_columns: 10_000,
             masking_key: String::new(),
+            max_decompressed_bytes: 8 << 30,
         }
     }
 }
