@@ -94,6 +94,7 @@ async fn unknown_things_are_not_found_by_name() {
     let get = GetDatasetVersionRequest {
         dataset: "no-such-data".into(),
         version: 3,
+        ..Default::default()
     };
     assert_status(
         cluster.ingestion().get_dataset_version(get).await,

@@ -170,6 +170,7 @@ async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_
         .get_dataset_version(GetDatasetVersionRequest {
             dataset: "people".into(),
             version: 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -177,8 +178,85 @@ async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_
     assert_eq!(fetched.report, v.report);
     assert_eq!(fetched.profile.len(), v.profile.len());
 
+    // Aliases move between versions; `latest` is built in.
+    let ingestion_addr = [("ingestion", format!("http://{}", cluster.addrs.ingestion))];
+    mlops_cli(
+        &["data", "alias", "people", "prod", "1"],
+        &ingestion_addr,
+        None,
+    );
+    let get = |alias: &str| GetDatasetVersionRequest {
+        dataset: "people".into(),
+        alias: alias.into(),
+        ..Default::default()
+    };
+    let mut ingestion = cluster.ingestion();
+    assert_eq!(
+        ingestion
+            .get_dataset_version(get("prod"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        1
+    );
+    assert_eq!(
+        ingestion
+            .get_dataset_version(get("latest"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        3
+    );
+    let dataset = ingestion
+        .get_dataset(mlops_proto::v1::GetDatasetRequest {
+            name: "people".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dataset.aliases.get("prod"), Some(&1));
+    for (request, code) in [
+        (
+            mlops_proto::v1::SetDatasetAliasRequest {
+                dataset: "people".into(),
+                alias: "latest".into(),
+                version: 1,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            mlops_proto::v1::SetDatasetAliasRequest {
+                dataset: "people".into(),
+                alias: "prod".into(),
+                version: 9,
+            },
+            Code::NotFound,
+        ),
+        (
+            mlops_proto::v1::SetDatasetAliasRequest {
+                dataset: "people".into(),
+                alias: "../x".into(),
+                version: 1,
+            },
+            Code::InvalidArgument,
+        ),
+    ] {
+        let status = ingestion.set_dataset_alias(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
+    assert_eq!(
+        ingestion
+            .get_dataset_version(get("staging"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
     let out = mlops_cli(
-        &["data", "show", "people@1", "--json"],
+        &["data", "show", "people@prod", "--json"],
         &[("ingestion", format!("http://{}", cluster.addrs.ingestion))],
         None,
     );
@@ -264,6 +342,7 @@ async fn hashing_without_a_configured_key_is_refused_and_stores_nothing() {
         .get_dataset_version(GetDatasetVersionRequest {
             dataset: "people".into(),
             version: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

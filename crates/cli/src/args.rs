@@ -141,7 +141,13 @@ pub enum DataCommand {
     Ingest(Box<IngestArgs>),
     /// List datasets.
     List,
-    /// A version's schema, validation report and profile: `NAME` or `NAME@VERSION`.
+    /// Point an alias (prod, candidate, ...) at a version; `NAME@ALIAS` then names it.
+    Alias {
+        dataset: String,
+        alias: String,
+        version: u32,
+    },
+    /// A version's schema, validation report and profile: `NAME`, `NAME@VERSION` or `NAME@ALIAS`.
     Show {
         dataset: String,
         #[arg(long)]

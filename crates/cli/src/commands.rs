@@ -101,6 +101,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(DataCommand::Show { dataset, json }) => {
             crate::data::show(&e, &dataset, json).await
         }
+        Command::Data(DataCommand::Alias {
+            dataset,
+            alias,
+            version,
+        }) => crate::data::alias(&e, dataset, alias, version).await,
         Command::Train(args) => train(&e, args).await,
         Command::Models(ModelsCommand::List { json }) => list_models(&e, json).await,
         Command::Models(ModelsCommand::Show { model, json }) => show_model(&e, &model, json).await,
@@ -462,7 +467,17 @@ fn fit_spec(args: &TrainArgs) -> anyhow::Result<FitSpec> {
 }
 
 async fn train(e: &Ctx, args: TrainArgs) -> anyhow::Result<()> {
-    let (dataset, dataset_version) = dataset_ref(&args.dataset)?;
+    let mut reference = dataset_ref(&args.dataset)?;
+    if !reference.alias.is_empty() {
+        // A job records a version number: resolve the alias now.
+        reference.version = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
+            .get_dataset_version(reference.clone())
+            .await
+            .map_err(rpc("ingestion", &e.ingestion))?
+            .into_inner()
+            .version;
+    }
+    let (dataset, dataset_version) = (reference.dataset, reference.version);
     let fit = fit_spec(&args)?;
     let mut training = TrainingServiceClient::new(e.connect("training", &e.training)?);
     let job = training

@@ -121,9 +121,8 @@ pub fn print_verdict(report: &ValidationReport) {
 }
 
 pub async fn show(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()> {
-    let (dataset, version) = dataset_ref(reference)?;
     let v = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
-        .get_dataset_version(GetDatasetVersionRequest { dataset, version })
+        .get_dataset_version(dataset_ref(reference)?)
         .await
         .map_err(rpc("ingestion", &e.ingestion))?
         .into_inner();
@@ -206,5 +205,19 @@ pub async fn show(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()>
         println!("masked: {} ({} {})", m.column, m.action, m.parameter);
     }
     print_verdict(&report);
+    Ok(())
+}
+
+pub async fn alias(e: &Ctx, dataset: String, alias: String, version: u32) -> anyhow::Result<()> {
+    let set = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
+        .set_dataset_alias(SetDatasetAliasRequest {
+            dataset,
+            alias,
+            version,
+        })
+        .await
+        .map_err(rpc("ingestion", &e.ingestion))?
+        .into_inner();
+    println!("{}@{} -> version {}", set.dataset, set.alias, set.version);
     Ok(())
 }

@@ -1,18 +1,24 @@
-//! Parsing the references users type: `dataset[@version]`, `model[:version|@alias]`.
+//! Parsing the references users type: `dataset[@version|@alias]`, `model[:version|@alias]`.
 
 use anyhow::{Context, bail};
+use mlops_proto::v1::GetDatasetVersionRequest;
 
-/// `name` or `name@version`.
-pub fn dataset_ref(text: &str) -> anyhow::Result<(String, u32)> {
-    match text.split_once('@') {
-        None => Ok((text.to_string(), 0)),
-        Some((name, version)) => Ok((
-            name.to_string(),
-            version.parse().with_context(|| {
-                format!("dataset version {version:?} in {text:?} is not a number")
-            })?,
-        )),
+/// `name` (the latest version), `name@3` or `name@prod` (an alias) as a version request.
+pub fn dataset_ref(text: &str) -> anyhow::Result<GetDatasetVersionRequest> {
+    let (dataset, selector) = text.split_once('@').unwrap_or((text, ""));
+    if dataset.is_empty() {
+        bail!("{text:?} names no dataset");
     }
+    let mut request = GetDatasetVersionRequest {
+        dataset: dataset.to_string(),
+        ..Default::default()
+    };
+    match selector.parse::<u32>() {
+        Ok(0) => bail!("dataset versions start at 1 (in {text:?})"),
+        Ok(version) => request.version = version,
+        Err(_) => request.alias = selector.to_string(),
+    }
+    Ok(request)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +51,10 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert_eq!(dataset_ref("d").unwrap(), ("d".into(), 0));
-        assert_eq!(dataset_ref("d@3").unwrap(), ("d".into(), 3));
-        assert!(dataset_ref("d@x").is_err());
+        assert_eq!(dataset_ref("d").unwrap().version, 0);
+        assert_eq!(dataset_ref("d@3").unwrap().version, 3);
+        assert_eq!(dataset_ref("d@prod").unwrap().alias, "prod");
+        assert!(dataset_ref("d@0").is_err() && dataset_ref("@1").is_err());
         assert_eq!(model_ref("m").unwrap(), ("m".into(), Selector::Latest));
         assert_eq!(
             model_ref("m:2").unwrap(),

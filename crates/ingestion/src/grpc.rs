@@ -326,9 +326,42 @@ impl IngestionService for Ingestion {
         let request = request.into_inner();
         validate_name("dataset", &request.dataset)?;
         authorize(caller.as_ref(), ResourceKind::Dataset, &request.dataset)?;
+        let version = match (request.alias.as_str(), request.version) {
+            ("", version) => version,
+            (alias, 0) => {
+                validate_name("alias", alias)?;
+                self.store.resolve_alias(&request.dataset, alias).await?
+            }
+            (_, _) => {
+                return Err(ApiError::invalid_argument("give version or alias, not both").into());
+            }
+        };
+        Ok(Response::new(
+            self.store.version(&request.dataset, version).await?,
+        ))
+    }
+
+    async fn set_dataset_alias(
+        &self,
+        request: Request<SetDatasetAliasRequest>,
+    ) -> Result<Response<DatasetAlias>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        validate_name("dataset", &request.dataset)?;
+        validate_name("alias", &request.alias)?;
+        authorize(caller.as_ref(), ResourceKind::Dataset, &request.dataset)?;
+        if request.alias == "latest" {
+            return Err(ApiError::invalid_argument(
+                "alias \"latest\" is built in: it always names the newest version",
+            )
+            .into());
+        }
+        if request.version == 0 {
+            return Err(ApiError::invalid_argument("version is required (1 or more)").into());
+        }
         Ok(Response::new(
             self.store
-                .version(&request.dataset, request.version)
+                .set_alias(&request.dataset, &request.alias, request.version)
                 .await?,
         ))
     }

@@ -4,7 +4,8 @@
 use mlops_core::db::{self, Pool};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{
-    Column, DataType, Dataset, DatasetVersion, RetypedColumn, SchemaChange, VersionDetails,
+    Column, DataType, Dataset, DatasetAlias, DatasetVersion, RetypedColumn, SchemaChange,
+    VersionDetails,
 };
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ const MIGRATIONS: db::Migrations = db::Migrations {
     sqlite: &[
         (1, "datasets", include_str!("migrations/0001_datasets.sql")),
         (2, "details", include_str!("migrations/0002_details.sql")),
+        (3, "aliases", include_str!("migrations/0003_aliases.sql")),
     ],
     postgres: &[
         (
@@ -25,6 +27,11 @@ const MIGRATIONS: db::Migrations = db::Migrations {
             2,
             "details",
             include_str!("migrations/postgres/0002_details.sql"),
+        ),
+        (
+            3,
+            "aliases",
+            include_str!("migrations/postgres/0003_aliases.sql"),
         ),
     ],
 };
@@ -151,7 +158,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| not_found(name))?;
-        dataset_from_row(&row)
+        let mut dataset = dataset_from_row(&row)?;
+        dataset.aliases = self.aliases(name).await?;
+        Ok(dataset)
     }
 
     pub async fn datasets(&self) -> Result<Vec<Dataset>, ApiError> {
@@ -195,9 +204,94 @@ impl Store {
         }
     }
 
+    /// Points `alias` at an existing version.
+    pub async fn set_alias(
+        &self,
+        dataset: &str,
+        alias: &str,
+        version: u32,
+    ) -> Result<DatasetAlias, ApiError> {
+        let mut tx = db::begin_write(&self.pool).await?;
+        let exists =
+            sqlx::query("SELECT version FROM dataset_versions WHERE dataset = $1 AND version = $2")
+                .bind(dataset)
+                .bind(version as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            self.dataset(dataset).await?;
+            return Err(ApiError::not_found(format!(
+                "dataset {dataset:?} has no version {version}"
+            )));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO dataset_aliases (dataset, alias, version, updated_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (dataset, alias) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(dataset)
+        .bind(alias)
+        .bind(version as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DatasetAlias {
+            dataset: dataset.into(),
+            alias: alias.into(),
+            version,
+            updated_at_ms: now,
+        })
+    }
+
+    /// The version an alias points at (`latest`: the newest).
+    pub async fn resolve_alias(&self, dataset: &str, alias: &str) -> Result<u32, ApiError> {
+        if alias == "latest" {
+            return Ok(self.version(dataset, 0).await?.version);
+        }
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM dataset_aliases WHERE dataset = $1 AND alias = $2",
+        )
+        .bind(dataset)
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?;
+        match version {
+            Some(v) => Ok(v as u32),
+            None => {
+                self.dataset(dataset).await?;
+                Err(ApiError::not_found(format!(
+                    "dataset {dataset:?} has no alias {alias:?}"
+                )))
+            }
+        }
+    }
+
+    async fn aliases(
+        &self,
+        dataset: &str,
+    ) -> Result<std::collections::HashMap<String, u32>, ApiError> {
+        let rows = sqlx::query("SELECT alias, version FROM dataset_aliases WHERE dataset = $1")
+            .bind(dataset)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("alias")?,
+                    r.try_get::<i64, _>("version")? as u32,
+                ))
+            })
+            .collect()
+    }
+
     /// Removes the dataset and its versions; the blobs stay (content-addressed, possibly shared).
     pub async fn delete(&self, dataset: &str) -> Result<u32, ApiError> {
         let mut tx = db::begin_write(&self.pool).await?;
+        sqlx::query("DELETE FROM dataset_aliases WHERE dataset = $1")
+            .bind(dataset)
+            .execute(&mut *tx)
+            .await?;
         let versions = sqlx::query("DELETE FROM dataset_versions WHERE dataset = $1")
             .bind(dataset)
             .execute(&mut *tx)
@@ -273,6 +367,7 @@ fn dataset_from_row(row: &db::Row) -> Result<Dataset, ApiError> {
         description: row.try_get("description")?,
         latest_version: row.try_get::<i64, _>("latest")? as u32,
         created_at_ms: row.try_get("created_at_ms")?,
+        aliases: Default::default(),
     })
 }
 

@@ -221,6 +221,7 @@ impl Runner {
                 let request = GetDatasetVersionRequest {
                     dataset: spec.name.clone(),
                     version: 0,
+                    ..Default::default()
                 };
                 (
                     ingestion

@@ -102,6 +102,7 @@ impl Training {
             .get_dataset_version(GetDatasetVersionRequest {
                 dataset: request.dataset.clone(),
                 version: request.dataset_version,
+                ..Default::default()
             })
             .await
             .map_err(|s| ApiError::from_status("dataset", &s))?
