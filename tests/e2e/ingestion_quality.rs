@@ -422,3 +422,96 @@ async fn compressed_uploads_are_read_and_bombs_are_refused() {
     assert!(status.message().contains("line"), "{}", status.message());
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uris_are_read_only_inside_the_import_root() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = outside.path().join("imports");
+    std::fs::create_dir_all(root.join("nested")).unwrap();
+    let iris = std::fs::read(repo_root().join("examples/datasets/iris.csv")).unwrap();
+    std::fs::write(root.join("nested/iris.csv.gz"), gzip(&iris)).unwrap();
+    std::fs::write(outside.path().join("secret.csv"), "secret,y\n1,2\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.csv"), root.join("link.csv")).unwrap();
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INGESTION__IMPORT_ROOT", root.to_str().unwrap())
+        .start()
+        .await;
+    let by_uri = |uri: String| UploadHeader {
+        name: "imported".into(),
+        uri,
+        ..Default::default()
+    };
+    let messages = |header: UploadHeader| {
+        futures::stream::iter(vec![UploadDatasetRequest {
+            part: Some(Part::Header(header)),
+        }])
+    };
+    let mut ingestion = cluster.ingestion();
+    let version = ingestion
+        .upload_dataset(messages(by_uri("nested/iris.csv.gz".into())))
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+        .unwrap();
+    assert_eq!(version.row_count, 150);
+    let absolute = format!("file://{}", root.join("nested/iris.csv.gz").display());
+    let again = ingestion
+        .upload_dataset(messages(by_uri(absolute)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+
+    let secret = outside.path().join("secret.csv");
+    for (uri, code) in [
+        ("../secret.csv".to_string(), Code::PermissionDenied),
+        (
+            "nested/../../secret.csv".to_string(),
+            Code::PermissionDenied,
+        ),
+        (secret.display().to_string(), Code::PermissionDenied),
+        (
+            format!("file://{}", secret.display()),
+            Code::PermissionDenied,
+        ),
+        ("file:///etc/passwd".to_string(), Code::PermissionDenied),
+        ("%2e%2e%2fsecret.csv".to_string(), Code::InvalidArgument),
+        ("link.csv".to_string(), Code::PermissionDenied),
+        ("nested".to_string(), Code::InvalidArgument),
+        ("missing.csv".to_string(), Code::NotFound),
+        ("s3://bucket/data.csv".to_string(), Code::InvalidArgument),
+    ] {
+        let status = ingestion
+            .upload_dataset(messages(by_uri(uri.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{uri}: {}", status.message());
+        assert!(
+            status.message().contains("header.uri"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains("secret,y"),
+            "{}",
+            status.message()
+        );
+    }
+    cluster.stop().await;
+
+    // Without a root, URIs are off.
+    let cluster = TestCluster::builder().start().await;
+    let status = cluster
+        .ingestion()
+        .upload_dataset(messages(by_uri("iris.csv".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    cluster.stop().await;
+}

@@ -157,7 +157,12 @@ pub enum DataCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
-    pub file: PathBuf,
+    /// A local CSV (plain, gzip or zstd), uploaded in chunks.
+    #[arg(required_unless_present = "uri")]
+    pub file: Option<PathBuf>,
+    /// Instead of a local file: a file the server reads under its ingestion.import_root.
+    #[arg(long, conflicts_with = "file")]
+    pub uri: Option<String>,
     #[arg(long)]
     pub name: String,
     #[arg(long, default_value = "")]

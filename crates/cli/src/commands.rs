@@ -330,10 +330,12 @@ pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
 
 async fn ingest(e: &Ctx, args: IngestArgs) -> anyhow::Result<()> {
     let header = crate::data::upload_header(&args)?;
-    let file = &args.file;
-    let content = tokio::fs::read(file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
+    let content = match &args.file {
+        Some(file) => tokio::fs::read(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?,
+        None => Vec::new(),
+    };
     let bar = ProgressBar::new(content.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes}")

@@ -106,6 +106,7 @@ pub fn upload_header(args: &IngestArgs) -> anyhow::Result<UploadHeader> {
         csv: Some(csv),
         columns,
         masking,
+        uri: args.uri.clone().unwrap_or_default(),
     })
 }
 

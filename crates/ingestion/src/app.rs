@@ -39,7 +39,16 @@ impl Application {
                 "ingestion.masking_key must be at least 16 bytes",
             ));
         }
+        let import_root = match settings.ingestion.import_root.as_str() {
+            "" => None,
+            root => Some(std::path::Path::new(root).canonicalize().map_err(|e| {
+                ApiError::invalid_argument(format!(
+                    "ingestion.import_root {root:?} cannot be opened: {e}"
+                ))
+            })?),
+        };
         let api = Ingestion {
+            import_root,
             masking_key,
             max_decompressed_bytes: settings.ingestion.max_decompressed_bytes,
             store,

@@ -27,6 +27,69 @@ pub struct Ingestion {
     pub masking_key: String,
     /// Most bytes a compressed upload may decompress to.
     pub max_decompressed_bytes: u64,
+    /// The directory `header.uri` may name files under (canonical); None turns URIs off.
+    pub import_root: Option<PathBuf>,
+}
+
+/// The file a `header.uri` names, which must lie inside the import root: a path relative to
+/// it, or a `file://` URI. Parent components, percent-encoding and anything that resolves
+/// (through symlinks) outside the root are refused; nothing the client sends is trusted as a
+/// path until it has been proved to be inside.
+fn resolve_import(root: Option<&std::path::Path>, uri: &str) -> Result<PathBuf, ApiError> {
+    let Some(root) = root else {
+        return Err(ApiError::failed_precondition(
+            "header.uri: importing from a URI is off (set ingestion.import_root)",
+        ));
+    };
+    let denied = |why: &str| {
+        ApiError::new(
+            mlops_core::ErrorKind::PermissionDenied,
+            format!("header.uri {uri:?}: {why}"),
+        )
+    };
+    let path_text = match uri.split_once("://") {
+        Some(("file", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(ApiError::invalid_argument(format!(
+                "header.uri {uri:?}: scheme {scheme:?} is not supported (a path under the import \
+                 root, or file://)"
+            )));
+        }
+        None => uri,
+    };
+    if path_text.is_empty() || path_text.contains('%') || path_text.contains('\0') {
+        return Err(ApiError::invalid_argument(format!(
+            "header.uri {uri:?}: give a plain path (no percent-encoding)"
+        )));
+    }
+    let path = std::path::Path::new(path_text);
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(denied("parent directories (..) are not allowed"));
+    }
+    let candidate = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    if !candidate.starts_with(root) {
+        return Err(denied("outside the import root"));
+    }
+    // Resolve symlinks and check again: a link inside the root may point outside it.
+    let resolved = candidate
+        .canonicalize()
+        .map_err(|_| ApiError::not_found(format!("header.uri {uri:?}: no such file")))?;
+    if !resolved.starts_with(root) {
+        return Err(denied("resolves outside the import root"));
+    }
+    if !resolved.is_file() {
+        return Err(ApiError::invalid_argument(format!(
+            "header.uri {uri:?}: not a regular file"
+        )));
+    }
+    Ok(resolved)
 }
 
 /// Stops reading past `remaining` bytes, and says so: decompressed input is bounded whatever
@@ -205,7 +268,17 @@ impl Ingestion {
         file.flush().await?;
         drop(file);
 
-        let path = spool.path().to_path_buf();
+        // A URI names a file the server reads itself, under the import root only.
+        let path = if header.uri.is_empty() {
+            spool.path().to_path_buf()
+        } else {
+            if received > 0 {
+                return Err(ApiError::invalid_argument(
+                    "header.uri: give a uri or chunks of data, not both",
+                ));
+            }
+            resolve_import(self.import_root.as_deref(), &header.uri)?
+        };
         let limits = self.limits;
         let (options, rules) = upload_spec(&header)?;
         let masking = header.masking.clone();

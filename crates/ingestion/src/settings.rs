@@ -32,6 +32,8 @@ pub struct IngestionSettings {
     /// Most bytes a gzip or zstd upload may decompress to; more is RESOURCE_EXHAUSTED (a
     /// compression bomb never fills the disk or memory).
     pub max_decompressed_bytes: u64,
+    /// The only directory uploads may name by URI (`header.uri`); empty turns URIs off.
+    pub import_root: String,
 }
 
 impl Default for IngestionSettings {
@@ -43,6 +45,7 @@ impl Default for IngestionSettings {
             max_columns: 10_000,
             masking_key: String::new(),
             max_decompressed_bytes: 8 << 30,
+            import_root: String::new(),
         }
     }
 }

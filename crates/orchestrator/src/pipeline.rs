@@ -124,6 +124,7 @@ impl DatasetSpec {
             name: self.name.clone(),
             description: self.description.clone(),
             csv: None,
+            uri: String::new(),
             columns,
             masking: self
                 .masking
