@@ -264,6 +264,57 @@ async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_
     assert_eq!(shown["report"]["passed"], false);
     assert_eq!(shown["report"]["type_errors"][0]["line"], 5);
 
+    // Preview: the first rows as text, missing values marked; the hash, never the address.
+    let preview = ingestion
+        .preview_dataset_version(mlops_proto::v1::PreviewDatasetVersionRequest {
+            dataset: "people".into(),
+            alias: "prod".into(),
+            rows: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.rows.len(), 2);
+    assert_eq!(preview.rows[0].values[2], "34");
+    assert_eq!(preview.rows[1].missing, vec![2]);
+    assert_eq!(preview.rows[1].values[5], "2022-07-01T00:00:00.000Z");
+    assert!(!preview.rows[0].values[1].contains('@'));
+    let status = ingestion
+        .preview_dataset_version(mlops_proto::v1::PreviewDatasetVersionRequest {
+            dataset: "people".into(),
+            rows: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let out = mlops_cli(
+        &["data", "preview", "people@1", "--rows", "3"],
+        &ingestion_addr,
+        None,
+    );
+    assert!(
+        out.contains("people@1 (3 of 4 rows)") && out.contains("NA"),
+        "{out}"
+    );
+
+    // Download: the stored file, digest checked by the CLI.
+    let file = cluster.data_dir().join("people.parquet");
+    mlops_cli(
+        &[
+            "data",
+            "download",
+            "people@prod",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        &ingestion_addr,
+        None,
+    );
+    let downloaded = std::fs::read(&file).unwrap();
+    assert_eq!(mlops_core::storage::sha256_hex(&downloaded), v.digest);
+
     // Bad specs name the field.
     for (bad, code, needle) in [
         (

@@ -147,6 +147,18 @@ pub enum DataCommand {
         alias: String,
         version: u32,
     },
+    /// The first rows of a version.
+    Preview {
+        dataset: String,
+        #[arg(long, default_value_t = 10)]
+        rows: u32,
+    },
+    /// Save a version's Parquet file (its digest is checked).
+    Download {
+        dataset: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A version's schema, validation report and profile: `NAME`, `NAME@VERSION` or `NAME@ALIAS`.
     Show {
         dataset: String,

@@ -101,6 +101,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(DataCommand::Show { dataset, json }) => {
             crate::data::show(&e, &dataset, json).await
         }
+        Command::Data(DataCommand::Preview { dataset, rows }) => {
+            crate::data::preview(&e, &dataset, rows).await
+        }
+        Command::Data(DataCommand::Download { dataset, out }) => {
+            crate::data::download(&e, &dataset, &out).await
+        }
         Command::Data(DataCommand::Alias {
             dataset,
             alias,

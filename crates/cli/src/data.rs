@@ -222,3 +222,103 @@ pub async fn alias(e: &Ctx, dataset: String, alias: String, version: u32) -> any
     println!("{}@{} -> version {}", set.dataset, set.alias, set.version);
     Ok(())
 }
+
+pub async fn preview(e: &Ctx, reference: &str, rows: u32) -> anyhow::Result<()> {
+    let request = dataset_ref(reference)?;
+    let response = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
+        .preview_dataset_version(PreviewDatasetVersionRequest {
+            dataset: request.dataset,
+            version: request.version,
+            alias: request.alias,
+            rows,
+        })
+        .await
+        .map_err(rpc("ingestion", &e.ingestion))?
+        .into_inner();
+    let version = response.version.unwrap_or_default();
+    let mut table: Vec<Vec<String>> =
+        vec![version.columns.iter().map(|c| c.name.clone()).collect()];
+    for row in &response.rows {
+        table.push(
+            row.values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if row.missing.contains(&(i as u32)) {
+                        "NA".to_string()
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
+                .max()
+                .unwrap_or(0)
+                .min(32)
+        })
+        .collect();
+    println!(
+        "{} ({} of {} rows)",
+        version.id,
+        response.rows.len(),
+        version.row_count
+    );
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| {
+                let cut: String = v.chars().take(*w).collect();
+                format!("{cut:<w$}")
+            })
+            .collect();
+        println!("  {}", cells.join("  "));
+    }
+    Ok(())
+}
+
+pub async fn download(e: &Ctx, reference: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use mlops_proto::v1::download_dataset_version_response::Part;
+    let request = dataset_ref(reference)?;
+    let mut stream = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
+        .download_dataset_version(DownloadDatasetVersionRequest {
+            dataset: request.dataset,
+            version: request.version,
+            alias: request.alias,
+        })
+        .await
+        .map_err(rpc("ingestion", &e.ingestion))?
+        .into_inner();
+    let mut version = None;
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.next().await {
+        match message.map_err(rpc("ingestion", &e.ingestion))?.part {
+            Some(Part::Version(v)) => version = Some(v),
+            Some(Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+            None => {}
+        }
+    }
+    let version = version.context("the server sent no version record")?;
+    let digest = mlops_core::storage::sha256_hex(&bytes);
+    if digest != version.digest {
+        bail!(
+            "downloaded bytes have sha256 {digest}, the version says {}",
+            version.digest
+        );
+    }
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{} -> {} ({} bytes, sha256 {digest})",
+        version.id,
+        out.display(),
+        bytes.len()
+    );
+    Ok(())
+}

@@ -92,6 +92,34 @@ fn resolve_import(root: Option<&std::path::Path>, uri: &str) -> Result<PathBuf, 
     Ok(resolved)
 }
 
+impl Ingestion {
+    /// A version by number, by alias (`latest` built in), or (neither) the latest, for a caller
+    /// allowed to see the dataset.
+    async fn resolve(
+        &self,
+        caller: Option<&Principal>,
+        dataset: &str,
+        version: u32,
+        alias: &str,
+    ) -> Result<DatasetVersion, ApiError> {
+        validate_name("dataset", dataset)?;
+        authorize(caller, ResourceKind::Dataset, dataset)?;
+        let version = match (alias, version) {
+            ("", version) => version,
+            (alias, 0) => {
+                validate_name("alias", alias)?;
+                self.store.resolve_alias(dataset, alias).await?
+            }
+            (_, _) => {
+                return Err(ApiError::invalid_argument(
+                    "give version or alias, not both",
+                ));
+            }
+        };
+        self.store.version(dataset, version).await
+    }
+}
+
 /// Stops reading past `remaining` bytes, and says so: decompressed input is bounded whatever
 /// the compressed size.
 struct Limited<R> {
@@ -397,21 +425,85 @@ impl IngestionService for Ingestion {
     ) -> Result<Response<DatasetVersion>, Status> {
         let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
-        validate_name("dataset", &request.dataset)?;
-        authorize(caller.as_ref(), ResourceKind::Dataset, &request.dataset)?;
-        let version = match (request.alias.as_str(), request.version) {
-            ("", version) => version,
-            (alias, 0) => {
-                validate_name("alias", alias)?;
-                self.store.resolve_alias(&request.dataset, alias).await?
-            }
-            (_, _) => {
-                return Err(ApiError::invalid_argument("give version or alias, not both").into());
+        Ok(Response::new(
+            self.resolve(
+                caller.as_ref(),
+                &request.dataset,
+                request.version,
+                &request.alias,
+            )
+            .await?,
+        ))
+    }
+
+    async fn preview_dataset_version(
+        &self,
+        request: Request<PreviewDatasetVersionRequest>,
+    ) -> Result<Response<PreviewDatasetVersionResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        let rows = match request.rows {
+            0 => 10,
+            n @ 1..=1000 => n as usize,
+            n => {
+                return Err(
+                    ApiError::invalid_argument(format!("rows must be 1 to 1000, got {n}")).into(),
+                );
             }
         };
-        Ok(Response::new(
-            self.store.version(&request.dataset, version).await?,
-        ))
+        let version = self
+            .resolve(
+                caller.as_ref(),
+                &request.dataset,
+                request.version,
+                &request.alias,
+            )
+            .await?;
+        let bytes = self.artifacts.get(&version.digest).await?;
+        let rows = tokio::task::spawn_blocking(move || crate::preview::first_rows(bytes, rows))
+            .await
+            .map_err(|e| ApiError::internal(format!("preview task: {e}")))??;
+        Ok(Response::new(PreviewDatasetVersionResponse {
+            version: Some(version),
+            rows,
+        }))
+    }
+
+    type DownloadDatasetVersionStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<DownloadDatasetVersionResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn download_dataset_version(
+        &self,
+        request: Request<DownloadDatasetVersionRequest>,
+    ) -> Result<Response<Self::DownloadDatasetVersionStream>, Status> {
+        use download_dataset_version_response::Part;
+        const CHUNK: usize = 1 << 20;
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        let version = self
+            .resolve(
+                caller.as_ref(),
+                &request.dataset,
+                request.version,
+                &request.alias,
+            )
+            .await?;
+        // Read (and its digest checked by the store) before the first byte goes out.
+        let bytes = self.artifacts.get(&version.digest).await?;
+        let mut messages = vec![Ok(DownloadDatasetVersionResponse {
+            part: Some(Part::Version(version)),
+        })];
+        messages.extend(bytes.chunks(CHUNK).map(|chunk| {
+            Ok(DownloadDatasetVersionResponse {
+                part: Some(Part::Chunk(chunk.to_vec())),
+            })
+        }));
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
     async fn set_dataset_alias(

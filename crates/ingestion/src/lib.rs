@@ -5,6 +5,7 @@
 mod app;
 mod csv_import;
 mod grpc;
+mod preview;
 mod quality;
 mod settings;
 mod store;

@@ -106,6 +106,14 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             "/mlops.v1.IngestionService/SetDatasetAlias",
             write(WriteData),
         ),
+        (
+            "/mlops.v1.IngestionService/PreviewDatasetVersion",
+            read(Read),
+        ),
+        (
+            "/mlops.v1.IngestionService/DownloadDatasetVersion",
+            read(Read),
+        ),
         ("/mlops.v1.TrainingService/SubmitTrainingJob", write(Train)),
         ("/mlops.v1.TrainingService/GetTrainingJob", read(Read)),
         ("/mlops.v1.TrainingService/ListTrainingJobs", read(Read)),
