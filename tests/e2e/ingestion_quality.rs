@@ -566,3 +566,36 @@ async fn uris_are_read_only_inside_the_import_root() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_json_lines_and_parquet_of_the_same_data_are_one_version() {
+    let cluster = TestCluster::builder().start().await;
+    let csv = upload_bytes(
+        &cluster,
+        "tiny",
+        b"a,b,when\n1,x,2024-01-02\n2,,2024-02-03\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    let v = csv.version.unwrap();
+    let jsonl = "{\"a\": 1, \"b\": \"x\", \"when\": \"2024-01-02\"}\n{\"a\": 2, \"b\": null, \"when\": \"2024-02-03\"}\n";
+    let same = upload_bytes(&cluster, "tiny", gzip(jsonl.as_bytes()))
+        .await
+        .unwrap();
+    assert!(!same.created);
+    assert_eq!(same.version.unwrap().digest, v.digest);
+    // The stored Parquet file uploaded back is the same version too.
+    let parquet = std::fs::read(blob_path(cluster.data_dir(), &v.digest)).unwrap();
+    let again = upload_bytes(&cluster, "tiny", parquet).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.version.unwrap().version, v.version);
+    for (bytes, needle) in [
+        (b"{\"a\": 1}\n{\"a\": {\"x\": 1}}\n".to_vec(), "line 2"),
+        (b"PAR1 not really".to_vec(), "Parquet"),
+    ] {
+        let status = upload_bytes(&cluster, "bad", bytes).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    cluster.stop().await;
+}

@@ -179,6 +179,9 @@ pub struct IngestArgs {
     pub name: String,
     #[arg(long, default_value = "")]
     pub description: String,
+    /// csv, jsonl or parquet (default: recognised from the data).
+    #[arg(long)]
+    pub format: Option<String>,
     /// Field separator (one character).
     #[arg(long)]
     pub delimiter: Option<String>,

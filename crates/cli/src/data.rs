@@ -107,6 +107,7 @@ pub fn upload_header(args: &IngestArgs) -> anyhow::Result<UploadHeader> {
         columns,
         masking,
         uri: args.uri.clone().unwrap_or_default(),
+        format: args.format.clone().unwrap_or_default(),
     })
 }
 

@@ -215,7 +215,7 @@ impl Data {
         }
     }
 
-    fn array(&self) -> ArrayRef {
+    pub(crate) fn array(&self) -> ArrayRef {
         match self {
             Data::Int(v) => Arc::new(Int64Array::from(v.clone())),
             Data::Float(v) => Arc::new(Float64Array::from(v.clone())),
@@ -255,7 +255,7 @@ pub struct ParsedTable {
     pub type_error_count: u64,
 }
 
-struct Builder {
+pub(crate) struct Builder {
     name: String,
     declared: Option<ColumnType>,
     /// None until the first non-missing value decides an inferred column's type.
@@ -368,12 +368,33 @@ fn push_null(data: &mut Data) {
 }
 
 impl Builder {
-    fn push(
+    pub(crate) fn new(name: String, declared: Option<ColumnType>) -> Self {
+        Self {
+            name,
+            declared,
+            data: None,
+            pending_nulls: 0,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A missing value (JSON null, an absent key).
+    pub(crate) fn push_missing(&mut self) {
+        match &mut self.data {
+            Some(data) => push_null(data),
+            None => self.pending_nulls += 1,
+        }
+    }
+
+    pub(crate) fn push(
         &mut self,
         text: &str,
         line: u64,
         options: &CsvOptions,
-        errors: &mut (Vec<TypeErrorAt>, u64),
+        errors: &mut TypeErrors,
     ) -> Result<(), CsvError> {
         if options.null_markers.iter().any(|m| m == text) {
             match &mut self.data {
@@ -430,7 +451,7 @@ impl Builder {
         }
     }
 
-    fn finish(self) -> ParsedColumn {
+    pub(crate) fn finish(self) -> ParsedColumn {
         let data = self.data.unwrap_or_else(|| {
             // Every value missing: a column of the declared type, else text.
             Data::empty(
@@ -448,6 +469,8 @@ impl Builder {
 /// Parses a CSV into typed, nullable columns. A column's type is declared, or inferred from
 /// its first non-missing value (booleans, integers, numbers, timestamps, else text); integers
 /// widen to numbers, but a later value of another type is an error naming the line.
+pub(crate) type TypeErrors = (Vec<TypeErrorAt>, u64);
+
 pub fn parse_csv(
     input: impl Read,
     options: &CsvOptions,

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::csv_import::{ColumnRule, ColumnType, CsvLimits, CsvOptions, parse_csv, write_parquet};
 use crate::quality;
+use crate::sources::{Format, parse_jsonl, parse_parquet};
 use crate::store::{NewVersion, Store};
 
 pub struct Ingestion {
@@ -310,11 +311,28 @@ impl Ingestion {
         let limits = self.limits;
         let (options, rules) = upload_spec(&header)?;
         let masking = header.masking.clone();
+        let format = header.format.clone();
         let key = self.masking_key.clone();
         let max_decompressed = self.max_decompressed_bytes;
         let (stored, details) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let (input, exceeded) = open_upload(&path, max_decompressed)?;
-            let parsed = parse_csv(input, &options, &rules, limits);
+            let mut input = std::io::BufReader::new(input);
+            let head = std::io::BufRead::fill_buf(&mut input)?.to_vec();
+            let parsed = match Format::pick(&format, &head)? {
+                Format::Csv => parse_csv(input, &options, &rules, limits),
+                Format::JsonLines => parse_jsonl(input, &rules, limits),
+                Format::Parquet => {
+                    // Parquet needs random access: read it whole (bounded like any upload).
+                    let mut bytes = Vec::new();
+                    match std::io::Read::read_to_end(&mut input, &mut bytes) {
+                        Ok(_) => parse_parquet(bytes.into(), &rules, limits),
+                        Err(e) => Err(crate::csv_import::CsvError::Malformed {
+                            line: 0,
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+            };
             if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ApiError::resource_exhausted(format!(
                     "the upload decompresses to more than ingestion.max_decompressed_bytes \

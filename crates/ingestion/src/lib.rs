@@ -8,6 +8,7 @@ mod grpc;
 mod preview;
 mod quality;
 mod settings;
+mod sources;
 mod store;
 
 pub use app::{Application, serve};

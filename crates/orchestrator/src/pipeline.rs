@@ -125,6 +125,7 @@ impl DatasetSpec {
             description: self.description.clone(),
             csv: None,
             uri: String::new(),
+            format: String::new(),
             columns,
             masking: self
                 .masking

@@ -1,0 +1,425 @@
+//! Sources besides CSV: JSON Lines and Parquet, read into the same typed, nullable columns
+//! (so the report, profile, masking and storage are the same for every source).
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, Read};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::csv_import::{
+    Builder, ColumnRule, CsvError, CsvLimits, CsvOptions, Data, ParsedColumn, ParsedTable,
+    TypeErrors,
+};
+
+/// The formats an upload may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+    Parquet,
+}
+
+impl Format {
+    /// From the header's `format`, or (empty) from the data's first bytes: Parquet's magic,
+    /// `{` for JSON Lines, else CSV.
+    pub fn pick(declared: &str, head: &[u8]) -> Result<Self, CsvError> {
+        Ok(match declared {
+            "csv" => Format::Csv,
+            "jsonl" | "ndjson" => Format::JsonLines,
+            "parquet" => Format::Parquet,
+            "" if head.starts_with(b"PAR1") => Format::Parquet,
+            "" if head.trim_ascii_start().starts_with(b"{") => Format::JsonLines,
+            "" => Format::Csv,
+            other => {
+                return Err(CsvError::Spec(format!(
+                    "format {other:?} is not supported (csv, jsonl, parquet)"
+                )));
+            }
+        })
+    }
+}
+
+fn check_rules(rules: &[ColumnRule], names: &[String]) -> Result<(), CsvError> {
+    match rules.iter().find(|r| !names.contains(&r.name)) {
+        Some(unknown) => Err(CsvError::Spec(format!(
+            "columns: {:?} is not a column of the data (columns: {})",
+            unknown.name,
+            names.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// JSON Lines: one flat object per line; the first object's keys are the columns. A later
+/// unknown key, a nested value or a line that is not an object is an error naming the line.
+pub fn parse_jsonl(
+    input: impl Read,
+    rules: &[ColumnRule],
+    limits: CsvLimits,
+) -> Result<ParsedTable, CsvError> {
+    let options = CsvOptions::default();
+    let reader = std::io::BufReader::new(input);
+    let mut builders: Vec<Builder> = Vec::new();
+    let mut errors: TypeErrors = (Vec::new(), 0);
+    let (mut rows, mut duplicate_rows) = (0u64, 0u64);
+    let mut seen_rows: HashSet<u64> = HashSet::new();
+    for (index, line) in reader.lines().enumerate() {
+        let line_number = index as u64 + 1;
+        let line = line.map_err(|e| CsvError::Malformed {
+            line: line_number,
+            message: e.to_string(),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+            .map_err(|e| CsvError::Malformed {
+                line: line_number,
+                message: format!("not a JSON object: {e}"),
+            })?;
+        if builders.is_empty() {
+            if object.is_empty() {
+                return Err(CsvError::NoHeader);
+            }
+            if object.len() > limits.max_columns {
+                return Err(CsvError::TooLarge {
+                    what: "columns",
+                    limit: limits.max_columns as u64,
+                });
+            }
+            let names: Vec<String> = object.keys().cloned().collect();
+            check_rules(rules, &names)?;
+            builders = names
+                .into_iter()
+                .map(|name| {
+                    let declared = rules
+                        .iter()
+                        .find(|r| r.name == name)
+                        .and_then(|r| r.data_type);
+                    Builder::new(name, declared)
+                })
+                .collect();
+        }
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !builders.iter().any(|b| b.name() == *k))
+        {
+            return Err(CsvError::Malformed {
+                line: line_number,
+                message: format!("key {unknown:?} is not among the first line's keys"),
+            });
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for builder in &mut builders {
+            match object.get(builder.name()) {
+                None | Some(serde_json::Value::Null) => {
+                    0u8.hash(&mut hasher);
+                    builder.push_missing();
+                }
+                Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)) => {
+                    return Err(CsvError::Malformed {
+                        line: line_number,
+                        message: format!(
+                            "key {:?} holds a nested value; only flat objects are supported",
+                            builder.name()
+                        ),
+                    });
+                }
+                Some(value) => {
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    text.hash(&mut hasher);
+                    builder.push(&text, line_number, &options, &mut errors)?;
+                }
+            }
+        }
+        if !seen_rows.insert(hasher.finish()) {
+            duplicate_rows += 1;
+        }
+        rows += 1;
+        if rows > limits.max_rows {
+            return Err(CsvError::TooLarge {
+                what: "rows",
+                limit: limits.max_rows,
+            });
+        }
+    }
+    if builders.is_empty() {
+        return Err(CsvError::NoHeader);
+    }
+    Ok(ParsedTable {
+        columns: builders.into_iter().map(Builder::finish).collect(),
+        rows,
+        duplicate_rows,
+        type_errors: errors.0,
+        type_error_count: errors.1,
+    })
+}
+
+fn column_data(name: &str, array: &ArrayRef) -> Result<Data, CsvError> {
+    let n = array.len();
+    let valid = |i: usize| !array.is_null(i);
+    let millis = |values: Vec<Option<i64>>, per_ms: i64, multiply: bool| {
+        values
+            .into_iter()
+            .map(|v| {
+                v.map(|x| {
+                    if multiply {
+                        x * per_ms
+                    } else {
+                        x.div_euclid(per_ms)
+                    }
+                })
+            })
+            .collect()
+    };
+    Ok(match array.data_type() {
+        DataType::Int64 => {
+            let a = array.as_primitive::<Int64Type>();
+            Data::Int((0..n).map(|i| valid(i).then(|| a.value(i))).collect())
+        }
+        DataType::Int32 => {
+            let a = array.as_primitive::<Int32Type>();
+            Data::Int(
+                (0..n)
+                    .map(|i| valid(i).then(|| i64::from(a.value(i))))
+                    .collect(),
+            )
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            Data::Float((0..n).map(|i| valid(i).then(|| a.value(i))).collect())
+        }
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            Data::Float(
+                (0..n)
+                    .map(|i| valid(i).then(|| f64::from(a.value(i))))
+                    .collect(),
+            )
+        }
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            Data::Bool((0..n).map(|i| valid(i).then(|| a.value(i))).collect())
+        }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            Data::Str(
+                (0..n)
+                    .map(|i| valid(i).then(|| a.value(i).to_string()))
+                    .collect(),
+            )
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            Data::Str(
+                (0..n)
+                    .map(|i| valid(i).then(|| a.value(i).to_string()))
+                    .collect(),
+            )
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            Data::Time(
+                (0..n)
+                    .map(|i| valid(i).then(|| i64::from(a.value(i)) * 86_400_000))
+                    .collect(),
+            )
+        }
+        DataType::Timestamp(unit, _) => {
+            let raw: Vec<Option<i64>> = match unit {
+                TimeUnit::Second => {
+                    let a = array.as_primitive::<TimestampSecondType>();
+                    (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
+                }
+                TimeUnit::Millisecond => {
+                    let a = array.as_primitive::<TimestampMillisecondType>();
+                    (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
+                }
+                TimeUnit::Microsecond => {
+                    let a = array.as_primitive::<TimestampMicrosecondType>();
+                    (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
+                }
+                TimeUnit::Nanosecond => {
+                    let a = array.as_primitive::<TimestampNanosecondType>();
+                    (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
+                }
+            };
+            Data::Time(match unit {
+                TimeUnit::Second => millis(raw, 1000, true),
+                TimeUnit::Millisecond => raw,
+                TimeUnit::Microsecond => millis(raw, 1000, false),
+                TimeUnit::Nanosecond => millis(raw, 1_000_000, false),
+            })
+        }
+        other => {
+            return Err(CsvError::Spec(format!(
+                "column {name:?} has Parquet type {other}, which is not supported (integers, \
+                 floats, booleans, strings, dates, timestamps)"
+            )));
+        }
+    })
+}
+
+fn append(target: &mut Data, more: Data) {
+    match (target, more) {
+        (Data::Int(a), Data::Int(b)) | (Data::Time(a), Data::Time(b)) => a.extend(b),
+        (Data::Float(a), Data::Float(b)) => a.extend(b),
+        (Data::Bool(a), Data::Bool(b)) => a.extend(b),
+        (Data::Str(a), Data::Str(b)) => a.extend(b),
+        _ => unreachable!("a Parquet column keeps its type across batches"),
+    }
+}
+
+/// A Parquet file's columns. Declared types must match the file's (Parquet is typed).
+pub fn parse_parquet(
+    bytes: Bytes,
+    rules: &[ColumnRule],
+    limits: CsvLimits,
+) -> Result<ParsedTable, CsvError> {
+    let invalid = |e: &dyn std::fmt::Display| CsvError::Malformed {
+        line: 0,
+        message: format!("not a readable Parquet file: {e}"),
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| invalid(&e))?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    if names.is_empty() {
+        return Err(CsvError::NoHeader);
+    }
+    if names.len() > limits.max_columns {
+        return Err(CsvError::TooLarge {
+            what: "columns",
+            limit: limits.max_columns as u64,
+        });
+    }
+    check_rules(rules, &names)?;
+    let mut columns: Vec<Option<Data>> = vec![None; names.len()];
+    let mut rows = 0u64;
+    for batch in builder.build().map_err(|e| invalid(&e))? {
+        let batch = batch.map_err(|e| invalid(&e))?;
+        rows += batch.num_rows() as u64;
+        if rows > limits.max_rows {
+            return Err(CsvError::TooLarge {
+                what: "rows",
+                limit: limits.max_rows,
+            });
+        }
+        for ((slot, array), name) in columns.iter_mut().zip(batch.columns()).zip(&names) {
+            let data = column_data(name, array)?;
+            match slot {
+                Some(existing) => append(existing, data),
+                None => *slot = Some(data),
+            }
+        }
+    }
+    if rows == 0 {
+        return Err(CsvError::NoRows);
+    }
+    let columns: Vec<ParsedColumn> = names
+        .into_iter()
+        .zip(columns)
+        .map(|(name, data)| ParsedColumn {
+            name,
+            data: data.expect("every column read"),
+        })
+        .collect();
+    for rule in rules {
+        let column = columns
+            .iter()
+            .find(|c| c.name == rule.name)
+            .expect("checked");
+        if let Some(declared) = rule.data_type
+            && declared != column.data.column_type()
+        {
+            return Err(CsvError::Spec(format!(
+                "columns: {:?} is declared {declared:?} but the Parquet column is {:?}",
+                rule.name,
+                column.data.column_type()
+            )));
+        }
+    }
+    let mut seen_rows: HashSet<u64> = HashSet::new();
+    let mut duplicate_rows = 0;
+    for r in 0..rows as usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for c in &columns {
+            c.data.text(r).hash(&mut hasher);
+        }
+        if !seen_rows.insert(hasher.finish()) {
+            duplicate_rows += 1;
+        }
+    }
+    Ok(ParsedTable {
+        columns,
+        rows,
+        duplicate_rows,
+        type_errors: Vec::new(),
+        type_error_count: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csv_import::{ColumnType, write_parquet};
+
+    #[test]
+    fn json_lines_become_typed_columns() {
+        let text = "{\"a\": 1, \"b\": \"x\", \"c\": true}\n{\"a\": 2.5, \"b\": null}\n\n{\"a\": 3, \"b\": \"y\", \"c\": false}\n";
+        let table = parse_jsonl(text.as_bytes(), &[], CsvLimits::default()).unwrap();
+        assert_eq!(table.rows, 3);
+        let types: Vec<ColumnType> = table.columns.iter().map(|c| c.data.column_type()).collect();
+        assert_eq!(
+            types,
+            vec![ColumnType::Float64, ColumnType::String, ColumnType::Bool]
+        );
+        assert!(table.columns[1].data.is_null(1) && table.columns[2].data.is_null(1));
+        let unknown = parse_jsonl(
+            "{\"a\": 1}\n{\"z\": 2}\n".as_bytes(),
+            &[],
+            CsvLimits::default(),
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("line 2"), "{unknown}");
+        let nested =
+            parse_jsonl("{\"a\": [1]}\n".as_bytes(), &[], CsvLimits::default()).unwrap_err();
+        assert!(nested.to_string().contains("nested"), "{nested}");
+        let broken =
+            parse_jsonl("{\"a\": 1}\n{oops\n".as_bytes(), &[], CsvLimits::default()).unwrap_err();
+        assert!(broken.to_string().contains("line 2"), "{broken}");
+    }
+
+    #[test]
+    fn parquet_round_trips_through_our_own_writer() {
+        let table = crate::csv_import::parse_csv(
+            "a,b,when\n1,x,2024-01-02\n2,,2024-02-03\n".as_bytes(),
+            &CsvOptions::default(),
+            &[],
+            CsvLimits::default(),
+        )
+        .unwrap();
+        let bytes = write_parquet(&table.columns).unwrap();
+        let back = parse_parquet(Bytes::from(bytes), &[], CsvLimits::default()).unwrap();
+        assert_eq!(back.columns, table.columns);
+        assert_eq!(Format::pick("", b"PAR1....").unwrap(), Format::Parquet);
+        assert_eq!(Format::pick("", b"  {\"a\"").unwrap(), Format::JsonLines);
+        assert_eq!(Format::pick("", b"a,b").unwrap(), Format::Csv);
+        assert!(Format::pick("xml", b"").is_err());
+    }
+}
