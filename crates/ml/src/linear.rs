@@ -24,6 +24,32 @@ fn par() -> Par {
 /// features) stays in cache and its buffer is reused, so no pass over fresh memory.
 const BLOCK_ROWS: usize = 2048;
 
+/// Runs `work(start, end)` over contiguous shares of `0..n`, one per core (at most one per
+/// block), and returns the results in row order: tall-and-skinny passes parallelise over rows.
+fn over_row_ranges<T: Send>(n: usize, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.div_ceil(BLOCK_ROWS))
+        .max(1);
+    if threads == 1 {
+        return vec![work(0, n)];
+    }
+    let share = n.div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, end) = (t * share, ((t + 1) * share).min(n));
+                scope.spawn(move || work(start, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("row-range worker"))
+            .collect()
+    })
+}
+
 /// One chunk's statistics: row count, means and centred cross-products.
 struct ChunkStats {
     mean_x: Array1<f64>,
@@ -43,11 +69,6 @@ fn chunk_stats(x: ArrayView2<f64>, y: ArrayView1<f64>) -> ChunkStats {
     let shift_x = x.row(0).to_vec();
     let shift_slice = &shift_x[..];
     let shift_y = y[0];
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n.div_ceil(BLOCK_ROWS))
-        .max(1);
-    let share = n.div_ceil(threads);
     let partial = |start: usize, end: usize| {
         let mut sxx = Mat::<f64>::zeros(p, p);
         let mut sxy = Mat::<f64>::zeros(p, 1);
@@ -109,22 +130,7 @@ fn chunk_stats(x: ArrayView2<f64>, y: ArrayView1<f64>) -> ChunkStats {
         }
         (sxx, sxy, sums, sum_y, syy)
     };
-    let parts = if threads == 1 {
-        vec![partial(0, n)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (start, end) = (t * share, ((t + 1) * share).min(n));
-                    scope.spawn(move || partial(start, end))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("cross-product thread"))
-                .collect::<Vec<_>>()
-        })
-    };
+    let parts = over_row_ranges(n, partial);
     let mut xtx = Mat::<f64>::zeros(p, p);
     let mut sxy = vec![0.0; p];
     let mut sums = vec![0.0; p];
@@ -189,11 +195,6 @@ fn tall_skinny_r(
         let rows = thin.nrows().min(thin.ncols());
         thin.subrows(0, rows).to_owned()
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n.div_ceil(BLOCK_ROWS))
-        .max(1);
-    let share = n.div_ceil(threads);
     let partial = |start: usize, end: usize| {
         let mut r: Option<Mat<f64>> = None;
         let mut at = start;
@@ -211,23 +212,7 @@ fn tall_skinny_r(
         }
         r
     };
-    let parts: Vec<Option<Mat<f64>>> = if threads == 1 {
-        vec![partial(0, n)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (start, end) = (t * share, ((t + 1) * share).min(n));
-                    scope.spawn(move || partial(start, end))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("QR thread"))
-                .collect()
-        })
-    };
-    parts
+    over_row_ranges(n, partial)
         .into_iter()
         .flatten()
         .fold(None, |acc, r| Some(fold(acc, r)))

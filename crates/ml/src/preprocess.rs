@@ -859,6 +859,12 @@ impl FittedStep {
                 columns,
                 handle_unknown,
             } => {
+                if let Some(missing) = columns.iter().find(|e| frame.column(&e.column).is_none()) {
+                    return Err(MlError::Input(format!(
+                        "column {:?} is missing",
+                        missing.column
+                    )));
+                }
                 let mut out = Vec::new();
                 for column in frame.into_columns() {
                     let Some(encoding) = columns.iter().find(|e| e.column == column.name) else {
@@ -897,11 +903,6 @@ impl FittedStep {
                             format!("{}_{category}", column.name),
                             values,
                         ));
-                    }
-                }
-                for e in columns {
-                    if !out.iter().any(|c| c.name.starts_with(&e.column)) {
-                        return Err(MlError::Input(format!("column {:?} is missing", e.column)));
                     }
                 }
                 Frame::new(out)
