@@ -251,7 +251,9 @@ impl ModelBundle {
         self.estimator.predict(x.view(), self.classes.len())
     }
 
-    fn numeric_frame(&self, x: ArrayView2<f64>) -> Result<Frame, MlError> {
+    /// Checks rows of numeric inputs: their count, the model's input kinds, and finiteness
+    /// when no imputer will see them.
+    fn check_numeric(&self, x: ArrayView2<f64>) -> Result<(), MlError> {
         if x.ncols() != self.feature_count() {
             return Err(MlError::Shape(format!(
                 "model takes {} features ({}), input has {}",
@@ -271,11 +273,21 @@ impl ModelBundle {
                 "features must be finite numbers (no NaN or infinity)".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn numeric_frame(&self, x: ArrayView2<f64>) -> Result<Frame, MlError> {
+        self.check_numeric(x)?;
         Frame::from_matrix(&self.input_names(), x)
     }
 
     /// Predicts from rows of numeric inputs in `inputs` order.
     pub fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction, MlError> {
+        if self.preprocessing.steps.is_empty() {
+            // The inputs are the estimator's features: the serving hot path, no copies.
+            self.check_numeric(x)?;
+            return self.estimator.predict(x, self.classes.len());
+        }
         self.predict_frame(self.numeric_frame(x)?)
     }
 
