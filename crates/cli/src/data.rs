@@ -10,24 +10,14 @@ use crate::commands::{Ctx, rpc};
 use crate::refs::dataset_ref;
 
 pub fn type_name(data_type: i32) -> &'static str {
-    match DataType::try_from(data_type).unwrap_or_default() {
-        DataType::Int64 => "int64",
-        DataType::Float64 => "float64",
-        DataType::String => "string",
-        DataType::Bool => "bool",
-        DataType::Timestamp => "timestamp",
-        DataType::Unspecified => "unspecified",
-    }
+    DataType::try_from(data_type)
+        .unwrap_or_default()
+        .short_name()
 }
 
 fn parse_type(text: &str) -> anyhow::Result<DataType> {
-    Ok(match text {
-        "int64" | "int" => DataType::Int64,
-        "float64" | "float" => DataType::Float64,
-        "string" | "str" => DataType::String,
-        "bool" => DataType::Bool,
-        "timestamp" => DataType::Timestamp,
-        other => bail!("--type: unknown type {other:?} (int64, float64, bool, string, timestamp)"),
+    DataType::from_short_name(text).with_context(|| {
+        format!("--type: unknown type {text:?} (int64, float64, bool, string, timestamp)")
     })
 }
 

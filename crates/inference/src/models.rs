@@ -124,13 +124,17 @@ fn run_frame(
             .collect();
         serde_json::Value::Object(columns)
     });
+    // Preprocess once; the prediction and the explanation share the features.
+    let invalid = |e: mlops_ml::MlError| ApiError::invalid_argument(e.to_string());
+    let features = bundle.features_of(frame).map_err(invalid)?;
     let prediction = bundle
-        .predict_frame(frame.clone())
-        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+        .estimator
+        .predict(features.view(), bundle.classes.len())
+        .map_err(invalid)?;
     let mut outputs = encode_prediction(bundle, prediction);
     if explain {
         let shares = bundle
-            .contributions_frame(frame)
+            .contributions_of(features.view())
             .map_err(|e| ApiError::invalid_argument(format!("parameter \"explain\": {e}")))?;
         outputs.extend(tensor::encode_explanation(&shares.values, shares.base));
     }
@@ -597,7 +601,7 @@ impl Models {
                         .iter()
                         .any(|i| bundle.inputs.iter().any(|f| f.name == i.name)) =>
             {
-                tensor::decode_columns(&request, &bundle.input_names())?
+                tensor::decode_columns(&request, &bundle.inputs)?
             }
             _ => tensor::decode_input(&request, model.input_name(), model.features())?,
         };

@@ -121,16 +121,9 @@ pub fn decode_input(
 /// `[N]` or `[N, 1]`, in any order (FP64, FP32, INT64, INT32 or BOOL; raw or typed).
 pub fn decode_columns(
     request: &ModelInferRequest,
-    feature_names: &[String],
+    inputs: &[InputField],
 ) -> Result<Array2<f64>, ApiError> {
-    let fields: Vec<InputField> = feature_names
-        .iter()
-        .map(|name| InputField {
-            name: name.clone(),
-            kind: ColumnKind::Numeric,
-        })
-        .collect();
-    decode_frame(request, &fields)?
+    decode_frame(request, inputs)?
         .to_matrix()
         .map_err(|e| invalid(e.to_string()))
 }

@@ -471,6 +471,31 @@ impl Builder {
 /// widen to numbers, but a later value of another type is an error naming the line.
 pub(crate) type TypeErrors = (Vec<TypeErrorAt>, u64);
 
+/// Rows counted against the limit, and those identical to an earlier row (by a hash of their
+/// values), for every source format.
+#[derive(Default)]
+pub(crate) struct RowTally {
+    pub(crate) rows: u64,
+    pub(crate) duplicates: u64,
+    seen: HashSet<u64>,
+}
+
+impl RowTally {
+    pub(crate) fn add(&mut self, row_hash: u64, limits: CsvLimits) -> Result<(), CsvError> {
+        if !self.seen.insert(row_hash) {
+            self.duplicates += 1;
+        }
+        self.rows += 1;
+        if self.rows > limits.max_rows {
+            return Err(CsvError::TooLarge {
+                what: "rows",
+                limit: limits.max_rows,
+            });
+        }
+        Ok(())
+    }
+}
+
 pub fn parse_csv(
     input: impl Read,
     options: &CsvOptions,
@@ -531,9 +556,7 @@ pub fn parse_csv(
     }
 
     let mut errors = (Vec::new(), 0u64);
-    let mut rows = 0u64;
-    let mut seen_rows: HashSet<u64> = HashSet::new();
-    let mut duplicate_rows = 0u64;
+    let mut tally = RowTally::default();
     let mut take = |record: &csv::StringRecord, line: u64, builders: &mut Vec<Builder>| {
         if record.len() != builders.len() {
             return Err(CsvError::Ragged {
@@ -547,14 +570,11 @@ pub fn parse_csv(
             value.hash(&mut hasher);
             builder.push(value, line, options, &mut errors)?;
         }
-        if !seen_rows.insert(hasher.finish()) {
-            duplicate_rows += 1;
-        }
-        Ok(())
+        Ok(hasher.finish())
     };
     if !options.has_header {
-        take(&first, 1, &mut builders)?;
-        rows += 1;
+        let hash = take(&first, 1, &mut builders)?;
+        tally.add(hash, limits)?;
     }
     loop {
         let line = reader.position().line();
@@ -568,22 +588,16 @@ pub fn parse_csv(
         if record.len() == 1 && record[0].is_empty() && builders.len() > 1 {
             continue;
         }
-        take(&record, line, &mut builders)?;
-        rows += 1;
-        if rows > limits.max_rows {
-            return Err(CsvError::TooLarge {
-                what: "rows",
-                limit: limits.max_rows,
-            });
-        }
+        let hash = take(&record, line, &mut builders)?;
+        tally.add(hash, limits)?;
     }
-    if rows == 0 {
+    if tally.rows == 0 {
         return Err(CsvError::NoRows);
     }
     Ok(ParsedTable {
         columns: builders.into_iter().map(Builder::finish).collect(),
-        rows,
-        duplicate_rows,
+        rows: tally.rows,
+        duplicate_rows: tally.duplicates,
         type_errors: errors.0,
         type_error_count: errors.1,
     })

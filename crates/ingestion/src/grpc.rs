@@ -349,7 +349,7 @@ impl Ingestion {
                     "masking: every column would be dropped",
                 ));
             }
-            let profile = quality::profile(&columns)?;
+            let profile = quality::profile(&columns);
             let parquet = write_parquet(&columns)?;
             let schema: Vec<Column> = columns
                 .iter()

@@ -8,8 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{Datelike, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use mlops_core::ApiError;
-use mlops_ml::drift::{FeatureProfile, Profile};
-use mlops_ml::frame::{Column, Frame, Values};
+use mlops_ml::drift::FeatureProfile;
 use mlops_proto::v1::{ColumnProfile, ColumnReport, MaskRule, TypeError, ValidationReport};
 use sha2::Sha256;
 
@@ -283,28 +282,21 @@ pub fn report(table: &ParsedTable, rules: &[ColumnRule], masked: &[MaskRule]) ->
 
 /// The profile of the stored (masked) columns: numbers, booleans as 0/1 and timestamps as
 /// epoch ms are numeric; text is categorical.
-pub fn profile(columns: &[ParsedColumn]) -> Result<Vec<ColumnProfile>, ApiError> {
-    let frame = Frame::new(
-        columns
-            .iter()
-            .map(|c| Column {
-                name: c.name.clone(),
-                values: match &c.data {
-                    Data::Str(v) => Values::Categorical(v.clone()),
-                    data => Values::Numeric(
-                        (0..data.len())
-                            .map(|r| data.number(r).unwrap_or(f64::NAN))
-                            .collect(),
-                    ),
-                },
-            })
-            .collect(),
-    )
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Profile::of(&frame)
-        .features
-        .into_iter()
-        .map(|f| match f.profile {
+pub fn profile(columns: &[ParsedColumn]) -> Vec<ColumnProfile> {
+    columns
+        .iter()
+        .map(|c| {
+            let profile = match &c.data {
+                Data::Str(v) => FeatureProfile::categorical(v.iter().map(Option::as_deref)),
+                data => FeatureProfile::numeric(
+                    &(0..data.len())
+                        .map(|r| data.number(r).unwrap_or(f64::NAN))
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            (c.name.clone(), profile)
+        })
+        .map(|(name, profile)| match profile {
             FeatureProfile::Numeric {
                 count,
                 missing,
@@ -316,7 +308,7 @@ pub fn profile(columns: &[ParsedColumn]) -> Result<Vec<ColumnProfile>, ApiError>
                 histogram_edges,
                 histogram_counts,
             } => ColumnProfile {
-                name: f.name,
+                name,
                 kind: "numeric".into(),
                 count,
                 missing,
@@ -336,7 +328,7 @@ pub fn profile(columns: &[ParsedColumn]) -> Result<Vec<ColumnProfile>, ApiError>
                 top,
                 other,
             } => ColumnProfile {
-                name: f.name,
+                name,
                 kind: "categorical".into(),
                 count,
                 missing,
@@ -346,7 +338,7 @@ pub fn profile(columns: &[ParsedColumn]) -> Result<Vec<ColumnProfile>, ApiError>
                 ..Default::default()
             },
         })
-        .collect())
+        .collect()
 }
 
 /// The proto data type of a column.

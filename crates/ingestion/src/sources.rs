@@ -1,7 +1,6 @@
 //! Sources besides CSV: JSON Lines and Parquet, read into the same typed, nullable columns
 //! (so the report, profile, masking and storage are the same for every source).
 
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, Read};
 
@@ -17,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::csv_import::{
     Builder, ColumnRule, CsvError, CsvLimits, CsvOptions, Data, ParsedColumn, ParsedTable,
-    TypeErrors,
+    RowTally, TypeErrors,
 };
 
 /// The formats an upload may be in.
@@ -70,8 +69,7 @@ pub fn parse_jsonl(
     let reader = std::io::BufReader::new(input);
     let mut builders: Vec<Builder> = Vec::new();
     let mut errors: TypeErrors = (Vec::new(), 0);
-    let (mut rows, mut duplicate_rows) = (0u64, 0u64);
-    let mut seen_rows: HashSet<u64> = HashSet::new();
+    let mut tally = RowTally::default();
     for (index, line) in reader.lines().enumerate() {
         let line_number = index as u64 + 1;
         let line = line.map_err(|e| CsvError::Malformed {
@@ -144,24 +142,15 @@ pub fn parse_jsonl(
                 }
             }
         }
-        if !seen_rows.insert(hasher.finish()) {
-            duplicate_rows += 1;
-        }
-        rows += 1;
-        if rows > limits.max_rows {
-            return Err(CsvError::TooLarge {
-                what: "rows",
-                limit: limits.max_rows,
-            });
-        }
+        tally.add(hasher.finish(), limits)?;
     }
     if builders.is_empty() {
         return Err(CsvError::NoHeader);
     }
     Ok(ParsedTable {
         columns: builders.into_iter().map(Builder::finish).collect(),
-        rows,
-        duplicate_rows,
+        rows: tally.rows,
+        duplicate_rows: tally.duplicates,
         type_errors: errors.0,
         type_error_count: errors.1,
     })
@@ -354,21 +343,18 @@ pub fn parse_parquet(
             )));
         }
     }
-    let mut seen_rows: HashSet<u64> = HashSet::new();
-    let mut duplicate_rows = 0;
+    let mut tally = RowTally::default();
     for r in 0..rows as usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for c in &columns {
             c.data.text(r).hash(&mut hasher);
         }
-        if !seen_rows.insert(hasher.finish()) {
-            duplicate_rows += 1;
-        }
+        tally.add(hasher.finish(), limits)?;
     }
     Ok(ParsedTable {
         columns,
         rows,
-        duplicate_rows,
+        duplicate_rows: tally.duplicates,
         type_errors: Vec::new(),
         type_error_count: 0,
     })

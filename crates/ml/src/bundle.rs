@@ -295,6 +295,11 @@ impl ModelBundle {
     /// log-odds): `coefficient x (value - training mean)`, which sum to the prediction minus
     /// `base`, the prediction at the training mean.
     pub fn contributions_frame(&self, inputs: Frame) -> Result<Contributions, MlError> {
+        self.contributions_of(self.features_of(inputs)?.view())
+    }
+
+    /// Contributions from the estimator's features (the preprocessing's output).
+    pub fn contributions_of(&self, x: ArrayView2<f64>) -> Result<Contributions, MlError> {
         let (coefficients, intercept) = match &self.estimator {
             Estimator::Linear {
                 coefficients,
@@ -312,7 +317,13 @@ impl ModelBundle {
                 )));
             }
         };
-        let x = self.features_of(inputs)?;
+        if x.ncols() != coefficients.len() {
+            return Err(MlError::Shape(format!(
+                "the model has {} features, the input {}",
+                coefficients.len(),
+                x.ncols()
+            )));
+        }
         let baseline = Array1::from(self.baseline.clone());
         let w = Array1::from(coefficients);
         let values = (&x - &baseline) * &w;
@@ -324,6 +335,10 @@ impl ModelBundle {
     }
 
     pub fn contributions(&self, x: ArrayView2<f64>) -> Result<Contributions, MlError> {
+        if self.preprocessing.steps.is_empty() {
+            self.check_numeric(x)?;
+            return self.contributions_of(x);
+        }
         self.contributions_frame(self.numeric_frame(x)?)
     }
 }

@@ -89,73 +89,82 @@ impl Profile {
 impl FeatureProfile {
     pub fn of(values: &Values) -> Self {
         match values {
-            Values::Numeric(v) => {
-                let sorted = sorted_finite(v);
-                let missing = (v.len() - sorted.len()) as u64;
-                if sorted.is_empty() {
-                    return FeatureProfile::Numeric {
-                        count: 0,
-                        missing,
-                        mean: f64::NAN,
-                        std: f64::NAN,
-                        min: f64::NAN,
-                        max: f64::NAN,
-                        quantiles: Vec::new(),
-                        histogram_edges: Vec::new(),
-                        histogram_counts: Vec::new(),
-                    };
-                }
-                let (mean, std) = mean_std(&sorted);
-                let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-                const BINS: usize = 20;
-                let width = (max - min) / BINS as f64;
-                let histogram_edges: Vec<f64> =
-                    (0..=BINS).map(|i| min + width * i as f64).collect();
-                let mut histogram_counts = vec![0u64; BINS];
-                for &x in &sorted {
-                    let bin = if width > 0.0 {
-                        (((x - min) / width) as usize).min(BINS - 1)
-                    } else {
-                        0
-                    };
-                    histogram_counts[bin] += 1;
-                }
-                FeatureProfile::Numeric {
-                    count: sorted.len() as u64,
-                    missing,
-                    mean,
-                    std,
-                    min,
-                    max,
-                    quantiles: (0..=100)
-                        .map(|q| quantile_sorted(&sorted, q as f64 / 100.0))
-                        .collect(),
-                    histogram_edges,
-                    histogram_counts,
-                }
+            Values::Numeric(v) => Self::numeric(v),
+            Values::Categorical(v) => Self::categorical(v.iter().map(Option::as_deref)),
+        }
+    }
+
+    /// The profile of numbers (NaN: missing).
+    pub fn numeric(v: &[f64]) -> Self {
+        let sorted = sorted_finite(v);
+        let missing = (v.len() - sorted.len()) as u64;
+        if sorted.is_empty() {
+            return FeatureProfile::Numeric {
+                count: 0,
+                missing,
+                mean: f64::NAN,
+                std: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+                quantiles: Vec::new(),
+                histogram_edges: Vec::new(),
+                histogram_counts: Vec::new(),
+            };
+        }
+        let (mean, std) = mean_std(&sorted);
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        const BINS: usize = 20;
+        let width = (max - min) / BINS as f64;
+        let histogram_edges: Vec<f64> = (0..=BINS).map(|i| min + width * i as f64).collect();
+        let mut histogram_counts = vec![0u64; BINS];
+        for &x in &sorted {
+            let bin = if width > 0.0 {
+                (((x - min) / width) as usize).min(BINS - 1)
+            } else {
+                0
+            };
+            histogram_counts[bin] += 1;
+        }
+        FeatureProfile::Numeric {
+            count: sorted.len() as u64,
+            missing,
+            mean,
+            std,
+            min,
+            max,
+            quantiles: (0..=100)
+                .map(|q| quantile_sorted(&sorted, q as f64 / 100.0))
+                .collect(),
+            histogram_edges,
+            histogram_counts,
+        }
+    }
+
+    /// The profile of text values (`None`: missing), borrowed, so nothing is copied.
+    pub fn categorical<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Self {
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut missing = 0u64;
+        for value in values {
+            match value {
+                Some(value) => *counts.entry(value).or_default() += 1,
+                None => missing += 1,
             }
-            Values::Categorical(v) => {
-                let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-                for value in v.iter().flatten() {
-                    *counts.entry(value).or_default() += 1;
-                }
-                let present: u64 = counts.values().sum();
-                let mut ranked: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
-                ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                let top: BTreeMap<String, f64> = ranked
-                    .iter()
-                    .take(TOP_CATEGORIES)
-                    .map(|(k, c)| (k.to_string(), *c as f64 / present.max(1) as f64))
-                    .collect();
-                let other = 1.0 - top.values().sum::<f64>();
-                FeatureProfile::Categorical {
-                    count: present,
-                    missing: v.len() as u64 - present,
-                    distinct: counts.len() as u64,
-                    top,
-                    other: if present == 0 { 0.0 } else { other.max(0.0) },
-                }
-            }
+        }
+        let present: u64 = counts.values().sum();
+        let mut ranked: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top: BTreeMap<String, f64> = ranked
+            .iter()
+            .take(TOP_CATEGORIES)
+            .map(|(k, c)| (k.to_string(), *c as f64 / present.max(1) as f64))
+            .collect();
+        let other = 1.0 - top.values().sum::<f64>();
+        FeatureProfile::Categorical {
+            count: present,
+            missing,
+            distinct: counts.len() as u64,
+            top,
+            other: if present == 0 { 0.0 } else { other.max(0.0) },
         }
     }
 }

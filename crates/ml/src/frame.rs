@@ -32,7 +32,8 @@ impl Values {
         }
     }
 
-    fn select(&self, rows: &[usize]) -> Values {
+    /// The values at `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Values {
         match self {
             Values::Numeric(v) => Values::Numeric(rows.iter().map(|&i| v[i]).collect()),
             Values::Categorical(v) => {

@@ -43,6 +43,16 @@ pub enum MlError {
     Input(String),
 }
 
+/// Estimators never see a missing or infinite feature silently: the first one is named.
+pub(crate) fn check_finite_features(x: ndarray::ArrayView2<f64>) -> Result<(), MlError> {
+    match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some(((i, j), v)) => Err(MlError::Fit(format!(
+            "feature {j} at row {i} is {v}: features must be finite numbers (add an impute step)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl MlError {
     /// The reason alone, without the kind's prefix: for messages that name the field.
     pub fn reason(&self) -> &str {

@@ -230,11 +230,7 @@ fn check_xy(x: ArrayView2<f64>, y: ArrayView1<f64>) -> Result<(), MlError> {
     if n == 0 {
         return Err(MlError::Fit("no rows".into()));
     }
-    if let Some(((i, j), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(MlError::Fit(format!(
-            "feature {j} at row {i} is {v}: features must be finite numbers (add an impute step)"
-        )));
-    }
+    crate::check_finite_features(x)?;
     if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(MlError::Fit(format!(
             "target at row {i} is {v}: the target must be finite numbers"

@@ -62,11 +62,7 @@ impl LogisticRegression {
                 "the target has a single class: a classifier needs at least two".into(),
             ));
         }
-        if let Some(((i, j), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(MlError::Fit(format!(
-                "feature {j} at row {i} is {v}: features must be finite numbers (add an impute step)"
-            )));
-        }
+        crate::check_finite_features(x)?;
         if !(settings.c > 0.0 && settings.c.is_finite()) {
             return Err(MlError::Input(format!("C must be > 0, got {}", settings.c)));
         }

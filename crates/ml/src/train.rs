@@ -423,14 +423,7 @@ pub fn train(
             keep.retain(|i| complete.binary_search(i).is_ok());
         }
         filtered_inputs = inputs.select_rows(&keep);
-        filtered_target = Frame::new(vec![Column {
-            name: target_name.into(),
-            values: target_values.clone(),
-        }])?
-        .select_rows(&keep)
-        .into_columns()
-        .remove(0)
-        .values;
+        filtered_target = target_values.select(&keep);
         (&filtered_inputs, &filtered_target)
     };
     let spec = &TrainSpec {
@@ -557,14 +550,7 @@ pub fn train(
         profile: Some(Profile::of(&train_inputs)),
     };
     let sample = &test_rows[..test_rows.len().min(IMPORTANCE_ROWS)];
-    let sample_target = Frame::new(vec![Column {
-        name: target_name.into(),
-        values: target_values.clone(),
-    }])?
-    .select_rows(sample)
-    .into_columns()
-    .remove(0)
-    .values;
+    let sample_target = target_values.select(sample);
     let importance = permutation_importance(
         &bundle,
         &inputs.select_rows(sample),
@@ -645,11 +631,7 @@ pub fn permutation_importance(
             let mut columns = inputs.columns().to_vec();
             columns[j] = Column {
                 name: column.name.clone(),
-                values: Frame::new(vec![column.clone()])?
-                    .select_rows(&order)
-                    .into_columns()
-                    .remove(0)
-                    .values,
+                values: column.values.select(&order),
             };
             let score = evaluate(&target, &bundle.predict_frame(Frame::new(columns)?)?)?[metric];
             drops.push(sign * (reference - score));

@@ -78,11 +78,7 @@ impl DecisionTree {
         if n == 0 {
             return Err(MlError::Fit("no rows".into()));
         }
-        if let Some(((i, j), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(MlError::Fit(format!(
-                "feature {j} at row {i} is {v}: features must be finite numbers (add an impute step)"
-            )));
-        }
+        crate::check_finite_features(x)?;
         if let TreeTarget::Regression(y) = &target
             && let Some((i, v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite())
         {

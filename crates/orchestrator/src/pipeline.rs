@@ -5,7 +5,7 @@ use mlops_core::auth::gate::principal;
 use mlops_core::auth::{Action, Principal, ResourceKind, authorize};
 use mlops_core::ids::validate_name;
 use mlops_ml::model::ModelKind;
-use mlops_ml::train::{StepText, check_metric, greater_is_better};
+use mlops_ml::train::{check_metric, greater_is_better};
 use mlops_proto::v1::{
     ColumnSpec, DataType, FitSpec, MaskRule, ParamValues, PreprocessingStep, UploadHeader,
 };
@@ -96,18 +96,13 @@ impl DatasetSpec {
             .map(|c| {
                 let data_type = match c.data_type.as_deref() {
                     None => DataType::Unspecified,
-                    Some("int64") => DataType::Int64,
-                    Some("float64") => DataType::Float64,
-                    Some("bool") => DataType::Bool,
-                    Some("string") => DataType::String,
-                    Some("timestamp") => DataType::Timestamp,
-                    Some(other) => {
-                        return Err(ApiError::invalid_argument(format!(
-                            "dataset.columns: {:?} has type {other:?} (int64, float64, bool, \
+                    Some(name) => DataType::from_short_name(name).ok_or_else(|| {
+                        ApiError::invalid_argument(format!(
+                            "dataset.columns: {:?} has type {name:?} (int64, float64, bool, \
                              string, timestamp)",
                             c.name
-                        )));
-                    }
+                        ))
+                    })?,
                 };
                 Ok(ColumnSpec {
                     name: c.name.clone(),
@@ -119,7 +114,7 @@ impl DatasetSpec {
                     allowed: c.allowed.iter().map(Scalar::text).collect(),
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, ApiError>>()?;
         Ok(UploadHeader {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -238,25 +233,13 @@ impl TrainSpec {
 
     /// Checks model, hyperparameters, grid, steps and metric as training will.
     fn check(&self) -> Result<ModelKind, ApiError> {
-        let fit = self.fit_spec();
-        let steps: Vec<StepText> = fit
-            .preprocessing
-            .iter()
-            .map(|s| StepText {
-                kind: s.kind.clone(),
-                columns: s.columns.clone(),
-                options: s.options.clone().into_iter().collect(),
-            })
-            .collect();
-        let spec = mlops_ml::train::TrainSpec::from_text(
+        let spec = mlops_training::train_spec(
             &self.model,
-            &fit.params.into_iter().collect(),
-            &fit.grid.into_iter().map(|(k, v)| (k, v.values)).collect(),
-            &steps,
-            self.cv_folds as usize,
-            &self.selection_metric,
+            &self.fit_spec(),
+            self.test_fraction.unwrap_or(0.2),
+            self.seed.unwrap_or(42),
         )
-        .map_err(|e| ApiError::invalid_argument(format!("train: {e}")))?;
+        .map_err(|e| ApiError::invalid_argument(format!("train: {}", e.message)))?;
         Ok(spec.model)
     }
 }

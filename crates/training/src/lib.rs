@@ -9,4 +9,6 @@ mod settings;
 mod store;
 
 pub use app::{Application, serve};
+/// Checks a fit spec as a job submission does (pipelines check theirs with it at submit time).
+pub use grpc::train_spec;
 pub use settings::{Settings, TrainingSettings};
