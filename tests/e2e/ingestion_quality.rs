@@ -2,11 +2,12 @@
 //! masking that never stores the original values, and content-addressed versions.
 
 use arrow_array::cast::AsArray;
+use mlops_core::storage::sha256_hex;
 use mlops_e2e::*;
 use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::{
-    ColumnSpec, CsvOptions, DataType, GetDatasetVersionRequest, MaskRule, UploadDatasetRequest,
-    UploadHeader,
+    ColumnSpec, CsvOptions, DataType, GetDatasetVersionRequest, ListDatasetsRequest, MaskRule,
+    UploadDatasetRequest, UploadHeader,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tonic::Code;
@@ -506,6 +507,18 @@ async fn uris_are_read_only_inside_the_import_root() {
         .version
         .unwrap();
     assert_eq!(version.row_count, 150);
+    // Lineage: where the version came from, down to the digest of the bytes read.
+    let source = version.source.unwrap();
+    assert_eq!(
+        (
+            source.kind.as_str(),
+            source.uri.as_str(),
+            source.format.as_str()
+        ),
+        ("uri", "nested/iris.csv.gz", "csv")
+    );
+    assert_eq!(source.compression, "gzip");
+    assert_eq!(source.sha256, sha256_hex(&gzip(&iris)));
     let absolute = format!("file://{}", root.join("nested/iris.csv.gz").display());
     let again = ingestion
         .upload_dataset(messages(by_uri(absolute)))
@@ -578,6 +591,11 @@ async fn csv_json_lines_and_parquet_of_the_same_data_are_one_version() {
     .await
     .unwrap();
     let v = csv.version.unwrap();
+    let source = v.source.clone().unwrap();
+    assert_eq!(
+        (source.kind.as_str(), source.format.as_str()),
+        ("upload", "csv")
+    );
     let jsonl = "{\"a\": 1, \"b\": \"x\", \"when\": \"2024-01-02\"}\n{\"a\": 2, \"b\": null, \"when\": \"2024-02-03\"}\n";
     let same = upload_bytes(&cluster, "tiny", gzip(jsonl.as_bytes()))
         .await
@@ -597,5 +615,83 @@ async fn csv_json_lines_and_parquet_of_the_same_data_are_one_version() {
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
         assert!(status.message().contains(needle), "{}", status.message());
     }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_files_are_read_and_overlong_lines_refused_by_number() {
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__INGESTION__MAX_LINE_BYTES", "200000")
+        .start()
+        .await;
+    let row = |columns: usize, value: &str| vec![value; columns].join(",");
+    let header = |columns: usize| {
+        (0..columns)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // 10,000 columns, the default limit: read in narrow chunks and stored. The version's
+    // profile of 10,000 columns is about 11 MB, past gRPC's default 4 MB: a client that
+    // uploads such tables raises its decoding limit.
+    let wide = format!(
+        "{}\n{}\n{}\n",
+        header(10_000),
+        row(10_000, "1"),
+        row(10_000, "2.5")
+    );
+    let header_message = UploadDatasetRequest {
+        part: Some(Part::Header(UploadHeader {
+            name: "wide".into(),
+            ..Default::default()
+        })),
+    };
+    let chunk = UploadDatasetRequest {
+        part: Some(Part::Chunk(wide.into_bytes())),
+    };
+    let version = cluster
+        .ingestion()
+        .max_decoding_message_size(64 << 20)
+        .upload_dataset(futures::stream::iter(vec![header_message, chunk]))
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+        .unwrap();
+    assert_eq!((version.column_count, version.row_count), (10_000, 2));
+    let too_wide = format!("{}\n{}\n", header(10_001), row(10_001, "1"));
+    let status = upload_bytes(&cluster, "wider", too_wide.into_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("columns"), "{}", status.message());
+    // A line past ingestion.max_line_bytes is refused by number before it is buffered.
+    let long = format!("a,b\n1,2\n{},3\n", "x".repeat(300_000));
+    let status = upload_bytes(&cluster, "long", long.into_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(
+        status.message().contains("line 3 is longer than"),
+        "{}",
+        status.message()
+    );
+    // Nothing partial was stored, and the server goes on serving.
+    let names: Vec<String> = cluster
+        .ingestion()
+        .list_datasets(ListDatasetsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .datasets
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, vec!["wide".to_string()]);
     cluster.stop().await;
 }

@@ -162,6 +162,40 @@ impl ArtifactStore {
 
     /// Stores `data` under a key this server built (e.g. a prediction log file), encrypted like
     /// every blob. Keys are checked: segments of letters, digits, `.`, `_`, `-`, never `..`.
+    /// Stores the file at `path`, whose plaintext sha256 the caller computed while writing it,
+    /// streaming it in parts so that its size never sits in memory. Encrypted stores seal the
+    /// file as one blob, so it is read whole there.
+    pub async fn put_file(&self, digest: &str, path: &Path) -> Result<(), ApiError> {
+        validate_digest("digest", digest)?;
+        if self.cipher.is_some() {
+            let data = tokio::fs::read(path).await?;
+            if sha256_hex(&data) != digest {
+                return Err(ApiError::internal(format!(
+                    "{} does not hash to {digest}",
+                    path.display()
+                )));
+            }
+            self.put(data.into()).await?;
+            return Ok(());
+        }
+        use tokio::io::AsyncReadExt;
+        let upload = self.store.put_multipart(&key(digest)).await?;
+        let mut writer = object_store::WriteMultipart::new(upload);
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut buffer = vec![0u8; 4 << 20];
+        loop {
+            let n = file.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            // At most two parts in flight: memory stays a few chunks whatever the size.
+            writer.wait_for_capacity(2).await?;
+            writer.write(&buffer[..n]);
+        }
+        writer.finish().await?;
+        Ok(())
+    }
+
     pub async fn put_named(&self, key: &str, data: Bytes) -> Result<(), ApiError> {
         let path = named_key(key)?;
         let stored = match &self.cipher {

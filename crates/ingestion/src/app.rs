@@ -58,6 +58,7 @@ impl Application {
             limits: crate::csv_import::CsvLimits {
                 max_rows: settings.ingestion.max_rows,
                 max_columns: settings.ingestion.max_columns,
+                max_line_bytes: settings.ingestion.max_line_bytes,
             },
         };
         Ok(Self {

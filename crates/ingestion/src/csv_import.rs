@@ -6,15 +6,13 @@ use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
+use crate::spill::DuplicateCounter;
+
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, TimeUnit};
 use mlops_core::ApiError;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CsvError {
@@ -53,6 +51,12 @@ pub enum CsvError {
     TooLarge { what: &'static str, limit: u64 },
     #[error("{0}")]
     Spec(String),
+    #[error("spooling to the data directory: {0}")]
+    Io(String),
+    /// Not an error of the data: a column's type widened after its first chunk was written, so
+    /// the import starts over with these types.
+    #[error("column types changed after the first chunk")]
+    Retype(Vec<Option<ColumnType>>),
 }
 
 /// Bounds on what one upload may hold.
@@ -60,6 +64,9 @@ pub enum CsvError {
 pub struct CsvLimits {
     pub max_rows: u64,
     pub max_columns: usize,
+    /// Longest line (bytes between line breaks) read: a 2 GB single line is refused by its
+    /// line number before it is buffered.
+    pub max_line_bytes: u64,
 }
 
 impl Default for CsvLimits {
@@ -67,6 +74,7 @@ impl Default for CsvLimits {
         Self {
             max_rows: 10_000_000,
             max_columns: 10_000,
+            max_line_bytes: 64 << 20,
         }
     }
 }
@@ -78,6 +86,7 @@ impl From<CsvError> for ApiError {
                 ApiError::resource_exhausted(format!("CSV too large: {error}"))
             }
             CsvError::Spec(_) => ApiError::invalid_argument(error.to_string()),
+            CsvError::Io(_) | CsvError::Retype(_) => ApiError::internal(error.to_string()),
             _ => ApiError::invalid_argument(format!("invalid CSV: {error}")),
         }
     }
@@ -215,15 +224,29 @@ impl Data {
         }
     }
 
-    pub(crate) fn array(&self) -> ArrayRef {
+    pub(crate) fn into_array(self) -> ArrayRef {
         match self {
-            Data::Int(v) => Arc::new(Int64Array::from(v.clone())),
-            Data::Float(v) => Arc::new(Float64Array::from(v.clone())),
-            Data::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
-            Data::Str(v) => Arc::new(StringArray::from(v.clone())),
-            Data::Time(v) => {
-                Arc::new(TimestampMillisecondArray::from(v.clone()).with_timezone("UTC"))
-            }
+            Data::Int(v) => Arc::new(Int64Array::from(v)),
+            Data::Float(v) => Arc::new(Float64Array::from(v)),
+            Data::Bool(v) => Arc::new(BooleanArray::from(v)),
+            Data::Str(v) => Arc::new(StringArray::from(v)),
+            Data::Time(v) => Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")),
+        }
+    }
+
+    /// Appends a chunk of the same type.
+    #[cfg(test)]
+    pub(crate) fn append(&mut self, more: Data) {
+        match (self, more) {
+            (Data::Int(a), Data::Int(b)) | (Data::Time(a), Data::Time(b)) => a.extend(b),
+            (Data::Float(a), Data::Float(b)) => a.extend(b),
+            (Data::Bool(a), Data::Bool(b)) => a.extend(b),
+            (Data::Str(a), Data::Str(b)) => a.extend(b),
+            (a, b) => unreachable!(
+                "chunks of one column share a type ({:?} then {:?})",
+                a.column_type(),
+                b.column_type()
+            ),
         }
     }
 }
@@ -246,18 +269,64 @@ pub struct TypeErrorAt {
 /// Type errors kept by value; the rest are only counted.
 pub const MAX_TYPE_ERRORS: usize = 20;
 
+/// A whole source read into memory, for tests.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedTable {
     pub columns: Vec<ParsedColumn>,
-    pub rows: u64,
-    pub duplicate_rows: u64,
-    pub type_errors: Vec<TypeErrorAt>,
-    pub type_error_count: u64,
+    pub tally: Tally,
+}
+
+#[cfg(test)]
+impl ParsedTable {
+    /// Runs a source over an Output that keeps every chunk (restarting on a retype, as an
+    /// import does), with `chunk_values` values per chunk.
+    pub(crate) fn read(
+        chunk_values: usize,
+        limits: CsvLimits,
+        source: impl Fn(&mut Output) -> Result<(), CsvError>,
+    ) -> Result<Self, CsvError> {
+        let dir = tempfile::tempdir().map_err(|e| CsvError::Io(e.to_string()))?;
+        let mut hints = Vec::new();
+        loop {
+            let mut columns: Vec<ParsedColumn> = Vec::new();
+            let mut keep = |chunk: Vec<ParsedColumn>| {
+                if columns.is_empty() {
+                    columns = chunk;
+                } else {
+                    for (column, more) in columns.iter_mut().zip(chunk) {
+                        column.data.append(more.data);
+                    }
+                }
+                Ok(())
+            };
+            let mut out = Output::new(limits, chunk_values, &hints, dir.path(), &mut keep);
+            let result = source(&mut out).and_then(|()| out.finish());
+            match result {
+                Err(CsvError::Retype(new)) => hints = new,
+                Err(e) => return Err(e),
+                Ok(tally) => return Ok(Self { columns, tally }),
+            }
+        }
+    }
+
+    pub(crate) fn csv(
+        text: &str,
+        options: &CsvOptions,
+        rules: &[ColumnRule],
+        limits: CsvLimits,
+    ) -> Result<Self, CsvError> {
+        Self::read(CHUNK_VALUES, limits, |out| {
+            read_csv(text.as_bytes(), options, rules, out)
+        })
+    }
 }
 
 pub(crate) struct Builder {
     name: String,
     declared: Option<ColumnType>,
+    /// The type earlier chunks settled on, for an inferred column (later values must fit it).
+    hint: Option<ColumnType>,
     /// None until the first non-missing value decides an inferred column's type.
     data: Option<Data>,
     pending_nulls: usize,
@@ -368,10 +437,15 @@ fn push_null(data: &mut Data) {
 }
 
 impl Builder {
-    pub(crate) fn new(name: String, declared: Option<ColumnType>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        declared: Option<ColumnType>,
+        hint: Option<ColumnType>,
+    ) -> Self {
         Self {
             name,
             declared,
+            hint,
             data: None,
             pending_nulls: 0,
         }
@@ -405,7 +479,7 @@ impl Builder {
         }
         let data = self.data.get_or_insert_with(|| {
             Data::empty(
-                self.declared.unwrap_or_else(|| infer(text)),
+                self.declared.or(self.hint).unwrap_or_else(|| infer(text)),
                 self.pending_nulls,
             )
         });
@@ -451,57 +525,201 @@ impl Builder {
         }
     }
 
-    pub(crate) fn finish(self) -> ParsedColumn {
-        let data = self.data.unwrap_or_else(|| {
-            // Every value missing: a column of the declared type, else text.
+    /// The values since the last chunk, as a column; the builder starts the next chunk with
+    /// the type this one settled on.
+    pub(crate) fn take_chunk(&mut self) -> ParsedColumn {
+        let had_values = self.data.is_some();
+        let data = self.data.take().unwrap_or_else(|| {
+            // Every value missing: a column of the declared or settled type, else text.
             Data::empty(
-                self.declared.unwrap_or(ColumnType::String),
+                self.declared.or(self.hint).unwrap_or(ColumnType::String),
                 self.pending_nulls,
             )
         });
+        if self.declared.is_none() && had_values {
+            self.hint = Some(data.column_type());
+        }
+        self.pending_nulls = 0;
         ParsedColumn {
-            name: self.name,
+            name: self.name.clone(),
             data,
         }
     }
 }
 
-/// Parses a CSV into typed, nullable columns. A column's type is declared, or inferred from
-/// its first non-missing value (booleans, integers, numbers, timestamps, else text); integers
-/// widen to numbers, but a later value of another type is an error naming the line.
 pub(crate) type TypeErrors = (Vec<TypeErrorAt>, u64);
 
-/// Rows counted against the limit, and those identical to an earlier row (by a hash of their
-/// values), for every source format.
-#[derive(Default)]
-pub(crate) struct RowTally {
-    pub(crate) rows: u64,
-    pub(crate) duplicates: u64,
-    seen: HashSet<u64>,
+/// About this many values go in one chunk (fewer rows when there are many columns), so the
+/// memory an import takes does not grow with the length or the width of the data.
+pub const CHUNK_VALUES: usize = 1 << 21;
+const MAX_CHUNK_ROWS: usize = 65_536;
+
+/// Where a source's rows go: counted against the limit and for duplicates, and handed on in
+/// chunks of a fixed number of rows, the same for every source format, so the same data always
+/// gives the same Parquet bytes.
+pub(crate) struct Output<'a> {
+    limits: CsvLimits,
+    chunk_values: usize,
+    /// Types settled by an earlier attempt, by column position.
+    hints: &'a [Option<ColumnType>],
+    rows_in_chunk: usize,
+    rows: u64,
+    duplicates: DuplicateCounter,
+    errors: TypeErrors,
+    /// The first chunk's types: a later chunk that differs restarts the import.
+    settled: Option<Vec<ColumnType>>,
+    emit: &'a mut dyn FnMut(Vec<ParsedColumn>) -> Result<(), CsvError>,
 }
 
-impl RowTally {
-    pub(crate) fn add(&mut self, row_hash: u64, limits: CsvLimits) -> Result<(), CsvError> {
-        if !self.seen.insert(row_hash) {
-            self.duplicates += 1;
+/// What a source read, besides the chunks it emitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally {
+    pub rows: u64,
+    pub duplicate_rows: u64,
+    pub type_errors: Vec<TypeErrorAt>,
+    pub type_error_count: u64,
+}
+
+impl<'a> Output<'a> {
+    pub(crate) fn new(
+        limits: CsvLimits,
+        chunk_values: usize,
+        hints: &'a [Option<ColumnType>],
+        spill_dir: &std::path::Path,
+        emit: &'a mut dyn FnMut(Vec<ParsedColumn>) -> Result<(), CsvError>,
+    ) -> Self {
+        Self {
+            limits,
+            chunk_values,
+            hints,
+            rows_in_chunk: 0,
+            rows: 0,
+            duplicates: DuplicateCounter::new(spill_dir),
+            errors: (Vec::new(), 0),
+            settled: None,
+            emit,
         }
+    }
+
+    pub(crate) fn limits(&self) -> CsvLimits {
+        self.limits
+    }
+
+    pub(crate) fn errors(&mut self) -> &mut TypeErrors {
+        &mut self.errors
+    }
+
+    /// Rows per chunk for this many columns.
+    pub(crate) fn chunk_rows(&self, columns: usize) -> usize {
+        (self.chunk_values / columns.max(1)).clamp(1, MAX_CHUNK_ROWS)
+    }
+
+    /// Builders for the columns, with their declared types and any settled ones.
+    pub(crate) fn builders(&self, names: &[String], rules: &[ColumnRule]) -> Vec<Builder> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let declared = rules
+                    .iter()
+                    .find(|r| &r.name == name)
+                    .and_then(|r| r.data_type);
+                Builder::new(name.clone(), declared, self.hints.get(i).copied().flatten())
+            })
+            .collect()
+    }
+
+    /// Counts a row (by the hash of its values) against the limit and for duplicates.
+    pub(crate) fn count_row(&mut self, hash: u64) -> Result<(), CsvError> {
         self.rows += 1;
-        if self.rows > limits.max_rows {
+        if self.rows > self.limits.max_rows {
             return Err(CsvError::TooLarge {
                 what: "rows",
-                limit: limits.max_rows,
+                limit: self.limits.max_rows,
             });
+        }
+        self.duplicates
+            .push(hash)
+            .map_err(|e| CsvError::Io(e.to_string()))
+    }
+
+    /// Ends a row pushed into the builders; a full chunk is handed on.
+    pub(crate) fn end_row(&mut self, hash: u64, builders: &mut [Builder]) -> Result<(), CsvError> {
+        self.count_row(hash)?;
+        self.rows_in_chunk += 1;
+        if self.rows_in_chunk == self.chunk_rows(builders.len()) {
+            self.flush(builders)?;
         }
         Ok(())
     }
+
+    /// Hands on the rows the builders hold.
+    pub(crate) fn flush(&mut self, builders: &mut [Builder]) -> Result<(), CsvError> {
+        if self.rows_in_chunk == 0 {
+            return Ok(());
+        }
+        self.rows_in_chunk = 0;
+        self.emit_chunk(builders.iter_mut().map(Builder::take_chunk).collect())
+    }
+
+    pub(crate) fn emit_chunk(&mut self, columns: Vec<ParsedColumn>) -> Result<(), CsvError> {
+        let types: Vec<ColumnType> = columns.iter().map(|c| c.data.column_type()).collect();
+        match &self.settled {
+            None => self.settled = Some(types),
+            Some(settled) if *settled != types => {
+                // An integer column met a number, or a column missing throughout the first
+                // chunk met its first value: start over with the wider types.
+                let hints = settled
+                    .iter()
+                    .zip(&types)
+                    .enumerate()
+                    .map(|(i, (old, new))| {
+                        if old == new {
+                            self.hints.get(i).copied().flatten()
+                        } else {
+                            Some(*new)
+                        }
+                    })
+                    .collect();
+                return Err(CsvError::Retype(hints));
+            }
+            Some(_) => {}
+        }
+        (self.emit)(columns)
+    }
+
+    pub(crate) fn finish(self) -> Result<Tally, CsvError> {
+        if self.rows == 0 {
+            return Err(CsvError::NoRows);
+        }
+        Ok(Tally {
+            rows: self.rows,
+            duplicate_rows: self
+                .duplicates
+                .duplicates()
+                .map_err(|e| CsvError::Io(e.to_string()))?,
+            type_errors: self.errors.0,
+            type_error_count: self.errors.1,
+        })
+    }
 }
 
-pub fn parse_csv(
+/// A fast, fixed-seed hasher for row and value hashes (duplicates are counted by hash).
+pub(crate) fn row_hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x006d_6c6f_7073).build_hasher()
+}
+
+/// Reads a CSV into typed, nullable columns. A column's type is declared, or inferred from
+/// its first non-missing value (booleans, integers, numbers, timestamps, else text); integers
+/// widen to numbers, but a later value of another type is an error naming the line.
+pub(crate) fn read_csv(
     input: impl Read,
     options: &CsvOptions,
     rules: &[ColumnRule],
-    limits: CsvLimits,
-) -> Result<ParsedTable, CsvError> {
+    out: &mut Output,
+) -> Result<(), CsvError> {
+    let limits = out.limits();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -529,23 +747,14 @@ pub fn parse_csv(
     } else {
         (1..=first.len()).map(|i| format!("c{i}")).collect()
     };
-    let mut builders: Vec<Builder> = Vec::with_capacity(names.len());
+    let mut seen = HashSet::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
         if name.is_empty() {
             return Err(CsvError::EmptyColumnName { index: index + 1 });
         }
-        if builders.iter().any(|b| &b.name == name) {
+        if !seen.insert(name.as_str()) {
             return Err(CsvError::DuplicateColumn { name: name.clone() });
         }
-        builders.push(Builder {
-            name: name.clone(),
-            declared: rules
-                .iter()
-                .find(|r| &r.name == name)
-                .and_then(|r| r.data_type),
-            data: None,
-            pending_nulls: 0,
-        });
     }
     if let Some(unknown) = rules.iter().find(|r| !names.contains(&r.name)) {
         return Err(CsvError::Spec(format!(
@@ -554,10 +763,13 @@ pub fn parse_csv(
             names.join(", ")
         )));
     }
+    let mut builders = out.builders(&names, rules);
 
-    let mut errors = (Vec::new(), 0u64);
-    let mut tally = RowTally::default();
-    let mut take = |record: &csv::StringRecord, line: u64, builders: &mut Vec<Builder>| {
+    let take = |record: &csv::StringRecord,
+                line: u64,
+                builders: &mut Vec<Builder>,
+                out: &mut Output|
+     -> Result<(), CsvError> {
         if record.len() != builders.len() {
             return Err(CsvError::Ragged {
                 line,
@@ -565,16 +777,15 @@ pub fn parse_csv(
                 expected: builders.len(),
             });
         }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = row_hasher();
         for (builder, value) in builders.iter_mut().zip(record.iter()) {
             value.hash(&mut hasher);
-            builder.push(value, line, options, &mut errors)?;
+            builder.push(value, line, options, out.errors())?;
         }
-        Ok(hasher.finish())
+        out.end_row(hasher.finish(), builders)
     };
     if !options.has_header {
-        let hash = take(&first, 1, &mut builders)?;
-        tally.add(hash, limits)?;
+        take(&first, 1, &mut builders, out)?;
     }
     loop {
         let line = reader.position().line();
@@ -588,19 +799,9 @@ pub fn parse_csv(
         if record.len() == 1 && record[0].is_empty() && builders.len() > 1 {
             continue;
         }
-        let hash = take(&record, line, &mut builders)?;
-        tally.add(hash, limits)?;
+        take(&record, line, &mut builders, out)?;
     }
-    if tally.rows == 0 {
-        return Err(CsvError::NoRows);
-    }
-    Ok(ParsedTable {
-        columns: builders.into_iter().map(Builder::finish).collect(),
-        rows: tally.rows,
-        duplicate_rows: tally.duplicates,
-        type_errors: errors.0,
-        type_error_count: errors.1,
-    })
+    out.flush(&mut builders)
 }
 
 fn malformed(line: u64, error: &csv::Error) -> CsvError {
@@ -610,44 +811,12 @@ fn malformed(line: u64, error: &csv::Error) -> CsvError {
     }
 }
 
-/// The columns as Parquet (snappy); the same columns always give the same bytes.
-pub fn write_parquet(columns: &[ParsedColumn]) -> Result<Vec<u8>, ApiError> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|c| Field::new(&c.name, c.data.column_type().arrow(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        columns.iter().map(|c| c.data.array()).collect(),
-    )
-    .map_err(|e| ApiError::internal(format!("building the record batch: {e}")))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))
-        .map_err(|e| ApiError::internal(format!("parquet writer: {e}")))?;
-    writer
-        .write(&batch)
-        .map_err(|e| ApiError::internal(format!("parquet write: {e}")))?;
-    writer
-        .close()
-        .map_err(|e| ApiError::internal(format!("parquet close: {e}")))?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn import(text: &str) -> Result<ParsedTable, CsvError> {
-        parse_csv(
-            text.as_bytes(),
-            &CsvOptions::default(),
-            &[],
-            CsvLimits::default(),
-        )
+        ParsedTable::csv(text, &CsvOptions::default(), &[], CsvLimits::default())
     }
 
     fn types(table: &ParsedTable) -> Vec<ColumnType> {
@@ -660,7 +829,7 @@ mod tests {
             "a,b,y,flag,when,label\n1,2.5,3,true,2024-01-02,cat\n4,5,,false,2024-01-03T10:00:00Z,NA\n",
         )
         .unwrap();
-        assert_eq!(table.rows, 2);
+        assert_eq!(table.tally.rows, 2);
         assert_eq!(
             types(&table),
             vec![
@@ -675,14 +844,6 @@ mod tests {
         assert!(table.columns[2].data.is_null(1));
         assert!(table.columns[5].data.is_null(1));
         assert_eq!(table.columns[4].data.number(0), Some(1_704_153_600_000.0));
-        let parquet = write_parquet(&table.columns).unwrap();
-        assert_eq!(&parquet[..4], b"PAR1");
-        // Same content, same bytes: versions can be deduplicated by digest.
-        let again = import(
-            "a,b,y,flag,when,label\n1,2.5,3,true,2024-01-02,cat\n4,5,,false,2024-01-03T10:00:00Z,NA\n",
-        )
-        .unwrap();
-        assert_eq!(write_parquet(&again.columns).unwrap(), parquet);
     }
 
     #[test]
@@ -698,19 +859,14 @@ mod tests {
             data_type: Some(ColumnType::Float64),
             ..Default::default()
         }];
-        let table = parse_csv(
-            "1;x\n2;-\n3;4.5\n".as_bytes(),
-            &options,
-            &rules,
-            CsvLimits::default(),
-        )
-        .unwrap();
-        assert_eq!(table.rows, 3);
+        let table =
+            ParsedTable::csv("1;x\n2;-\n3;4.5\n", &options, &rules, CsvLimits::default()).unwrap();
+        assert_eq!(table.tally.rows, 3);
         assert_eq!(table.columns[0].name, "c1");
         // The declared type wins: "x" is a type error (line 1), kept as a null.
-        assert_eq!(table.type_error_count, 1);
-        assert_eq!(table.type_errors[0].line, 1);
-        assert_eq!(table.type_errors[0].value, "x");
+        assert_eq!(table.tally.type_error_count, 1);
+        assert_eq!(table.tally.type_errors[0].line, 1);
+        assert_eq!(table.tally.type_errors[0].value, "x");
         assert!(table.columns[1].data.is_null(0) && table.columns[1].data.is_null(1));
         assert_eq!(table.columns[1].data.number(2), Some(4.5));
         let unknown = [ColumnRule {
@@ -718,8 +874,8 @@ mod tests {
             ..Default::default()
         }];
         assert!(matches!(
-            parse_csv(
-                "a\n1\n".as_bytes(),
+            ParsedTable::csv(
+                "a\n1\n",
                 &CsvOptions::default(),
                 &unknown,
                 CsvLimits::default()
@@ -731,7 +887,7 @@ mod tests {
     #[test]
     fn counts_duplicate_rows() {
         let table = import("a,b\n1,x\n2,y\n1,x\n1,x\n").unwrap();
-        assert_eq!(table.duplicate_rows, 2);
+        assert_eq!(table.tally.duplicate_rows, 2);
     }
 
     #[test]
@@ -772,27 +928,50 @@ mod tests {
         let tight = CsvLimits {
             max_rows: 1,
             max_columns: 2,
+            ..Default::default()
         };
         assert!(matches!(
-            parse_csv(
-                "a,y\n1,2\n3,4\n".as_bytes(),
-                &CsvOptions::default(),
-                &[],
-                tight
-            ),
+            ParsedTable::csv("a,y\n1,2\n3,4\n", &CsvOptions::default(), &[], tight),
             Err(CsvError::TooLarge { what: "rows", .. })
         ));
         assert!(matches!(
-            parse_csv(
-                "a,b,y\n1,2,3\n".as_bytes(),
-                &CsvOptions::default(),
-                &[],
-                tight
-            ),
+            ParsedTable::csv("a,b,y\n1,2,3\n", &CsvOptions::default(), &[], tight),
             Err(CsvError::TooLarge {
                 what: "columns",
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn types_settle_across_chunks_and_widen_by_starting_over() {
+        // Two rows per chunk: "a" is integers for two chunks, then a number; "b" is missing
+        // throughout the first chunk; "c" keeps the first chunk's integer type.
+        let text = "a,b,c\n1,,1\n2,,2\n3,x,3\n4,y,4\n5.5,z,5\n";
+        let table = ParsedTable::read(6, CsvLimits::default(), |out| {
+            read_csv(text.as_bytes(), &CsvOptions::default(), &[], out)
+        })
+        .unwrap();
+        assert_eq!(
+            types(&table),
+            vec![ColumnType::Float64, ColumnType::String, ColumnType::Int64]
+        );
+        assert_eq!(table.tally.rows, 5);
+        assert_eq!(table.columns[0].data.number(4), Some(5.5));
+        assert!(table.columns[1].data.is_null(0) && table.columns[1].data.is_null(1));
+        // A value of another type in a later chunk is still an error naming the line.
+        let changed = ParsedTable::read(6, CsvLimits::default(), |out| {
+            read_csv(
+                "a,b\ntrue,1\nfalse,2\ntrue,3\nmaybe,4\n".as_bytes(),
+                &CsvOptions::default(),
+                &[],
+                out,
+            )
+        })
+        .unwrap_err();
+        assert!(
+            matches!(changed, CsvError::TypeChanged { line: 5, .. }),
+            "{changed}"
+        );
     }
 }

@@ -13,9 +13,8 @@ use mlops_proto::v1::*;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::csv_import::{ColumnRule, ColumnType, CsvLimits, CsvOptions, parse_csv, write_parquet};
-use crate::quality;
-use crate::sources::{Format, parse_jsonl, parse_parquet};
+use crate::csv_import::{CHUNK_VALUES, ColumnRule, ColumnType, CsvLimits, CsvOptions};
+use crate::import::{ImportSpec, Imported, import};
 use crate::store::{NewVersion, Store};
 
 pub struct Ingestion {
@@ -119,69 +118,6 @@ impl Ingestion {
         };
         self.store.version(dataset, version).await
     }
-}
-
-/// Stops reading past `remaining` bytes, and says so: decompressed input is bounded whatever
-/// the compressed size.
-struct Limited<R> {
-    inner: R,
-    remaining: u64,
-    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<R: std::io::Read> std::io::Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 {
-            // One byte more would be over the limit: probe, so an exact fit still passes.
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe)? == 0 {
-                return Ok(0);
-            }
-            self.exceeded
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(std::io::Error::other("decompressed size limit exceeded"));
-        }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
-type Exceeded = std::sync::Arc<std::sync::atomic::AtomicBool>;
-
-/// The spooled upload as a reader: gzip and zstd (recognised by their magic bytes) are
-/// decompressed on the fly, up to `max_decompressed` bytes.
-fn open_upload(
-    path: &std::path::Path,
-    max_decompressed: u64,
-) -> Result<(Box<dyn std::io::Read + Send>, Exceeded), ApiError> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path)?;
-    let read = file.read(&mut magic)?;
-    let file = std::io::BufReader::new(std::fs::File::open(path)?);
-    let exceeded = Exceeded::default();
-    let limited = |inner: Box<dyn std::io::Read + Send>| -> Box<dyn std::io::Read + Send> {
-        Box::new(std::io::BufReader::new(Limited {
-            inner,
-            remaining: max_decompressed,
-            exceeded: exceeded.clone(),
-        }))
-    };
-    let reader: Box<dyn std::io::Read + Send> = match &magic[..read] {
-        [0x1f, 0x8b, ..] => limited(Box::new(flate2::read::MultiGzDecoder::new(file))),
-        [0x28, 0xb5, 0x2f, 0xfd] => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(file).map_err(|e| {
-                ApiError::invalid_argument(format!("the upload is not a valid zstd stream: {e}"))
-            })?;
-            limited(Box::new(decoder))
-        }
-        _ => Box::new(file),
-    };
-    Ok((reader, exceeded))
 }
 
 /// CSV options and declared columns from the upload header, checked.
@@ -308,74 +244,43 @@ impl Ingestion {
             }
             resolve_import(self.import_root.as_deref(), &header.uri)?
         };
-        let limits = self.limits;
         let (options, rules) = upload_spec(&header)?;
-        let masking = header.masking.clone();
-        let format = header.format.clone();
-        let key = self.masking_key.clone();
-        let max_decompressed = self.max_decompressed_bytes;
-        let (stored, details) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let (input, exceeded) = open_upload(&path, max_decompressed)?;
-            let mut input = std::io::BufReader::new(input);
-            let head = std::io::BufRead::fill_buf(&mut input)?.to_vec();
-            let parsed = match Format::pick(&format, &head)? {
-                Format::Csv => parse_csv(input, &options, &rules, limits),
-                Format::JsonLines => parse_jsonl(input, &rules, limits),
-                Format::Parquet => {
-                    // Parquet needs random access: read it whole (bounded like any upload).
-                    let mut bytes = Vec::new();
-                    match std::io::Read::read_to_end(&mut input, &mut bytes) {
-                        Ok(_) => parse_parquet(bytes.into(), &rules, limits),
-                        Err(e) => Err(crate::csv_import::CsvError::Malformed {
-                            line: 0,
-                            message: e.to_string(),
-                        }),
-                    }
-                }
-            };
-            if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(ApiError::resource_exhausted(format!(
-                    "the upload decompresses to more than ingestion.max_decompressed_bytes \
-                     ({max_decompressed} bytes): refused as a likely compression bomb"
-                )));
-            }
-            let mut table = parsed?;
-            quality::check_masking(&masking, &table.columns, key.as_bytes())?;
-            let report = quality::report(&table, &rules, &masking);
-            let mut columns = std::mem::take(&mut table.columns);
-            quality::apply_masking(&masking, &mut columns, key.as_bytes())?;
-            if columns.is_empty() {
-                return Err(ApiError::invalid_argument(
-                    "masking: every column would be dropped",
-                ));
-            }
-            let profile = quality::profile(&columns);
-            let parquet = write_parquet(&columns)?;
-            let schema: Vec<Column> = columns
-                .iter()
-                .map(|c| Column {
-                    name: c.name.clone(),
-                    data_type: quality::data_type(c.data.column_type()) as i32,
-                })
-                .collect();
-            Ok((
-                (parquet, schema, table.rows),
-                VersionDetails {
-                    report: Some(report),
-                    profile,
-                    masking,
-                    // Filled in against the previous version when it is stored.
-                    schema_change: None,
-                },
-            ))
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("import task: {e}")))??;
+        let spec = ImportSpec {
+            format: header.format.clone(),
+            options,
+            rules,
+            masking: header.masking.clone(),
+            masking_key: self.masking_key.clone(),
+            limits: self.limits,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            tmp_dir: self.tmp_dir.clone(),
+            chunk_values: CHUNK_VALUES,
+        };
+        let mut imported = tokio::task::spawn_blocking(move || import(&path, &spec))
+            .await
+            .map_err(|e| ApiError::internal(format!("import task: {e}")))??;
         drop(spool);
-        let (parquet, columns, rows) = stored;
-
-        let size_bytes = parquet.len() as u64;
-        let digest = self.artifacts.put(parquet.into()).await?;
+        if let Some(source) = &mut imported.details.source {
+            source.kind = if header.uri.is_empty() {
+                "upload"
+            } else {
+                "uri"
+            }
+            .into();
+            source.uri = header.uri.clone();
+            source.ingested_by = caller.map(|p| p.subject.clone()).unwrap_or_default();
+        }
+        self.artifacts
+            .put_file(&imported.digest, imported.parquet.path())
+            .await?;
+        let Imported {
+            digest,
+            size_bytes,
+            rows,
+            columns,
+            details,
+            ..
+        } = imported;
         let (version, created) = self
             .store
             .add_version(NewVersion {

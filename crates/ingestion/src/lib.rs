@@ -5,12 +5,15 @@
 mod app;
 mod csv_import;
 mod grpc;
+mod import;
 mod preview;
 mod quality;
 mod settings;
 mod sources;
+mod spill;
 mod store;
 
 pub use app::{Application, serve};
-pub use csv_import::{ColumnRule, CsvError, CsvLimits, CsvOptions, ParsedTable, parse_csv};
+pub use csv_import::{ColumnRule, CsvError, CsvLimits, CsvOptions};
+pub use import::{ImportSpec, Imported, import};
 pub use settings::{IngestionSettings, Settings};

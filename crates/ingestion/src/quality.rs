@@ -3,16 +3,18 @@
 //! duplicates, declared constraints, a verdict with reasons) and the profile (the baseline for
 //! drift), all as the API's messages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use chrono::{Datelike, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use mlops_core::ApiError;
-use mlops_ml::drift::FeatureProfile;
+use mlops_ml::drift::{CategoricalSummary, FeatureProfile, NumericSummary};
 use mlops_proto::v1::{ColumnProfile, ColumnReport, MaskRule, TypeError, ValidationReport};
 use sha2::Sha256;
 
-use crate::csv_import::{ColumnRule, ColumnType, Data, ParsedColumn, ParsedTable};
+use crate::csv_import::{ColumnRule, ColumnType, Data, ParsedColumn, Tally, row_hasher};
+use crate::spill::DuplicateCounter;
 
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -182,163 +184,245 @@ fn truncate(ms: i64, unit: DateUnit) -> i64 {
         .map_or(ms, |t| t.timestamp_millis())
 }
 
-/// The validation report of the parsed (not yet masked) table. Values of masked columns never
-/// appear in it.
-pub fn report(table: &ParsedTable, rules: &[ColumnRule], masked: &[MaskRule]) -> ValidationReport {
-    let rows = table.rows as usize;
-    let mut failures = Vec::new();
-    let mut columns = Vec::new();
-    for column in &table.columns {
-        let nulls = (0..rows).filter(|&r| column.data.is_null(r)).count() as u64;
-        let mut entry = ColumnReport {
-            name: column.name.clone(),
-            null_count: nulls,
-            null_share: nulls as f64 / rows.max(1) as f64,
-            ..Default::default()
-        };
-        if let Some(rule) = rules.iter().find(|r| r.name == column.name) {
-            if rule.not_null && nulls > 0 {
-                failures.push(format!(
-                    "column {:?} is declared not_null but has {nulls} missing values",
-                    column.name
-                ));
-            }
+/// Per-column counts of the validation report, gathered chunk by chunk.
+struct ColumnCounts {
+    rule: Option<ColumnRule>,
+    entry: ColumnReport,
+    /// Hashes of a `unique` column's values, counted for repeats at the end.
+    values: Option<DuplicateCounter>,
+}
+
+/// The validation report of the parsed (not yet masked) data, built one chunk at a time.
+/// Values of masked columns never appear in it.
+pub struct ReportBuilder {
+    columns: Vec<ColumnCounts>,
+}
+
+impl ReportBuilder {
+    pub fn new(names: &[&str], rules: &[ColumnRule], spill_dir: &std::path::Path) -> Self {
+        let columns = names
+            .iter()
+            .map(|name| {
+                let rule = rules.iter().find(|r| r.name == *name).cloned();
+                ColumnCounts {
+                    values: rule
+                        .as_ref()
+                        .filter(|r| r.unique)
+                        .map(|_| DuplicateCounter::new(spill_dir)),
+                    rule,
+                    entry: ColumnReport {
+                        name: name.to_string(),
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect();
+        Self { columns }
+    }
+
+    pub fn add(&mut self, chunk: &[ParsedColumn]) -> Result<(), ApiError> {
+        for (counts, column) in self.columns.iter_mut().zip(chunk) {
+            let data = &column.data;
+            let rows = data.len();
+            counts.entry.null_count += (0..rows).filter(|&r| data.is_null(r)).count() as u64;
+            let Some(rule) = &counts.rule else {
+                continue;
+            };
             if rule.min.is_some() || rule.max.is_some() {
                 let (lo, hi) = (
                     rule.min.unwrap_or(f64::NEG_INFINITY),
                     rule.max.unwrap_or(f64::INFINITY),
                 );
-                entry.out_of_range = (0..rows)
-                    .filter_map(|r| column.data.number(r))
+                counts.entry.out_of_range += (0..rows)
+                    .filter_map(|r| data.number(r))
                     .filter(|x| *x < lo || *x > hi)
                     .count() as u64;
-                if entry.out_of_range > 0 {
-                    failures.push(format!(
-                        "column {:?} has {} values outside [{lo}, {hi}]",
-                        column.name, entry.out_of_range
-                    ));
-                }
             }
             if !rule.allowed.is_empty() {
-                entry.not_allowed = (0..rows)
-                    .filter_map(|r| column.data.text(r))
+                counts.entry.not_allowed += (0..rows)
+                    .filter_map(|r| data.text(r))
                     .filter(|t| !rule.allowed.contains(t))
                     .count() as u64;
+            }
+            if let Some(values) = &mut counts.values {
+                for text in (0..rows).filter_map(|r| data.text(r)) {
+                    let mut hasher = row_hasher();
+                    text.hash(&mut hasher);
+                    values.push(hasher.finish())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, tally: &Tally, masked: &[MaskRule]) -> Result<ValidationReport, ApiError> {
+        let rows = tally.rows;
+        let mut failures = Vec::new();
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for counts in self.columns {
+            let mut entry = counts.entry;
+            entry.null_share = entry.null_count as f64 / rows.max(1) as f64;
+            let name = &entry.name;
+            if let Some(rule) = &counts.rule {
+                if rule.not_null && entry.null_count > 0 {
+                    failures.push(format!(
+                        "column {name:?} is declared not_null but has {} missing values",
+                        entry.null_count
+                    ));
+                }
+                if entry.out_of_range > 0 {
+                    failures.push(format!(
+                        "column {name:?} has {} values outside [{}, {}]",
+                        entry.out_of_range,
+                        rule.min.unwrap_or(f64::NEG_INFINITY),
+                        rule.max.unwrap_or(f64::INFINITY)
+                    ));
+                }
                 if entry.not_allowed > 0 {
                     failures.push(format!(
-                        "column {:?} has {} values outside the allowed ones ({})",
-                        column.name,
+                        "column {name:?} has {} values outside the allowed ones ({})",
                         entry.not_allowed,
                         rule.allowed.join(", ")
                     ));
                 }
             }
-            if rule.unique {
-                let mut counts: HashMap<String, u64> = HashMap::new();
-                for text in (0..rows).filter_map(|r| column.data.text(r)) {
-                    *counts.entry(text).or_default() += 1;
-                }
-                entry.duplicates = counts.values().map(|c| c - 1).sum();
+            if let Some(values) = counts.values {
+                entry.duplicates = values.duplicates()?;
                 if entry.duplicates > 0 {
                     failures.push(format!(
-                        "column {:?} is declared unique but repeats {} values",
-                        column.name, entry.duplicates
+                        "column {name:?} is declared unique but repeats {} values",
+                        entry.duplicates
                     ));
                 }
             }
+            columns.push(entry);
         }
-        columns.push(entry);
-    }
-    if table.type_error_count > 0 {
-        failures.push(format!(
-            "{} values do not parse as their column's declared type",
-            table.type_error_count
-        ));
-    }
-    let is_masked = |name: &str| masked.iter().any(|m| m.column == name);
-    ValidationReport {
-        row_count: table.rows,
-        columns,
-        duplicate_rows: table.duplicate_rows,
-        type_errors: table
-            .type_errors
-            .iter()
-            .map(|e| TypeError {
-                line: e.line,
-                column: e.column.clone(),
-                value: if is_masked(&e.column) {
-                    "<masked>".into()
-                } else {
-                    e.value.clone()
-                },
-                expected: e.expected.into(),
-            })
-            .collect(),
-        type_error_count: table.type_error_count,
-        passed: failures.is_empty(),
-        failures,
+        if tally.type_error_count > 0 {
+            failures.push(format!(
+                "{} values do not parse as their column's declared type",
+                tally.type_error_count
+            ));
+        }
+        let is_masked = |name: &str| masked.iter().any(|m| m.column == name);
+        Ok(ValidationReport {
+            row_count: rows,
+            columns,
+            duplicate_rows: tally.duplicate_rows,
+            type_errors: tally
+                .type_errors
+                .iter()
+                .map(|e| TypeError {
+                    line: e.line,
+                    column: e.column.clone(),
+                    value: if is_masked(&e.column) {
+                        "<masked>".into()
+                    } else {
+                        e.value.clone()
+                    },
+                    expected: e.expected.into(),
+                })
+                .collect(),
+            type_error_count: tally.type_error_count,
+            passed: failures.is_empty(),
+            failures,
+        })
     }
 }
 
-/// The profile of the stored (masked) columns: numbers, booleans as 0/1 and timestamps as
-/// epoch ms are numeric; text is categorical.
-pub fn profile(columns: &[ParsedColumn]) -> Vec<ColumnProfile> {
-    columns
-        .iter()
-        .map(|c| {
-            let profile = match &c.data {
-                Data::Str(v) => FeatureProfile::categorical(v.iter().map(Option::as_deref)),
-                data => FeatureProfile::numeric(
-                    &(0..data.len())
-                        .map(|r| data.number(r).unwrap_or(f64::NAN))
-                        .collect::<Vec<_>>(),
-                ),
-            };
-            (c.name.clone(), profile)
-        })
-        .map(|(name, profile)| match profile {
-            FeatureProfile::Numeric {
-                count,
-                missing,
-                mean,
-                std,
-                min,
-                max,
-                quantiles,
-                histogram_edges,
-                histogram_counts,
-            } => ColumnProfile {
-                name,
-                kind: "numeric".into(),
-                count,
-                missing,
-                mean,
-                std,
-                min,
-                max,
-                quantiles,
-                histogram_edges,
-                histogram_counts,
-                ..Default::default()
-            },
-            FeatureProfile::Categorical {
-                count,
-                missing,
-                distinct,
-                top,
-                other,
-            } => ColumnProfile {
-                name,
-                kind: "categorical".into(),
-                count,
-                missing,
-                distinct,
-                top: top.into_iter().collect(),
-                other,
-                ..Default::default()
-            },
-        })
-        .collect()
+enum Summary {
+    Numeric(NumericSummary),
+    Categorical(CategoricalSummary),
+}
+
+/// The profile of the stored (masked) columns, built one chunk at a time in bounded memory:
+/// numbers, booleans as 0/1 and timestamps as epoch ms are numeric; text is categorical.
+pub struct ProfileBuilder {
+    columns: Vec<(String, Summary)>,
+}
+
+impl ProfileBuilder {
+    pub fn new(chunk: &[ParsedColumn]) -> Self {
+        let columns = chunk
+            .iter()
+            .map(|c| {
+                let summary = match c.data {
+                    Data::Str(_) => Summary::Categorical(CategoricalSummary::default()),
+                    _ => Summary::Numeric(NumericSummary::default()),
+                };
+                (c.name.clone(), summary)
+            })
+            .collect();
+        Self { columns }
+    }
+
+    pub fn add(&mut self, chunk: &[ParsedColumn]) {
+        for ((_, summary), column) in self.columns.iter_mut().zip(chunk) {
+            match (summary, &column.data) {
+                (Summary::Categorical(s), Data::Str(v)) => {
+                    v.iter().for_each(|x| s.push(x.as_deref()));
+                }
+                (Summary::Numeric(s), Data::Float(v)) => {
+                    v.iter().for_each(|x| s.push(x.unwrap_or(f64::NAN)));
+                }
+                (Summary::Numeric(s), data) => {
+                    (0..data.len()).for_each(|r| s.push(data.number(r).unwrap_or(f64::NAN)));
+                }
+                (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
+            }
+        }
+    }
+
+    pub fn finish(self) -> Vec<ColumnProfile> {
+        self.columns
+            .into_iter()
+            .map(|(name, summary)| match summary {
+                Summary::Numeric(s) => (name, s.finish()),
+                Summary::Categorical(s) => (name, s.finish()),
+            })
+            .map(|(name, profile)| match profile {
+                FeatureProfile::Numeric {
+                    count,
+                    missing,
+                    mean,
+                    std,
+                    min,
+                    max,
+                    quantiles,
+                    histogram_edges,
+                    histogram_counts,
+                } => ColumnProfile {
+                    name,
+                    kind: "numeric".into(),
+                    count,
+                    missing,
+                    mean,
+                    std,
+                    min,
+                    max,
+                    quantiles,
+                    histogram_edges,
+                    histogram_counts,
+                    ..Default::default()
+                },
+                FeatureProfile::Categorical {
+                    count,
+                    missing,
+                    distinct,
+                    top,
+                    other,
+                } => ColumnProfile {
+                    name,
+                    kind: "categorical".into(),
+                    count,
+                    missing,
+                    distinct,
+                    top: top.into_iter().collect(),
+                    other,
+                    ..Default::default()
+                },
+            })
+            .collect()
+    }
 }
 
 /// The proto data type of a column.
@@ -356,16 +440,18 @@ pub fn data_type(ty: ColumnType) -> mlops_proto::v1::DataType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::csv_import::{CsvLimits, CsvOptions, parse_csv};
+    use crate::csv_import::{CsvLimits, CsvOptions, ParsedTable};
 
     fn table(text: &str, rules: &[ColumnRule]) -> ParsedTable {
-        parse_csv(
-            text.as_bytes(),
-            &CsvOptions::default(),
-            rules,
-            CsvLimits::default(),
-        )
-        .unwrap()
+        ParsedTable::csv(text, &CsvOptions::default(), rules, CsvLimits::default()).unwrap()
+    }
+
+    fn report(table: &ParsedTable, rules: &[ColumnRule]) -> ValidationReport {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut builder = ReportBuilder::new(&names, rules, dir.path());
+        builder.add(&table.columns).unwrap();
+        builder.finish(&table.tally, &[]).unwrap()
     }
 
     #[test]
@@ -390,7 +476,7 @@ mod tests {
             },
         ];
         let t = table("id,age,tier\n1,30,gold\n2,,silver\n2,150,bronze\n", &rules);
-        let r = report(&t, &rules, &[]);
+        let r = report(&t, &rules);
         assert!(!r.passed);
         assert_eq!(r.failures.len(), 4, "{:?}", r.failures);
         let age = &r.columns[1];
@@ -398,7 +484,7 @@ mod tests {
         assert_eq!(r.columns[0].duplicates, 1);
         assert_eq!(r.columns[2].not_allowed, 1);
         let clean = table("id,age,tier\n1,30,gold\n", &rules);
-        assert!(report(&clean, &rules, &[]).passed);
+        assert!(report(&clean, &rules).passed);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct IngestionSettings {
     /// Most data rows and columns one upload may hold.
     pub max_rows: u64,
     pub max_columns: usize,
+    /// Longest line a CSV or JSON Lines source may have, in bytes (a 2 GB single line is
+    /// refused by its number before it is buffered).
+    pub max_line_bytes: u64,
     /// The secret key of `hash` masking (HMAC-SHA256), 16 bytes or more; usually given as
     /// MLOPS__INGESTION__MASKING_KEY. Without it, `hash` masking is refused.
     pub masking_key: String,
@@ -43,6 +46,7 @@ impl Default for IngestionSettings {
             max_upload_bytes: 1 << 30,
             max_rows: 10_000_000,
             max_columns: 10_000,
+            max_line_bytes: 64 << 20,
             masking_key: String::new(),
             max_decompressed_bytes: 8 << 30,
             import_root: String::new(),

@@ -11,12 +11,10 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
-use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::csv_import::{
-    Builder, ColumnRule, CsvError, CsvLimits, CsvOptions, Data, ParsedColumn, ParsedTable,
-    RowTally, TypeErrors,
+    Builder, ColumnRule, CsvError, CsvOptions, Data, Output, ParsedColumn, row_hasher,
 };
 
 /// The formats an upload may be in.
@@ -28,6 +26,14 @@ pub enum Format {
 }
 
 impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+            Format::Parquet => "parquet",
+        }
+    }
+
     /// From the header's `format`, or (empty) from the data's first bytes: Parquet's magic,
     /// `{` for JSON Lines, else CSV.
     pub fn pick(declared: &str, head: &[u8]) -> Result<Self, CsvError> {
@@ -60,16 +66,15 @@ fn check_rules(rules: &[ColumnRule], names: &[String]) -> Result<(), CsvError> {
 
 /// JSON Lines: one flat object per line; the first object's keys are the columns. A later
 /// unknown key, a nested value or a line that is not an object is an error naming the line.
-pub fn parse_jsonl(
+pub(crate) fn read_jsonl(
     input: impl Read,
     rules: &[ColumnRule],
-    limits: CsvLimits,
-) -> Result<ParsedTable, CsvError> {
+    out: &mut Output,
+) -> Result<(), CsvError> {
     let options = CsvOptions::default();
+    let limits = out.limits();
     let reader = std::io::BufReader::new(input);
     let mut builders: Vec<Builder> = Vec::new();
-    let mut errors: TypeErrors = (Vec::new(), 0);
-    let mut tally = RowTally::default();
     for (index, line) in reader.lines().enumerate() {
         let line_number = index as u64 + 1;
         let line = line.map_err(|e| CsvError::Malformed {
@@ -96,16 +101,7 @@ pub fn parse_jsonl(
             }
             let names: Vec<String> = object.keys().cloned().collect();
             check_rules(rules, &names)?;
-            builders = names
-                .into_iter()
-                .map(|name| {
-                    let declared = rules
-                        .iter()
-                        .find(|r| r.name == name)
-                        .and_then(|r| r.data_type);
-                    Builder::new(name, declared)
-                })
-                .collect();
+            builders = out.builders(&names, rules);
         }
         if let Some(unknown) = object
             .keys()
@@ -116,7 +112,7 @@ pub fn parse_jsonl(
                 message: format!("key {unknown:?} is not among the first line's keys"),
             });
         }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = row_hasher();
         for builder in &mut builders {
             match object.get(builder.name()) {
                 None | Some(serde_json::Value::Null) => {
@@ -138,22 +134,16 @@ pub fn parse_jsonl(
                         other => other.to_string(),
                     };
                     text.hash(&mut hasher);
-                    builder.push(&text, line_number, &options, &mut errors)?;
+                    builder.push(&text, line_number, &options, out.errors())?;
                 }
             }
         }
-        tally.add(hasher.finish(), limits)?;
+        out.end_row(hasher.finish(), &mut builders)?;
     }
     if builders.is_empty() {
         return Err(CsvError::NoHeader);
     }
-    Ok(ParsedTable {
-        columns: builders.into_iter().map(Builder::finish).collect(),
-        rows: tally.rows,
-        duplicate_rows: tally.duplicates,
-        type_errors: errors.0,
-        type_error_count: errors.1,
-    })
+    out.flush(&mut builders)
 }
 
 fn column_data(name: &str, array: &ArrayRef) -> Result<Data, CsvError> {
@@ -261,27 +251,19 @@ fn column_data(name: &str, array: &ArrayRef) -> Result<Data, CsvError> {
     })
 }
 
-fn append(target: &mut Data, more: Data) {
-    match (target, more) {
-        (Data::Int(a), Data::Int(b)) | (Data::Time(a), Data::Time(b)) => a.extend(b),
-        (Data::Float(a), Data::Float(b)) => a.extend(b),
-        (Data::Bool(a), Data::Bool(b)) => a.extend(b),
-        (Data::Str(a), Data::Str(b)) => a.extend(b),
-        _ => unreachable!("a Parquet column keeps its type across batches"),
-    }
-}
-
-/// A Parquet file's columns. Declared types must match the file's (Parquet is typed).
-pub fn parse_parquet(
-    bytes: Bytes,
+/// A Parquet file's columns, read in chunks. Declared types must match the file's (Parquet is
+/// typed).
+pub(crate) fn read_parquet(
+    file: impl parquet::file::reader::ChunkReader + 'static,
     rules: &[ColumnRule],
-    limits: CsvLimits,
-) -> Result<ParsedTable, CsvError> {
+    out: &mut Output,
+) -> Result<(), CsvError> {
+    let limits = out.limits();
     let invalid = |e: &dyn std::fmt::Display| CsvError::Malformed {
         line: 0,
         message: format!("not a readable Parquet file: {e}"),
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| invalid(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| invalid(&e))?;
     let names: Vec<String> = builder
         .schema()
         .fields()
@@ -298,111 +280,77 @@ pub fn parse_parquet(
         });
     }
     check_rules(rules, &names)?;
-    let mut columns: Vec<Option<Data>> = vec![None; names.len()];
-    let mut rows = 0u64;
-    for batch in builder.build().map_err(|e| invalid(&e))? {
+    let batches = builder
+        .with_batch_size(out.chunk_rows(names.len()))
+        .build()
+        .map_err(|e| invalid(&e))?;
+    for batch in batches {
         let batch = batch.map_err(|e| invalid(&e))?;
-        rows += batch.num_rows() as u64;
-        if rows > limits.max_rows {
-            return Err(CsvError::TooLarge {
-                what: "rows",
-                limit: limits.max_rows,
-            });
-        }
-        for ((slot, array), name) in columns.iter_mut().zip(batch.columns()).zip(&names) {
-            let data = column_data(name, array)?;
-            match slot {
-                Some(existing) => append(existing, data),
-                None => *slot = Some(data),
+        let columns = names
+            .iter()
+            .zip(batch.columns())
+            .map(|(name, array)| {
+                Ok(ParsedColumn {
+                    name: name.clone(),
+                    data: column_data(name, array)?,
+                })
+            })
+            .collect::<Result<Vec<_>, CsvError>>()?;
+        for rule in rules {
+            let column = columns
+                .iter()
+                .find(|c| c.name == rule.name)
+                .expect("checked");
+            if let Some(declared) = rule.data_type
+                && declared != column.data.column_type()
+            {
+                return Err(CsvError::Spec(format!(
+                    "columns: {:?} is declared {declared:?} but the Parquet column is {:?}",
+                    rule.name,
+                    column.data.column_type()
+                )));
             }
         }
-    }
-    if rows == 0 {
-        return Err(CsvError::NoRows);
-    }
-    let columns: Vec<ParsedColumn> = names
-        .into_iter()
-        .zip(columns)
-        .map(|(name, data)| ParsedColumn {
-            name,
-            data: data.expect("every column read"),
-        })
-        .collect();
-    for rule in rules {
-        let column = columns
-            .iter()
-            .find(|c| c.name == rule.name)
-            .expect("checked");
-        if let Some(declared) = rule.data_type
-            && declared != column.data.column_type()
-        {
-            return Err(CsvError::Spec(format!(
-                "columns: {:?} is declared {declared:?} but the Parquet column is {:?}",
-                rule.name,
-                column.data.column_type()
-            )));
+        for r in 0..batch.num_rows() {
+            let mut hasher = row_hasher();
+            for c in &columns {
+                c.data.text(r).hash(&mut hasher);
+            }
+            out.count_row(hasher.finish())?;
         }
+        out.emit_chunk(columns)?;
     }
-    let mut tally = RowTally::default();
-    for r in 0..rows as usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for c in &columns {
-            c.data.text(r).hash(&mut hasher);
-        }
-        tally.add(hasher.finish(), limits)?;
-    }
-    Ok(ParsedTable {
-        columns,
-        rows,
-        duplicate_rows: tally.duplicates,
-        type_errors: Vec::new(),
-        type_error_count: 0,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::csv_import::{ColumnType, write_parquet};
+    use crate::csv_import::{ColumnType, CsvLimits, ParsedTable};
+
+    fn jsonl(text: &str) -> Result<ParsedTable, CsvError> {
+        ParsedTable::read(1 << 20, CsvLimits::default(), |out| {
+            read_jsonl(text.as_bytes(), &[], out)
+        })
+    }
 
     #[test]
     fn json_lines_become_typed_columns() {
         let text = "{\"a\": 1, \"b\": \"x\", \"c\": true}\n{\"a\": 2.5, \"b\": null}\n\n{\"a\": 3, \"b\": \"y\", \"c\": false}\n";
-        let table = parse_jsonl(text.as_bytes(), &[], CsvLimits::default()).unwrap();
-        assert_eq!(table.rows, 3);
+        let table = jsonl(text).unwrap();
+        assert_eq!(table.tally.rows, 3);
         let types: Vec<ColumnType> = table.columns.iter().map(|c| c.data.column_type()).collect();
         assert_eq!(
             types,
             vec![ColumnType::Float64, ColumnType::String, ColumnType::Bool]
         );
         assert!(table.columns[1].data.is_null(1) && table.columns[2].data.is_null(1));
-        let unknown = parse_jsonl(
-            "{\"a\": 1}\n{\"z\": 2}\n".as_bytes(),
-            &[],
-            CsvLimits::default(),
-        )
-        .unwrap_err();
+        let unknown = jsonl("{\"a\": 1}\n{\"z\": 2}\n").unwrap_err();
         assert!(unknown.to_string().contains("line 2"), "{unknown}");
-        let nested =
-            parse_jsonl("{\"a\": [1]}\n".as_bytes(), &[], CsvLimits::default()).unwrap_err();
+        let nested = jsonl("{\"a\": [1]}\n").unwrap_err();
         assert!(nested.to_string().contains("nested"), "{nested}");
-        let broken =
-            parse_jsonl("{\"a\": 1}\n{oops\n".as_bytes(), &[], CsvLimits::default()).unwrap_err();
+        let broken = jsonl("{\"a\": 1}\n{oops\n").unwrap_err();
         assert!(broken.to_string().contains("line 2"), "{broken}");
-    }
-
-    #[test]
-    fn parquet_round_trips_through_our_own_writer() {
-        let table = crate::csv_import::parse_csv(
-            "a,b,when\n1,x,2024-01-02\n2,,2024-02-03\n".as_bytes(),
-            &CsvOptions::default(),
-            &[],
-            CsvLimits::default(),
-        )
-        .unwrap();
-        let bytes = write_parquet(&table.columns).unwrap();
-        let back = parse_parquet(Bytes::from(bytes), &[], CsvLimits::default()).unwrap();
-        assert_eq!(back.columns, table.columns);
         assert_eq!(Format::pick("", b"PAR1....").unwrap(), Format::Parquet);
         assert_eq!(Format::pick("", b"  {\"a\"").unwrap(), Format::JsonLines);
         assert_eq!(Format::pick("", b"a,b").unwrap(), Format::Csv);

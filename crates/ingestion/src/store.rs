@@ -143,6 +143,7 @@ impl Store {
                 profile: details.profile,
                 masking: details.masking,
                 schema_change: details.schema_change,
+                source: details.source,
             },
             true,
         ))
@@ -392,6 +393,7 @@ fn version_from_row(row: &db::Row) -> Result<DatasetVersion, ApiError> {
     };
     Ok(DatasetVersion {
         schema_change: details.schema_change,
+        source: details.source,
         report: details.report,
         profile: details.profile,
         masking: details.masking,

@@ -96,12 +96,98 @@ impl FeatureProfile {
 
     /// The profile of numbers (NaN: missing).
     pub fn numeric(v: &[f64]) -> Self {
-        let sorted = sorted_finite(v);
-        let missing = (v.len() - sorted.len()) as u64;
-        if sorted.is_empty() {
+        let mut summary = NumericSummary::default();
+        v.iter().for_each(|&x| summary.push(x));
+        summary.finish()
+    }
+
+    /// The profile of text values (`None`: missing).
+    pub fn categorical<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Self {
+        let mut summary = CategoricalSummary::default();
+        values.into_iter().for_each(|v| summary.push(v));
+        summary.finish()
+    }
+}
+
+/// Values a numeric summary keeps exactly; past this, quantiles and the histogram come from a
+/// KLL sketch (rank error well under 1%) in fixed memory, however many values stream through.
+const SKETCH_CAPACITY: usize = 2048;
+const HISTOGRAM_BINS: usize = 20;
+
+/// A numeric profile built one value at a time in bounded memory: count, missing, min, max,
+/// mean and std are exact (Welford past the exact range); quantiles and histogram are exact up
+/// to `SKETCH_CAPACITY` values and from a deterministic KLL sketch beyond.
+#[derive(Debug, Clone, Default)]
+pub struct NumericSummary {
+    count: u64,
+    missing: u64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    /// Level h holds values standing for 2^h values each.
+    levels: Vec<Vec<f64>>,
+    compactions: u64,
+}
+
+impl NumericSummary {
+    pub fn push(&mut self, x: f64) {
+        if x.is_nan() {
+            self.missing += 1;
+            return;
+        }
+        self.count += 1;
+        if self.count == 1 {
+            (self.min, self.max) = (x, x);
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(x);
+        self.compact();
+    }
+
+    /// KLL's capacities: the top level keeps `SKETCH_CAPACITY`, each lower one 2/3 of the next.
+    fn capacity(&self, level: usize) -> usize {
+        let depth = (self.levels.len() - 1 - level) as i32;
+        ((SKETCH_CAPACITY as f64) * (2.0f64 / 3.0).powi(depth))
+            .ceil()
+            .max(8.0) as usize
+    }
+
+    /// Halves the lowest full level into the next: sorted, every other value kept, the kept
+    /// half alternating between compactions (deterministic, so the same data gives the same
+    /// profile).
+    fn compact(&mut self) {
+        let Some(level) =
+            (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.capacity(h))
+        else {
+            return;
+        };
+        if level + 1 == self.levels.len() {
+            self.levels.push(Vec::new());
+        }
+        let mut items = std::mem::take(&mut self.levels[level]);
+        items.sort_unstable_by(f64::total_cmp);
+        if items.len() % 2 == 1 {
+            self.levels[level].push(items.pop().expect("odd, so not empty"));
+        }
+        let offset = (self.compactions % 2) as usize;
+        self.compactions += 1;
+        self.levels[level + 1].extend(items.iter().skip(offset).step_by(2));
+    }
+
+    pub fn finish(self) -> FeatureProfile {
+        if self.count == 0 {
             return FeatureProfile::Numeric {
                 count: 0,
-                missing,
+                missing: self.missing,
                 mean: f64::NAN,
                 std: f64::NAN,
                 min: f64::NAN,
@@ -111,47 +197,114 @@ impl FeatureProfile {
                 histogram_counts: Vec::new(),
             };
         }
-        let (mean, std) = mean_std(&sorted);
-        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-        const BINS: usize = 20;
-        let width = (max - min) / BINS as f64;
-        let histogram_edges: Vec<f64> = (0..=BINS).map(|i| min + width * i as f64).collect();
-        let mut histogram_counts = vec![0u64; BINS];
-        for &x in &sorted {
-            let bin = if width > 0.0 {
-                (((x - min) / width) as usize).min(BINS - 1)
+        let (min, max) = (self.min, self.max);
+        let width = (max - min) / HISTOGRAM_BINS as f64;
+        let bin = |x: f64| {
+            if width > 0.0 {
+                (((x - min) / width) as usize).min(HISTOGRAM_BINS - 1)
             } else {
                 0
-            };
-            histogram_counts[bin] += 1;
-        }
+            }
+        };
+        let mut histogram_counts = vec![0u64; HISTOGRAM_BINS];
+        let (mean, std, quantiles) = if self.levels.len() == 1 {
+            // Every value is still here: exact, as NumPy computes them.
+            let mut sorted = self.levels.into_iter().next().expect("one level");
+            sorted.sort_unstable_by(f64::total_cmp);
+            sorted.iter().for_each(|&x| histogram_counts[bin(x)] += 1);
+            let (mean, std) = mean_std(&sorted);
+            let quantiles = (0..=100)
+                .map(|q| quantile_sorted(&sorted, q as f64 / 100.0))
+                .collect();
+            (mean, std, quantiles)
+        } else {
+            let mut weighted: Vec<(f64, u64)> = self
+                .levels
+                .iter()
+                .enumerate()
+                .flat_map(|(h, items)| items.iter().map(move |&x| (x, 1u64 << h)))
+                .collect();
+            weighted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            weighted
+                .iter()
+                .for_each(|&(x, w)| histogram_counts[bin(x)] += w);
+            let total: u64 = weighted.iter().map(|w| w.1).sum();
+            let quantiles = (0..=100)
+                .map(|q| match q {
+                    0 => min,
+                    100 => max,
+                    q => {
+                        let rank = q as f64 / 100.0 * total as f64;
+                        let mut seen = 0u64;
+                        weighted
+                            .iter()
+                            .find(|(_, w)| {
+                                seen += w;
+                                seen as f64 >= rank
+                            })
+                            .map_or(max, |w| w.0)
+                    }
+                })
+                .collect();
+            let std = (self.m2 / self.count as f64).sqrt();
+            (self.mean, std, quantiles)
+        };
         FeatureProfile::Numeric {
-            count: sorted.len() as u64,
-            missing,
+            count: self.count,
+            missing: self.missing,
             mean,
             std,
             min,
             max,
-            quantiles: (0..=100)
-                .map(|q| quantile_sorted(&sorted, q as f64 / 100.0))
+            quantiles,
+            histogram_edges: (0..=HISTOGRAM_BINS)
+                .map(|i| min + width * i as f64)
                 .collect(),
-            histogram_edges,
             histogram_counts,
         }
     }
+}
 
-    /// The profile of text values (`None`: missing), borrowed, so nothing is copied.
-    pub fn categorical<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Self {
-        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut missing = 0u64;
-        for value in values {
-            match value {
-                Some(value) => *counts.entry(value).or_default() += 1,
-                None => missing += 1,
-            }
+/// Distinct categories a categorical summary counts exactly; past this, the rarest half is
+/// dropped whenever it fills (the frequent ones, which the profile keeps, stay counted), so
+/// memory stays bounded and `distinct` becomes an estimate.
+const CATEGORY_CAPACITY: usize = 20_000;
+
+/// A categorical profile built one value at a time.
+#[derive(Debug, Clone, Default)]
+pub struct CategoricalSummary {
+    counts: std::collections::HashMap<String, u64>,
+    missing: u64,
+    present: u64,
+    /// Categories dropped to stay within `CATEGORY_CAPACITY`.
+    dropped: u64,
+}
+
+impl CategoricalSummary {
+    pub fn push(&mut self, value: Option<&str>) {
+        let Some(value) = value else {
+            self.missing += 1;
+            return;
+        };
+        self.present += 1;
+        if let Some(count) = self.counts.get_mut(value) {
+            *count += 1;
+            return;
         }
-        let present: u64 = counts.values().sum();
-        let mut ranked: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+        self.counts.insert(value.to_owned(), 1);
+        if self.counts.len() > CATEGORY_CAPACITY {
+            let mut by_count: Vec<u64> = self.counts.values().copied().collect();
+            let (_, &mut median, _) = by_count.select_nth_unstable(CATEGORY_CAPACITY / 2);
+            let before = self.counts.len();
+            self.counts.retain(|_, c| *c > median);
+            self.dropped += (before - self.counts.len()) as u64;
+        }
+    }
+
+    pub fn finish(self) -> FeatureProfile {
+        let present = self.present;
+        let mut ranked: Vec<(&str, u64)> =
+            self.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let top: BTreeMap<String, f64> = ranked
             .iter()
@@ -161,8 +314,8 @@ impl FeatureProfile {
         let other = 1.0 - top.values().sum::<f64>();
         FeatureProfile::Categorical {
             count: present,
-            missing,
-            distinct: counts.len() as u64,
+            missing: self.missing,
+            distinct: self.counts.len() as u64 + self.dropped,
             top,
             other: if present == 0 { 0.0 } else { other.max(0.0) },
         }
@@ -510,6 +663,59 @@ mod tests {
 
     fn reference(values: Vec<f64>) -> FeatureProfile {
         FeatureProfile::of(&Values::Numeric(values))
+    }
+
+    #[test]
+    fn streaming_summaries_stay_exact_when_small_and_close_when_large() {
+        let small = normal_like(2000, 3.0, 2.0);
+        let FeatureProfile::Numeric {
+            quantiles, mean, ..
+        } = FeatureProfile::numeric(&small)
+        else {
+            unreachable!()
+        };
+        let sorted = sorted_finite(&small);
+        assert_eq!(quantiles[37], quantile_sorted(&sorted, 0.37));
+        assert_eq!(mean, mean_std(&sorted).0);
+
+        // A million values through the sketch: every quantile within 1% in rank.
+        let n: usize = 1_000_000;
+        let values: Vec<f64> = (0..n).map(|i| ((i * 7_919) % n) as f64).collect();
+        let FeatureProfile::Numeric {
+            count,
+            quantiles,
+            histogram_counts,
+            mean,
+            min,
+            max,
+            ..
+        } = FeatureProfile::numeric(&values)
+        else {
+            unreachable!()
+        };
+        assert_eq!(count, n as u64);
+        assert_eq!(histogram_counts.iter().sum::<u64>(), n as u64);
+        assert_eq!((min, max), (0.0, (n - 1) as f64));
+        assert!((mean - (n - 1) as f64 / 2.0).abs() < 1e-6);
+        for (q, value) in quantiles.iter().enumerate() {
+            let rank_error = (value / n as f64 - q as f64 / 100.0).abs();
+            assert!(rank_error < 0.01, "quantile {q}: {value}");
+        }
+        // Categories past the exact capacity: the frequent ones keep their shares.
+        let mut summary = CategoricalSummary::default();
+        for i in 0..200_000u64 {
+            let text = if i % 2 == 0 {
+                "common".to_string()
+            } else {
+                format!("rare{i}")
+            };
+            summary.push(Some(&text));
+        }
+        let FeatureProfile::Categorical { top, count, .. } = summary.finish() else {
+            unreachable!()
+        };
+        assert_eq!(count, 200_000);
+        assert_eq!(top["common"], 0.5);
     }
 
     #[test]
