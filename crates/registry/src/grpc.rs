@@ -36,6 +36,12 @@ fn validate_version_request(request: &CreateModelVersionRequest) -> Result<(), A
         return Err(ApiError::invalid_argument("model_type is required"));
     }
     validate_digest("artifact_digest", &request.artifact_digest)?;
+    let key = &request.idempotency_key;
+    if key.chars().count() > 200 || key.chars().any(char::is_control) {
+        return Err(ApiError::invalid_argument(
+            "idempotency_key must be at most 200 printable characters",
+        ));
+    }
     validate_description(
         &request.metrics,
         &request.params,
@@ -171,6 +177,7 @@ impl RegistryService for Registry {
                     lineage: request.lineage.clone().unwrap_or_default(),
                     feature_names: &request.feature_names,
                     target: &request.target,
+                    idempotency_key: &request.idempotency_key,
                 },
                 &subject(&caller),
             )
@@ -653,6 +660,7 @@ impl RegistryService for Registry {
                     lineage: header.lineage.clone().unwrap_or_default(),
                     feature_names: &header.feature_names,
                     target: &header.target,
+                    idempotency_key: "",
                 },
                 &subject(&caller),
             )

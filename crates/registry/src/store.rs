@@ -39,6 +39,11 @@ const MIGRATIONS: db::Migrations = db::Migrations {
             "events, archive and garbage collection",
             include_str!("migrations/0004_events_archive_gc.sql"),
         ),
+        (
+            5,
+            "idempotency keys",
+            include_str!("migrations/0005_idempotency.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -60,6 +65,11 @@ const MIGRATIONS: db::Migrations = db::Migrations {
             4,
             "events, archive and garbage collection",
             include_str!("migrations/postgres/0004_events_archive_gc.sql"),
+        ),
+        (
+            5,
+            "idempotency keys",
+            include_str!("migrations/postgres/0005_idempotency.sql"),
         ),
     ],
 };
@@ -159,6 +169,8 @@ pub struct NewVersion<'a> {
     pub lineage: Lineage,
     pub feature_names: &'a [String],
     pub target: &'a str,
+    /// A retried request with the same key gets the version the first one created.
+    pub idempotency_key: &'a str,
 }
 
 /// Which audit events to list.
@@ -375,6 +387,26 @@ impl Store {
             &inspected.target
         };
         let mut tx = db::begin_write(&self.pool).await?;
+        if !new.idempotency_key.is_empty() {
+            let earlier: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM version_idempotency WHERE model_name = $1 AND idempotency_key = $2",
+            )
+            .bind(new.model_name)
+            .bind(new.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(version) = earlier {
+                tx.rollback().await?;
+                let earlier = self.version(new.model_name, version as u32).await?;
+                if earlier.artifact_digest != new.digest {
+                    return Err(ApiError::failed_precondition(format!(
+                        "idempotency_key {:?} already created {}:{} from another artifact",
+                        new.idempotency_key, new.model_name, version
+                    )));
+                }
+                return Ok(earlier);
+            }
+        }
         claim(&mut tx, new.digest).await?;
         let now = now_ms();
         let model_created = sqlx::query("INSERT INTO registered_models (name, description, created_at_ms) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING")
@@ -436,6 +468,15 @@ impl Store {
         .bind(&lineage.source)
         .execute(&mut *tx)
         .await?;
+        if !new.idempotency_key.is_empty() {
+            sqlx::query("INSERT INTO version_idempotency (model_name, idempotency_key, version, created_at_ms) VALUES ($1, $2, $3, $4)")
+                .bind(new.model_name)
+                .bind(new.idempotency_key)
+                .bind(version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         for (name, value) in new.metrics {
             sqlx::query("INSERT INTO model_version_metrics (model_name, version, name, value) VALUES ($1, $2, $3, $4)")
                 .bind(new.model_name)

@@ -294,6 +294,7 @@ impl Jobs {
                     }),
                     feature_names,
                     target: spec.target_column.clone(),
+                    idempotency_key: format!("training-job/{}", spec.id),
                 })
                 .await
                 .map_err(|s| ApiError::from_status("registering the model", &s))?
