@@ -344,6 +344,18 @@ fn parse_bool(text: &str) -> Option<bool> {
 
 /// RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or `YYYY-MM-DD` (midnight UTC), as epoch ms.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
+    // Every accepted form starts with YYYY-MM-DD: anything else is rejected without trying
+    // four parsers, and a bare date goes straight to the one that takes it.
+    let bytes = text.as_bytes();
+    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    if bytes.len() == 10 {
+        return chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp_millis());
+    }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp_millis());
     }
