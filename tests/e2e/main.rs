@@ -7,6 +7,7 @@ mod inference_drift;
 mod inference_onnx;
 mod inference_swap;
 mod ingestion_quality;
+mod pipeline_reliability;
 mod quickstart;
 mod registry_events;
 mod registry_lifecycle;

@@ -151,12 +151,18 @@ async fn quickstart_pipeline_trains_registers_promotes_and_serves() {
     let (status, _) = http(cluster.addrs.inference_http, "GET", "/v2/health/ready", "").await;
     assert_eq!(status, 200);
 
-    // A second run of the same pipeline registers version 2 but keeps the champion: same data,
-    // same seed, so the metric does not beat it.
-    let second = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    // The same pipeline again, with caching off, retrains and registers version 2 but keeps
+    // the champion: same data, same seed, so the metric does not beat it.
+    let uncached = format!("{QUICKSTART_PIPELINE}\ncache: false\n");
+    let second = cluster.run_pipeline(&uncached).await;
     assert_eq!(second.state(), JobState::Succeeded, "{}", second.error);
     assert_eq!(second.model_version, 2);
     assert!(!second.promoted);
+    assert!(
+        second.steps[1].message.starts_with("job "),
+        "{}",
+        second.steps[1].message
+    );
     assert!(
         second.steps[0].message.contains("unchanged"),
         "{}",
@@ -188,6 +194,30 @@ async fn quickstart_pipeline_trains_registers_promotes_and_serves() {
         (1, second.id.clone())
     );
 
+    // With caching on, an unchanged pipeline and dataset reuse the last training job: no
+    // training, and (one job, one version) no new version.
+    let cached = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    assert_eq!(cached.state(), JobState::Succeeded, "{}", cached.error);
+    assert!(
+        cached.steps[1].message.starts_with("cache hit: reused job"),
+        "{}",
+        cached.steps[1].message
+    );
+    assert_eq!(cached.training_job_id, second.training_job_id);
+    assert_eq!(cached.model_version, 2);
+    // A changed setting misses, and says which.
+    let reseeded = QUICKSTART_PIPELINE.replace("seed: 42", "seed: 7");
+    let missed = cluster.run_pipeline(&reseeded).await;
+    assert_eq!(missed.state(), JobState::Succeeded, "{}", missed.error);
+    assert!(
+        missed.steps[1]
+            .message
+            .starts_with("cache miss (train.seed changed)"),
+        "{}",
+        missed.steps[1].message
+    );
+    assert_eq!(missed.model_version, 3);
+
     // Runs are persisted and listed.
     let runs = cluster
         .orchestrator()
@@ -198,7 +228,12 @@ async fn quickstart_pipeline_trains_registers_promotes_and_serves() {
         .runs;
     assert_eq!(
         runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        vec![run.id.as_str(), second.id.as_str()]
+        vec![
+            run.id.as_str(),
+            second.id.as_str(),
+            cached.id.as_str(),
+            missed.id.as_str()
+        ]
     );
 
     // Every service exposes Prometheus metrics on its gRPC port.

@@ -402,8 +402,22 @@ pub enum PipelineCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Continue a failed run from its failed step, reusing the steps that succeeded.
+    Resume {
+        run: String,
+        /// Follow the run until it ends; exit non-zero when it fails.
+        #[arg(long)]
+        wait: bool,
+    },
     /// List pipeline runs.
     Runs,
+    /// One run: its steps as a chain with their states, attempts, times and messages.
+    Show {
+        run: String,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -214,7 +214,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             run_pipeline(&e, yaml, wait).await.map(drop)
         }
+        Command::Pipeline(PipelineCommand::Resume { run, wait }) => {
+            resume_run(&e, run, wait).await.map(drop)
+        }
         Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
+        Command::Pipeline(PipelineCommand::Show { run, json }) => show_run(&e, run, json).await,
         Command::Health { addr } => health(&e, &addr).await,
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(&e, args).await,
         Command::Auth(command) => crate::admin::auth(&e, command).await,
@@ -1020,6 +1024,43 @@ async fn run_pipeline(e: &Ctx, pipeline_yaml: String, wait: bool) -> anyhow::Res
         .map_err(rpc("orchestrator", &e.orchestrator))?
         .into_inner();
     println!("started pipeline run {} ({})", run.id, run.pipeline);
+    follow_run(e, orchestrator, run, wait).await
+}
+
+async fn resume_run(e: &Ctx, id: String, wait: bool) -> anyhow::Result<PipelineRun> {
+    let mut orchestrator =
+        OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?);
+    let run = orchestrator
+        .resume_pipeline_run(ResumePipelineRunRequest { id })
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner();
+    let reused: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.state() == JobState::Succeeded)
+        .map(|s| s.name.as_str())
+        .collect();
+    println!(
+        "resumed pipeline run {} ({}), reusing: {}",
+        run.id,
+        run.pipeline,
+        if reused.is_empty() {
+            "nothing".to_string()
+        } else {
+            reused.join(", ")
+        }
+    );
+    follow_run(e, orchestrator, run, wait).await
+}
+
+/// Follows a run to its end with a live view of the running step, then prints every step.
+async fn follow_run(
+    e: &Ctx,
+    mut orchestrator: OrchestratorServiceClient<Channel>,
+    run: PipelineRun,
+    wait: bool,
+) -> anyhow::Result<PipelineRun> {
     if !wait {
         return Ok(run);
     }
@@ -1038,8 +1079,13 @@ async fn run_pipeline(e: &Ctx, pipeline_yaml: String, wait: bool) -> anyhow::Res
     }
     bar.finish_and_clear();
     for step in &last.steps {
+        let attempts = if step.attempts > 1 {
+            format!(" ({} attempts)", step.attempts)
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<10} {:<9} {}",
+            "  {:<10} {:<9} {}{attempts}",
             step.name,
             job_state(step.state),
             step.message
@@ -1068,6 +1114,116 @@ async fn run_pipeline(e: &Ctx, pipeline_yaml: String, wait: bool) -> anyhow::Res
         }
     );
     Ok(last)
+}
+
+async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
+    let run = OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
+        .get_pipeline_run(GetPipelineRunRequest { id })
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner();
+    let duration = |started: i64, finished: i64| {
+        if started > 0 && finished >= started {
+            format!("{:.1}s", (finished - started) as f64 / 1000.0)
+        } else {
+            "-".into()
+        }
+    };
+    if as_json {
+        let steps: Vec<Value> = run
+            .steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "state": job_state(s.state),
+                    "attempts": s.attempts,
+                    "message": s.message,
+                    "started_at_ms": s.started_at_ms,
+                    "finished_at_ms": s.finished_at_ms,
+                })
+            })
+            .collect();
+        let shown = json!({
+            "id": run.id,
+            "pipeline": run.pipeline,
+            "state": job_state(run.state),
+            "error": run.error,
+            "resumes": run.resumes,
+            "dataset": run.dataset,
+            "dataset_version": run.dataset_version,
+            "training_job_id": run.training_job_id,
+            "model_name": run.model_name,
+            "model_version": run.model_version,
+            "promoted": run.promoted,
+            "metrics": run.metrics,
+            "steps": steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    println!(
+        "run {} ({}): {}{}",
+        run.id,
+        run.pipeline,
+        job_state(run.state),
+        if run.resumes > 0 {
+            format!(", resumed {} times", run.resumes)
+        } else {
+            String::new()
+        }
+    );
+    // The steps as the chain they run in, each marked with its state.
+    let mark = |state: i32| match JobState::try_from(state).unwrap_or_default() {
+        JobState::Succeeded => "✓",
+        JobState::Failed => "✗",
+        JobState::Running => "…",
+        JobState::Skipped => "-",
+        _ => "·",
+    };
+    println!(
+        "  {}",
+        run.steps
+            .iter()
+            .map(|s| format!("[{} {}]", mark(s.state), s.name))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    );
+    println!(
+        "  {:<10} {:<9} {:>8} {:>8}  MESSAGE",
+        "STEP", "STATE", "ATTEMPTS", "TIME"
+    );
+    for s in &run.steps {
+        println!(
+            "  {:<10} {:<9} {:>8} {:>8}  {}",
+            s.name,
+            job_state(s.state),
+            s.attempts,
+            duration(s.started_at_ms, s.finished_at_ms),
+            s.message
+        );
+    }
+    if run.dataset_version > 0 {
+        println!("  dataset {}@{}", run.dataset, run.dataset_version);
+    }
+    if !run.training_job_id.is_empty() {
+        println!("  training job {}", run.training_job_id);
+    }
+    if run.model_version > 0 {
+        println!(
+            "  model {}:{}{}",
+            run.model_name,
+            run.model_version,
+            if run.promoted { " (promoted)" } else { "" }
+        );
+    }
+    if !run.metrics.is_empty() {
+        print_metrics(&run.metrics);
+    }
+    if !run.error.is_empty() {
+        println!("  error: {}", run.error);
+    }
+    Ok(())
 }
 
 async fn list_runs(e: &Ctx) -> anyhow::Result<()> {

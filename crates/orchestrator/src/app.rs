@@ -39,7 +39,8 @@ impl Application {
         let endpoints = &settings.endpoints;
         let clients = Clients {
             ingestion: IngestionServiceClient::new(client::channel(&endpoints.ingestion, &peers)?)
-                .max_encoding_message_size(client::MAX_MESSAGE_BYTES),
+                .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(client::MAX_MESSAGE_BYTES),
             training: TrainingServiceClient::new(client::channel(&endpoints.training, &peers)?),
             registry: RegistryServiceClient::new(client::channel(&endpoints.registry, &peers)?),
             inference: GrpcInferenceServiceClient::new(client::channel(
@@ -49,6 +50,10 @@ impl Application {
             .max_decoding_message_size(client::MAX_MESSAGE_BYTES),
         };
         let runner = Runner::new(store, clients, settings.sources_dir());
+        let continued = runner.recover().await?;
+        if continued > 0 {
+            tracing::info!(runs = continued, "continuing runs left unfinished");
+        }
         let listener = server::bind(settings.orchestrator.listen).await?;
         Ok(Self {
             listener,

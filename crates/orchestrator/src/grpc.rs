@@ -77,6 +77,16 @@ impl OrchestratorService for Orchestrator {
         Ok(Response::new(ListPipelineRunsResponse { runs }))
     }
 
+    async fn resume_pipeline_run(
+        &self,
+        request: Request<ResumePipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let id = request.into_inner().id;
+        self.run(caller.as_ref(), &id).await?;
+        Ok(Response::new(self.runner.resume(&id).await?))
+    }
+
     type WatchPipelineRunStream = WatchStream<PipelineRun>;
 
     async fn watch_pipeline_run(

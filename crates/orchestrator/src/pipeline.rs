@@ -35,6 +35,37 @@ pub struct Pipeline {
     pub promote: Option<PromoteSpec>,
     #[serde(default)]
     pub smoke_test: SmokeTestSpec,
+    /// How a step that fails for a passing reason (a service unavailable, a timeout) is
+    /// retried.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Reuse the training job of an earlier run whose train section and dataset version were
+    /// the same (default true): training is seeded, so it would give the same model.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// A digest of each setting of the train section, so a cache miss can say what changed.
+    #[serde(skip)]
+    pub train_digests: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    /// Attempts per step, the first included (1: no retries).
+    pub attempts: u32,
+    /// The wait before the first retry; it doubles (with jitter) up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 15_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,8 +371,22 @@ impl Pipeline {
     }
 
     pub fn parse(yaml: &str) -> Result<Self, ApiError> {
-        let pipeline: Self = serde_yaml_ng::from_str(yaml)
+        let mut pipeline: Self = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
+        // Parsed once more as plain data: JSON text with sorted keys is a stable form.
+        let plain: serde_json::Value = serde_yaml_ng::from_str(yaml)
+            .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
+        if let Some(train) = plain.get("train").and_then(|t| t.as_object()) {
+            pipeline.train_digests = train
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        format!("train.{key}"),
+                        mlops_core::storage::sha256_hex(value.to_string().as_bytes()),
+                    )
+                })
+                .collect();
+        }
         validate_name("name", &pipeline.name)?;
         validate_name("dataset.name", &pipeline.dataset.name)?;
         if let Some(source) = &pipeline.dataset.source {
@@ -358,6 +403,17 @@ impl Pipeline {
         validate_name("register.model", &pipeline.register.model)?;
         if let Some(promote) = &pipeline.promote {
             validate_name("promote.alias", &promote.alias)?;
+        }
+        let retry = &pipeline.retry;
+        if !(1..=20).contains(&retry.attempts) {
+            return Err(ApiError::invalid_argument(
+                "retry.attempts must be between 1 and 20",
+            ));
+        }
+        if retry.initial_backoff_ms == 0 || retry.initial_backoff_ms > retry.max_backoff_ms {
+            return Err(ApiError::invalid_argument(
+                "retry.initial_backoff_ms must be above 0 and at most retry.max_backoff_ms",
+            ));
         }
         if pipeline.smoke_test.rows == 0 || pipeline.smoke_test.rows > 1000 {
             return Err(ApiError::invalid_argument(

@@ -1,10 +1,13 @@
-//! Executing a run: the steps in order, each one's state saved as it changes. A failed step
-//! fails the run and skips the rest.
+//! Executing a run: the steps in order, each one's state saved as it changes. A step failing
+//! for a passing reason is retried with backoff; one that fails for good fails the run and
+//! skips the rest. Runs continue after a restart and can be resumed from the failed step.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use backon::BackoffBuilder;
 use futures::StreamExt;
 use mlops_core::client::Channel;
 use mlops_core::ids::new_id;
@@ -100,6 +103,13 @@ impl Runner {
         };
         run.set_state(JobState::Pending);
         self.store.create(&run, pipeline_yaml).await?;
+        self.launch(run.clone(), pipeline);
+        metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
+        Ok(run)
+    }
+
+    /// Makes the run watchable and executes it from its first step that has not succeeded.
+    fn launch(&self, run: PipelineRun, pipeline: Pipeline) {
         let (sender, _) = watch::channel(run.clone());
         self.live
             .lock()
@@ -107,7 +117,95 @@ impl Runner {
             .insert(run.id.clone(), sender.clone());
         let runner = self.clone();
         tokio::spawn(async move { runner.execute(sender, pipeline).await });
-        metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
+    }
+
+    /// Continues the runs an earlier orchestrator process left pending or running (a restart,
+    /// a crash, kill -9): finished steps are kept, an interrupted one runs again (a training
+    /// job still running is followed, not submitted twice; registration is idempotent).
+    pub async fn recover(&self) -> Result<usize, ApiError> {
+        let runs = self.store.interrupted().await?;
+        let count = runs.len();
+        for mut run in runs {
+            let pipeline = match self.store.pipeline_yaml(&run.id).await {
+                Ok(yaml) => Pipeline::parse(&yaml),
+                Err(error) => Err(error),
+            };
+            let pipeline = match pipeline {
+                Ok(pipeline) => pipeline,
+                Err(error) => {
+                    run.set_state(JobState::Failed);
+                    run.error = format!("cannot continue after a restart: {}", error.message);
+                    run.finished_at_ms = now_ms();
+                    self.store.save(&run).await?;
+                    continue;
+                }
+            };
+            run.resumes += 1;
+            tracing::info!(run = %run.id, pipeline = %run.pipeline, "continuing a run interrupted by a restart");
+            self.launch(run, pipeline);
+        }
+        Ok(count)
+    }
+
+    /// Continues a failed run from its failed step, with its own pipeline file.
+    pub async fn resume(&self, id: &str) -> Result<PipelineRun, ApiError> {
+        if let Some(live) = self.subscribe(id)
+            && !matches!(
+                live.borrow().state(),
+                JobState::Succeeded | JobState::Failed
+            )
+        {
+            return Err(ApiError::failed_precondition(format!(
+                "run {id} is still going: only a failed run can be resumed"
+            )));
+        }
+        let mut run = match self.subscribe(id) {
+            Some(live) => live.borrow().clone(),
+            None => self.store.get(id).await?,
+        };
+        if run.state() != JobState::Failed {
+            return Err(ApiError::failed_precondition(format!(
+                "run {id} is {}: only a failed run can be resumed",
+                run.state().as_str_name()
+            )));
+        }
+        let pipeline = Pipeline::parse(&self.store.pipeline_yaml(id).await?)?;
+        run.set_state(JobState::Pending);
+        run.error.clear();
+        run.finished_at_ms = 0;
+        run.resumes += 1;
+        for step in &mut run.steps {
+            if step.state() != JobState::Succeeded {
+                step.set_state(JobState::Pending);
+            }
+        }
+        // Claimed under the lock, so two concurrent resumes cannot both start the run.
+        {
+            let mut live = self.live.lock().expect("runs lock");
+            if let Some(sender) = live.get(id)
+                && !matches!(
+                    sender.borrow().state(),
+                    JobState::Succeeded | JobState::Failed
+                )
+            {
+                return Err(ApiError::aborted(format!(
+                    "run {id} was resumed concurrently"
+                )));
+            }
+            let (sender, _) = watch::channel(run.clone());
+            live.insert(run.id.clone(), sender);
+        }
+        self.store.save(&run).await?;
+        let sender = self
+            .live
+            .lock()
+            .expect("runs lock")
+            .get(id)
+            .cloned()
+            .expect("claimed above");
+        let runner = self.clone();
+        tokio::spawn(async move { runner.execute(sender, pipeline).await });
+        tracing::info!(run = %id, "run resumed");
         Ok(run)
     }
 
@@ -128,20 +226,11 @@ impl Runner {
         self.update(&sender, |run| run.set_state(JobState::Running))
             .await;
         for (index, name) in STEPS.iter().enumerate() {
-            self.update(&sender, |run| {
-                let step = &mut run.steps[index];
-                step.set_state(JobState::Running);
-                step.started_at_ms = now_ms();
-            })
-            .await;
-            let outcome = match *name {
-                "ingest" => self.ingest(&sender, &pipeline).await,
-                "train" => self.train(&sender, &pipeline, index).await,
-                "evaluate" => self.evaluate(&sender, &pipeline),
-                "register" => self.register(&sender, &pipeline).await,
-                "promote" => self.promote(&sender, &pipeline).await,
-                _ => self.smoke_test(&sender, &pipeline).await,
-            };
+            // A step that succeeded before a resume or a restart is reused as it is.
+            if sender.borrow().steps[index].state() == JobState::Succeeded {
+                continue;
+            }
+            let outcome = self.run_with_retries(&sender, &pipeline, index).await;
             let failed = outcome.is_err();
             self.update(&sender, |run| {
                 let step = &mut run.steps[index];
@@ -177,6 +266,72 @@ impl Runner {
             tracing::info!(run = %run.id, pipeline = %run.pipeline, state = label, "pipeline run finished");
         })
         .await;
+    }
+
+    /// Runs a step, retrying failures that may pass (a service unavailable, a lost race) with
+    /// exponential backoff and jitter, as the pipeline's retry section says.
+    async fn run_with_retries(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+        index: usize,
+    ) -> Result<String, ApiError> {
+        let retry = &pipeline.retry;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(retry.initial_backoff_ms))
+            .with_max_delay(Duration::from_millis(retry.max_backoff_ms))
+            .with_max_times(retry.attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build();
+        let mut attempt = 1u32;
+        loop {
+            self.update(sender, |run| {
+                let step = &mut run.steps[index];
+                step.set_state(JobState::Running);
+                step.started_at_ms = now_ms();
+                step.attempts += 1;
+            })
+            .await;
+            let error = match self.run_step(sender, pipeline, index).await {
+                Ok(message) => return Ok(message),
+                Err(error) if matches!(error.kind, ErrorKind::Unavailable | ErrorKind::Aborted) => {
+                    error
+                }
+                Err(error) => return Err(error),
+            };
+            let Some(delay) = delays.next() else {
+                return Err(ApiError::new(
+                    error.kind,
+                    format!("{} (gave up after {attempt} attempts)", error.message),
+                ));
+            };
+            let note = format!(
+                "attempt {attempt} failed: {}; retrying in {} ms",
+                error.message,
+                delay.as_millis()
+            );
+            tracing::warn!(run = %sender.borrow().id, step = STEPS[index], "{note}");
+            self.update(sender, |run| run.steps[index].message = note)
+                .await;
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn run_step(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+        index: usize,
+    ) -> Result<String, ApiError> {
+        match STEPS[index] {
+            "ingest" => self.ingest(sender, pipeline).await,
+            "train" => self.train(sender, pipeline, index).await,
+            "evaluate" => self.evaluate(sender, pipeline),
+            "register" => self.register(sender, pipeline).await,
+            "promote" => self.promote(sender, pipeline).await,
+            _ => self.smoke_test(sender, pipeline).await,
+        }
     }
 
     async fn ingest(
@@ -264,27 +419,96 @@ impl Runner {
         pipeline: &Pipeline,
         step: usize,
     ) -> Result<String, ApiError> {
-        let (dataset, dataset_version) = {
+        let (dataset, dataset_version, earlier) = {
             let run = sender.borrow();
-            (run.dataset.clone(), run.dataset_version)
+            (
+                run.dataset.clone(),
+                run.dataset_version,
+                run.training_job_id.clone(),
+            )
         };
         let mut training = self.clients.training.clone();
-        let job = training
-            .submit_training_job(SubmitTrainingJobRequest {
-                dataset,
-                dataset_version,
-                target_column: pipeline.train.target.clone(),
-                model_type: pipeline.train.model.clone(),
-                register_as: String::new(),
-                test_fraction: pipeline.train.test_fraction,
-                seed: pipeline.train.seed,
-                fit: Some(pipeline.train.fit_spec()),
-            })
-            .await
-            .map_err(peer("training"))?
-            .into_inner();
-        self.update(sender, |run| run.training_job_id = job.id.clone())
-            .await;
+        // The cache key: every setting of the train section, and the dataset version (versions
+        // are immutable and content-addressed).
+        let mut parts = pipeline.train_digests.clone();
+        parts.insert("dataset".into(), format!("{dataset}@{dataset_version}"));
+        let key = mlops_core::storage::sha256_hex(
+            serde_json::to_string(&parts)
+                .expect("strings serialize")
+                .as_bytes(),
+        );
+        let mut cache_note = String::new();
+        if pipeline.cache && earlier.is_empty() {
+            if let Some(hit) = self.cached_job(pipeline, &key).await? {
+                let (job, source_run) = hit;
+                let metrics = job.metrics.clone();
+                self.update(sender, |run| {
+                    run.training_job_id = job.id.clone();
+                    run.metrics = metrics;
+                })
+                .await;
+                return Ok(format!(
+                    "cache hit: reused job {} of run {source_run} (same train section and \
+                     dataset {dataset}@{dataset_version})",
+                    job.id
+                ));
+            }
+            cache_note = match self
+                .store
+                .latest_cache_parts(&pipeline.name, "train")
+                .await?
+            {
+                Some(previous) => {
+                    let changed: Vec<&str> = parts
+                        .keys()
+                        .chain(previous.keys())
+                        .filter(|k| parts.get(*k) != previous.get(*k))
+                        .map(String::as_str)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    format!("cache miss ({} changed); ", changed.join(", "))
+                }
+                None => "cache miss (first run); ".into(),
+            };
+        }
+        // A job from an earlier attempt, or from before a restart, is followed rather than
+        // submitted again, unless it failed (a training service restart fails its jobs).
+        let earlier = if earlier.is_empty() {
+            None
+        } else {
+            match training
+                .get_training_job(GetTrainingJobRequest { id: earlier })
+                .await
+            {
+                Ok(job) if job.get_ref().state() != JobState::Failed => Some(job.into_inner()),
+                Ok(_) => None,
+                Err(status) if status.code() == tonic::Code::NotFound => None,
+                Err(status) => return Err(peer("training")(status)),
+            }
+        };
+        let job = match earlier {
+            Some(job) => job,
+            None => {
+                let job = training
+                    .submit_training_job(SubmitTrainingJobRequest {
+                        dataset,
+                        dataset_version,
+                        target_column: pipeline.train.target.clone(),
+                        model_type: pipeline.train.model.clone(),
+                        register_as: String::new(),
+                        test_fraction: pipeline.train.test_fraction,
+                        seed: pipeline.train.seed,
+                        fit: Some(pipeline.train.fit_spec()),
+                    })
+                    .await
+                    .map_err(peer("training"))?
+                    .into_inner();
+                self.update(sender, |run| run.training_job_id = job.id.clone())
+                    .await;
+                job
+            }
+        };
         let mut updates = training
             .watch_training_job(WatchTrainingJobRequest { id: job.id.clone() })
             .await
@@ -292,7 +516,14 @@ impl Runner {
             .into_inner();
         let mut last = job;
         while let Some(update) = updates.next().await {
-            last = update.map_err(peer("training"))?;
+            // A broken stream says nothing about the job: the next attempt looks it up again.
+            last = update.map_err(|status| {
+                ApiError::unavailable(format!(
+                    "lost the training job {}'s progress: {}",
+                    last.id,
+                    status.message()
+                ))
+            })?;
             let progress = format!(
                 "job {}: {} ({:.0}%)",
                 last.id,
@@ -306,8 +537,12 @@ impl Runner {
             JobState::Succeeded => {
                 let metrics = last.metrics.clone();
                 self.update(sender, |run| run.metrics = metrics).await;
+                let run_id = sender.borrow().id.clone();
+                self.store
+                    .put_cache(&pipeline.name, "train", &key, &parts, &run_id)
+                    .await?;
                 Ok(format!(
-                    "job {}: {} train rows, {} test rows",
+                    "{cache_note}job {}: {} train rows, {} test rows",
                     last.id, last.train_rows, last.test_rows
                 ))
             }
@@ -320,6 +555,37 @@ impl Runner {
                 last.id,
                 other.as_str_name()
             ))),
+        }
+    }
+
+    /// The succeeded training job an earlier run of this pipeline left for the key, if it is
+    /// still there.
+    async fn cached_job(
+        &self,
+        pipeline: &Pipeline,
+        key: &str,
+    ) -> Result<Option<(TrainingJob, String)>, ApiError> {
+        let Some(source_run) = self.store.cached(&pipeline.name, "train", key).await? else {
+            return Ok(None);
+        };
+        let job_id = match self.store.get(&source_run).await {
+            Ok(run) => run.training_job_id,
+            Err(error) if error.kind == ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match self
+            .clients
+            .training
+            .clone()
+            .get_training_job(GetTrainingJobRequest { id: job_id })
+            .await
+        {
+            Ok(job) if job.get_ref().state() == JobState::Succeeded => {
+                Ok(Some((job.into_inner(), source_run)))
+            }
+            Ok(_) => Ok(None),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(peer("training")(status)),
         }
     }
 
@@ -400,6 +666,9 @@ impl Runner {
                 }),
                 feature_names: job.feature_names.clone(),
                 target: job.target_column.clone(),
+                // One job, one version: a retried, resumed or recovered step, or a later run
+                // that reuses the job from the cache, gets the version it already made.
+                idempotency_key: format!("training-job/{}", job.id),
             })
             .await
             .map_err(peer("registry"))?
@@ -442,6 +711,11 @@ impl Runner {
             .await;
         // The decision holds only if nobody moved the alias meanwhile: compare-and-swap on it.
         let (reason, expected) = match current {
+            Ok(champion) if champion.get_ref().version == version => {
+                // Moved by an earlier attempt whose answer was lost.
+                self.update(sender, |run| run.promoted = true).await;
+                return Ok(format!("{model}:{version} is already {alias}"));
+            }
             Ok(champion) => {
                 let champion = champion.into_inner();
                 let theirs = champion.metrics.get(metric).copied().unwrap_or(f64::NAN);

@@ -1,12 +1,28 @@
 //! Runs persisted as their protobuf message, with the pipeline file they ran.
 
+use std::collections::BTreeMap;
+
 use mlops_core::db::{self, MessageTable};
 use mlops_core::{ApiError, now_ms};
 use mlops_proto::v1::{JobState, PipelineRun};
 
 const MIGRATIONS: db::Migrations = db::Migrations {
-    sqlite: &[(1, "runs", include_str!("migrations/0001_runs.sql"))],
-    postgres: &[(1, "runs", include_str!("migrations/postgres/0001_runs.sql"))],
+    sqlite: &[
+        (1, "runs", include_str!("migrations/0001_runs.sql")),
+        (
+            2,
+            "step cache",
+            include_str!("migrations/0002_step_cache.sql"),
+        ),
+    ],
+    postgres: &[
+        (1, "runs", include_str!("migrations/postgres/0001_runs.sql")),
+        (
+            2,
+            "step cache",
+            include_str!("migrations/postgres/0002_step_cache.sql"),
+        ),
+    ],
 };
 
 #[derive(Clone)]
@@ -17,11 +33,9 @@ pub struct Store {
 impl Store {
     pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
         let pool = db::open(location, &MIGRATIONS).await?;
-        let store = Self {
+        Ok(Self {
             runs: MessageTable::new(pool, "pipeline_runs", "pipeline run"),
-        };
-        store.fail_interrupted().await?;
-        Ok(store)
+        })
     }
 
     /// The first save of a run also records its pipeline file.
@@ -49,20 +63,82 @@ impl Store {
         self.runs.list().await
     }
 
-    async fn fail_interrupted(&self) -> Result<(), ApiError> {
-        for mut run in self.list().await? {
-            if matches!(run.state(), JobState::Pending | JobState::Running) {
-                run.set_state(JobState::Failed);
-                run.error = "interrupted: the orchestrator restarted".into();
-                run.finished_at_ms = now_ms();
-                for step in &mut run.steps {
-                    if matches!(step.state(), JobState::Pending | JobState::Running) {
-                        step.set_state(JobState::Skipped);
-                    }
-                }
-                self.save(&run).await?;
-            }
-        }
+    /// The pipeline file a run was started with.
+    pub async fn pipeline_yaml(&self, run_id: &str) -> Result<String, ApiError> {
+        sqlx::query_scalar("SELECT pipeline_yaml FROM pipeline_files WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(self.runs.pool())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no pipeline file for run {run_id}")))
+    }
+
+    /// Runs an earlier orchestrator process left pending or running (it stopped or was
+    /// killed): they are continued, not failed.
+    pub async fn interrupted(&self) -> Result<Vec<PipelineRun>, ApiError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|run| matches!(run.state(), JobState::Pending | JobState::Running))
+            .collect())
+    }
+
+    /// The run whose step produced the outputs for this key, if any.
+    pub async fn cached(
+        &self,
+        pipeline: &str,
+        step: &str,
+        key: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(sqlx::query_scalar(
+            "SELECT run_id FROM step_cache WHERE pipeline = $1 AND step = $2 AND cache_key = $3",
+        )
+        .bind(pipeline)
+        .bind(step)
+        .bind(key)
+        .fetch_optional(self.runs.pool())
+        .await?)
+    }
+
+    /// The parts of the newest entry for the step, to say what changed on a miss.
+    pub async fn latest_cache_parts(
+        &self,
+        pipeline: &str,
+        step: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+        let parts: Option<String> = sqlx::query_scalar(
+            "SELECT parts FROM step_cache WHERE pipeline = $1 AND step = $2 \
+             ORDER BY created_at_ms DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .bind(step)
+        .fetch_optional(self.runs.pool())
+        .await?;
+        Ok(parts.and_then(|p| serde_json::from_str(&p).ok()))
+    }
+
+    /// Records that `run_id`'s step produced the outputs for this key (the newest run wins).
+    pub async fn put_cache(
+        &self,
+        pipeline: &str,
+        step: &str,
+        key: &str,
+        parts: &BTreeMap<String, String>,
+        run_id: &str,
+    ) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO step_cache (pipeline, step, cache_key, parts, run_id, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, step, cache_key) \
+             DO UPDATE SET run_id = excluded.run_id, created_at_ms = excluded.created_at_ms",
+        )
+        .bind(pipeline)
+        .bind(step)
+        .bind(key)
+        .bind(serde_json::to_string(parts).expect("strings serialize"))
+        .bind(run_id)
+        .bind(now_ms())
+        .execute(self.runs.pool())
+        .await?;
         Ok(())
     }
 }

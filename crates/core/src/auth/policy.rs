@@ -173,6 +173,10 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
         ("/mlops.v1.OrchestratorService/GetPipelineRun", read(Read)),
         ("/mlops.v1.OrchestratorService/ListPipelineRuns", read(Read)),
         ("/mlops.v1.OrchestratorService/WatchPipelineRun", read(Read)),
+        (
+            "/mlops.v1.OrchestratorService/ResumePipelineRun",
+            write(RunPipeline),
+        ),
         ("/mlops.v1.AuthService/CreateToken", write(ManageAuth)),
         ("/mlops.v1.AuthService/ListTokens", read(ManageAuth)),
         ("/mlops.v1.AuthService/RevokeToken", write(ManageAuth)),
