@@ -351,8 +351,17 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         return None;
     }
     if bytes.len() == 10 {
-        return chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .ok()
+        // By hand: chrono would parse its format string for every value.
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            let digits = &bytes[range];
+            digits.iter().all(u8::is_ascii_digit).then(|| {
+                digits
+                    .iter()
+                    .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+            })
+        };
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        return chrono::NaiveDate::from_ymd_opt(year as i32, month, day)
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map(|t| t.and_utc().timestamp_millis());
     }

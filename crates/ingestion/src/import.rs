@@ -15,6 +15,7 @@ use mlops_proto::v1::{Column, DatasetSource, MaskRule, VersionDetails};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::csv_import::{
@@ -294,9 +295,18 @@ impl Sink {
             hasher: Sha256::new(),
             written: 0,
         };
-        let props = WriterProperties::builder()
+        // Dictionary encoding pays off for text (categories repeat); numbers are mostly
+        // distinct, and building a dictionary that is then abandoned costs more than it saves.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .build();
+            .set_dictionary_enabled(false);
+        for column in masked {
+            if matches!(column.data, crate::csv_import::Data::Str(_)) {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(column.name.as_str()), true);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props))
             .map_err(|e| ApiError::internal(format!("parquet writer: {e}")))?;
         Ok(Self {

@@ -127,6 +127,8 @@ pub struct NumericSummary {
     max: f64,
     /// Level h holds values standing for 2^h values each.
     levels: Vec<Vec<f64>>,
+    /// Each level's capacity, recomputed when a level is added.
+    capacities: Vec<usize>,
     compactions: u64,
 }
 
@@ -147,40 +149,56 @@ impl NumericSummary {
         self.mean += delta / self.count as f64;
         self.m2 += delta * (x - self.mean);
         if self.levels.is_empty() {
-            self.levels.push(Vec::new());
+            self.add_level();
         }
         self.levels[0].push(x);
-        self.compact();
+        // Only a full lowest level starts a compaction (which may cascade upwards).
+        if self.levels[0].len() >= self.capacities[0] {
+            self.compact();
+        }
     }
 
-    /// KLL's capacities: the top level keeps `SKETCH_CAPACITY`, each lower one 2/3 of the next.
-    fn capacity(&self, level: usize) -> usize {
-        let depth = (self.levels.len() - 1 - level) as i32;
-        ((SKETCH_CAPACITY as f64) * (2.0f64 / 3.0).powi(depth))
-            .ceil()
-            .max(8.0) as usize
+    /// Adds a level on top; KLL's capacities: the top level keeps `SKETCH_CAPACITY`, each
+    /// lower one 2/3 of the next.
+    fn add_level(&mut self) {
+        self.levels.push(Vec::new());
+        let height = self.levels.len();
+        self.capacities = (0..height)
+            .map(|level| {
+                let depth = (height - 1 - level) as i32;
+                ((SKETCH_CAPACITY as f64) * (2.0f64 / 3.0).powi(depth))
+                    .ceil()
+                    .max(8.0) as usize
+            })
+            .collect();
     }
 
-    /// Halves the lowest full level into the next: sorted, every other value kept, the kept
-    /// half alternating between compactions (deterministic, so the same data gives the same
-    /// profile).
+    /// Halves every full level into the next, from the bottom up: sorted, every other value
+    /// kept, the kept half alternating between compactions (deterministic, so the same data
+    /// gives the same profile).
     fn compact(&mut self) {
-        let Some(level) =
-            (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.capacity(h))
-        else {
-            return;
-        };
-        if level + 1 == self.levels.len() {
-            self.levels.push(Vec::new());
+        let mut level = 0;
+        while level < self.levels.len() {
+            if self.levels[level].len() >= self.capacities[level] {
+                if level + 1 == self.levels.len() {
+                    self.add_level();
+                }
+                let mut items = std::mem::take(&mut self.levels[level]);
+                items.sort_unstable_by(f64::total_cmp);
+                if items.len() % 2 == 1 {
+                    self.levels[level].push(items.pop().expect("odd, so not empty"));
+                }
+                let offset = (self.compactions % 2) as usize;
+                self.compactions += 1;
+                self.levels[level + 1].extend(items.iter().skip(offset).step_by(2));
+            }
+            level += 1;
         }
-        let mut items = std::mem::take(&mut self.levels[level]);
-        items.sort_unstable_by(f64::total_cmp);
-        if items.len() % 2 == 1 {
-            self.levels[level].push(items.pop().expect("odd, so not empty"));
-        }
-        let offset = (self.compactions % 2) as usize;
-        self.compactions += 1;
-        self.levels[level + 1].extend(items.iter().skip(offset).step_by(2));
+    }
+
+    /// Values held, whatever the count streamed through.
+    pub fn retained(&self) -> usize {
+        self.levels.iter().map(Vec::len).sum()
     }
 
     pub fn finish(self) -> FeatureProfile {
@@ -695,6 +713,13 @@ mod tests {
         };
         assert_eq!(count, n as u64);
         assert_eq!(histogram_counts.iter().sum::<u64>(), n as u64);
+        let mut summary = NumericSummary::default();
+        values.iter().for_each(|&x| summary.push(x));
+        assert!(
+            summary.retained() <= 4 * SKETCH_CAPACITY,
+            "{}",
+            summary.retained()
+        );
         assert_eq!((min, max), (0.0, (n - 1) as f64));
         assert!((mean - (n - 1) as f64 / 2.0).abs() < 1e-6);
         for (q, value) in quantiles.iter().enumerate() {
