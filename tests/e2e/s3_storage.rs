@@ -170,3 +170,111 @@ async fn artifacts_live_in_s3_through_training_serving_and_the_registry() {
         .unwrap();
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_import_from_allowed_s3_prefixes_only() {
+    let Ok(endpoint) = std::env::var("MLOPS_TEST_S3_ENDPOINT") else {
+        eprintln!("skipped: set MLOPS_TEST_S3_ENDPOINT (scripts/s3-for-tests.sh) to run");
+        return;
+    };
+    let prefix = format!("imports-{}", mlops_core::ids::new_id());
+    let bucket: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(&endpoint)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    );
+    let iris = std::fs::read(repo_root().join("examples/datasets/iris.csv")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &iris).unwrap();
+    let gzipped = gz.finish().unwrap();
+    for (key, bytes) in [
+        (format!("{prefix}/allowed/iris.csv.gz"), gzipped.clone()),
+        (
+            format!("{prefix}/private/secret.csv"),
+            b"secret,y\n1,2\n".to_vec(),
+        ),
+    ] {
+        bucket
+            .put(&StorePath::from(key), PutPayload::from(bytes))
+            .await
+            .unwrap();
+    }
+    let cluster = TestCluster::builder()
+        .setting(
+            "MLOPS__INGESTION__IMPORT_S3_PREFIXES",
+            &format!("s3://{BUCKET}/{prefix}/allowed/"),
+        )
+        .setting("MLOPS__STORAGE__S3__ENDPOINT", &endpoint)
+        .setting("MLOPS__STORAGE__S3__REGION", "us-east-1")
+        .setting("MLOPS__STORAGE__S3__ALLOW_HTTP", "true")
+        .start()
+        .await;
+    let by_uri = |uri: String| {
+        futures::stream::iter(vec![UploadDatasetRequest {
+            part: Some(upload_dataset_request::Part::Header(UploadHeader {
+                name: "from-s3".into(),
+                uri,
+                ..Default::default()
+            })),
+        }])
+    };
+    let mut ingestion = cluster.ingestion();
+    let uri = format!("s3://{BUCKET}/{prefix}/allowed/iris.csv.gz");
+    let version = ingestion
+        .upload_dataset(by_uri(uri.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+        .unwrap();
+    assert_eq!(version.row_count, 150);
+    let source = version.source.unwrap();
+    assert_eq!(
+        (source.kind.as_str(), source.uri.as_str()),
+        ("uri", uri.as_str())
+    );
+    assert_eq!(source.compression, "gzip");
+    assert_eq!(source.sha256, mlops_core::storage::sha256_hex(&gzipped));
+    for (uri, code) in [
+        (
+            format!("s3://{BUCKET}/{prefix}/private/secret.csv"),
+            Code::PermissionDenied,
+        ),
+        (
+            format!("s3://{BUCKET}/{prefix}/allowed/../private/secret.csv"),
+            Code::InvalidArgument,
+        ),
+        (
+            format!("s3://{BUCKET}/{prefix}/allowed%2f..%2fprivate/secret.csv"),
+            Code::InvalidArgument,
+        ),
+        (
+            format!("s3://other-bucket/{prefix}/allowed/iris.csv.gz"),
+            Code::PermissionDenied,
+        ),
+        (
+            format!("s3://{BUCKET}/{prefix}/allowed-not/iris.csv.gz"),
+            Code::PermissionDenied,
+        ),
+        (
+            format!("s3://{BUCKET}/{prefix}/allowed/missing.csv"),
+            Code::NotFound,
+        ),
+    ] {
+        let status = ingestion
+            .upload_dataset(by_uri(uri.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{uri}: {}", status.message());
+        assert!(
+            !status.message().contains("secret,y"),
+            "{}",
+            status.message()
+        );
+    }
+    cluster.stop().await;
+}

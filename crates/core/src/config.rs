@@ -33,6 +33,9 @@ where
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // Lists given in the environment are comma-separated.
+            .list_separator(",")
+            .with_list_parse_key("ingestion.import_s3_prefixes")
             .source(Some(env.into_iter().collect())),
     );
     Ok(builder.build()?.try_deserialize()?)

@@ -43,6 +43,26 @@ pub fn validate_digest(field: &str, digest: &str) -> Result<(), ApiError> {
     }
 }
 
+/// An S3 (or compatible) bucket, with the endpoint and region the settings give and
+/// credentials from the environment (AWS_ACCESS_KEY_ID, ...).
+pub fn s3_bucket(
+    s3: &crate::config::S3Settings,
+    bucket: &str,
+) -> Result<Arc<dyn ObjectStore>, ApiError> {
+    crate::tls::install_crypto_provider();
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if !s3.endpoint.is_empty() {
+        builder = builder.with_endpoint(&s3.endpoint);
+    }
+    if !s3.region.is_empty() {
+        builder = builder.with_region(&s3.region);
+    }
+    if s3.allow_http {
+        builder = builder.with_allow_http(true);
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
 /// An S3 (or compatible) bucket, under the URL's path as a prefix.
 fn s3(settings: &StorageSettings) -> Result<Arc<dyn ObjectStore>, ApiError> {
     let invalid = |why: String| ApiError::invalid_argument(format!("storage.artifact_url: {why}"));
@@ -57,19 +77,7 @@ fn s3(settings: &StorageSettings) -> Result<Arc<dyn ObjectStore>, ApiError> {
         .host_str()
         .filter(|b| !b.is_empty())
         .ok_or_else(|| invalid("no bucket: use s3://bucket/prefix".into()))?;
-    crate::tls::install_crypto_provider();
-    let s3 = &settings.s3;
-    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-    if !s3.endpoint.is_empty() {
-        builder = builder.with_endpoint(&s3.endpoint);
-    }
-    if !s3.region.is_empty() {
-        builder = builder.with_region(&s3.region);
-    }
-    if s3.allow_http {
-        builder = builder.with_allow_http(true);
-    }
-    let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+    let store = s3_bucket(&settings.s3, bucket)?;
     let prefix = url.path().trim_matches('/');
     Ok(if prefix.is_empty() {
         store

@@ -10,6 +10,8 @@ use mlops_core::storage::ArtifactStore;
 use mlops_proto::v1::ingestion_service_server::IngestionService;
 use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::*;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as StorePath;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,6 +31,46 @@ pub struct Ingestion {
     pub max_decompressed_bytes: u64,
     /// The directory `header.uri` may name files under (canonical); None turns URIs off.
     pub import_root: Option<PathBuf>,
+    /// The S3 locations `header.uri` may name objects under, and how to reach S3.
+    pub import_s3_prefixes: Vec<String>,
+    pub s3: mlops_core::config::S3Settings,
+}
+
+/// The bucket and key of an `s3://bucket/key` URI, which must lie under one of the allowed
+/// prefixes (compared segment by segment, after `..`, `.`, empty segments and percent-encoding
+/// are refused).
+fn resolve_s3(prefixes: &[String], uri: &str) -> Result<(String, StorePath), ApiError> {
+    if prefixes.is_empty() {
+        return Err(ApiError::failed_precondition(
+            "header.uri: importing from S3 is off (set ingestion.import_s3_prefixes)",
+        ));
+    }
+    let invalid = |why: String| ApiError::invalid_argument(format!("header.uri {uri:?}: {why}"));
+    let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+    if rest.contains('%') || rest.contains('\\') || rest.contains('\0') {
+        return Err(invalid("give a plain key (no percent-encoding)".into()));
+    }
+    let (bucket, key) = rest
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| invalid("use s3://bucket/key".into()))?;
+    let key = StorePath::parse(key).map_err(|e| invalid(format!("not a valid key: {e}")))?;
+    let allowed = prefixes.iter().any(|prefix| {
+        let (allowed_bucket, allowed_key) = prefix
+            .trim_start_matches("s3://")
+            .split_once('/')
+            .unwrap_or((prefix.trim_start_matches("s3://"), ""));
+        allowed_bucket == bucket
+            && StorePath::parse(allowed_key.trim_end_matches('/'))
+                .is_ok_and(|allowed| key.prefix_matches(&allowed))
+    });
+    if !allowed {
+        return Err(ApiError::new(
+            mlops_core::ErrorKind::PermissionDenied,
+            format!("header.uri {uri:?}: outside ingestion.import_s3_prefixes"),
+        ));
+    }
+    Ok((bucket.to_string(), key))
 }
 
 /// The file a `header.uri` names, which must lie inside the import root: a path relative to
@@ -187,6 +229,48 @@ fn upload_spec(header: &UploadHeader) -> Result<(CsvOptions, Vec<ColumnRule>), A
 }
 
 impl Ingestion {
+    /// Copies an S3 object into the spool file, within the upload size limit.
+    async fn fetch_s3(
+        &self,
+        bucket: &str,
+        key: &StorePath,
+        uri: &str,
+        spool: &std::path::Path,
+    ) -> Result<(), ApiError> {
+        let store = mlops_core::storage::s3_bucket(&self.s3, bucket)?;
+        let object = match store.get(key).await {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ApiError::not_found(format!(
+                    "header.uri {uri:?}: no such object"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if object.meta.size > self.max_upload_bytes {
+            return Err(ApiError::resource_exhausted(format!(
+                "header.uri {uri:?}: {} bytes, over the limit of {} bytes",
+                object.meta.size, self.max_upload_bytes
+            )));
+        }
+        let mut file = tokio::fs::File::create(spool).await?;
+        let mut chunks = object.into_stream();
+        let mut received = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            received += chunk.len() as u64;
+            if received > self.max_upload_bytes {
+                return Err(ApiError::resource_exhausted(format!(
+                    "header.uri {uri:?}: over the limit of {} bytes",
+                    self.max_upload_bytes
+                )));
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(())
+    }
+
     async fn upload(
         &self,
         caller: Option<&Principal>,
@@ -233,15 +317,21 @@ impl Ingestion {
         file.flush().await?;
         drop(file);
 
-        // A URI names a file the server reads itself, under the import root only.
+        // A URI names a file the server reads itself, under the import root only, or an S3
+        // object under an allowed prefix (fetched into the spool).
+        if !header.uri.is_empty() && received > 0 {
+            return Err(ApiError::invalid_argument(
+                "header.uri: give a uri or chunks of data, not both",
+            ));
+        }
         let path = if header.uri.is_empty() {
             spool.path().to_path_buf()
+        } else if header.uri.starts_with("s3://") {
+            let (bucket, key) = resolve_s3(&self.import_s3_prefixes, &header.uri)?;
+            self.fetch_s3(&bucket, &key, &header.uri, spool.path())
+                .await?;
+            spool.path().to_path_buf()
         } else {
-            if received > 0 {
-                return Err(ApiError::invalid_argument(
-                    "header.uri: give a uri or chunks of data, not both",
-                ));
-            }
             resolve_import(self.import_root.as_deref(), &header.uri)?
         };
         let (options, rules) = upload_spec(&header)?;

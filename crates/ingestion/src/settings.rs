@@ -37,6 +37,9 @@ pub struct IngestionSettings {
     pub max_decompressed_bytes: u64,
     /// The only directory uploads may name by URI (`header.uri`); empty turns URIs off.
     pub import_root: String,
+    /// The S3 locations (`s3://bucket/prefix/`) uploads may name by URI; empty turns S3 URIs
+    /// off. Read with `storage.s3`'s endpoint and region and the AWS_* credentials.
+    pub import_s3_prefixes: Vec<String>,
 }
 
 impl Default for IngestionSettings {
@@ -50,6 +53,7 @@ impl Default for IngestionSettings {
             masking_key: String::new(),
             max_decompressed_bytes: 8 << 30,
             import_root: String::new(),
+            import_s3_prefixes: Vec::new(),
         }
     }
 }
