@@ -336,4 +336,36 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
     assert!(train.attempts >= 2, "{train:?}");
     assert_ne!(done.training_job_id, training.training_job_id);
     assert_eq!(services.versions().await.len(), 3);
+
+    // Lineage, from the CLI: back from the served version to the run, the pipeline file's
+    // digest, the dataset version, its report and its source; forward from the dataset.
+    let p = services.ports;
+    let addrs = [
+        ("orchestrator", url(p[ORCHESTRATOR])),
+        ("ingestion", url(p[INGESTION])),
+        ("registry", url(p[REGISTRY])),
+    ];
+    let reference = format!("diabetes-sgd:{}", done.model_version);
+    let back: serde_json::Value = serde_json::from_str(&mlops_cli(
+        &["lineage", "model", &reference, "--json"],
+        &addrs,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(back["run"]["id"], third.id);
+    assert_eq!(
+        back["run"]["pipeline_digest"],
+        mlops_core::storage::sha256_hex(PIPELINE.as_bytes())
+    );
+    assert_eq!(back["training_job_id"], done.training_job_id);
+    assert_eq!(back["dataset"]["id"], "diabetes@1");
+    assert_eq!(back["dataset"]["validation_passed"], true);
+    assert_eq!(back["dataset"]["source"]["kind"], "upload");
+    assert_eq!(
+        back["dataset"]["source"]["sha256"],
+        mlops_core::storage::sha256_hex(QUICKSTART_CSV.as_bytes())
+    );
+    let forward = mlops_cli(&["lineage", "dataset", "diabetes@1"], &addrs, None);
+    assert!(forward.contains("-> 3 model versions"), "{forward}");
+    assert!(forward.contains(&third.id), "{forward}");
 }

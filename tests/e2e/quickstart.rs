@@ -385,3 +385,99 @@ async fn collinear_exactly_linear_data_trains_and_predicts_exactly() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_gate_leaves_the_champion_and_serving_untouched() {
+    let cluster = TestCluster::quickstart().await;
+    let first = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    assert_eq!(first.state(), JobState::Succeeded, "{}", first.error);
+    let (x, _) = diabetes();
+    let rows = x.slice(ndarray::s![0..3, ..]).to_owned();
+    let predict = || async {
+        let response = cluster
+            .inference()
+            .model_infer(infer_request("diabetes-linear", "", &rows))
+            .await
+            .unwrap()
+            .into_inner();
+        (
+            response.model_version.clone(),
+            decode_fp64(&response.raw_output_contents[0]),
+        )
+    };
+    let before = predict().await;
+    assert_eq!(before.0, "1");
+
+    // The champion's own r2 times 1.5 is out of reach: the gate fails, says why, and nothing
+    // after it runs.
+    let demanding = format!("{QUICKSTART_PIPELINE}\ncache: false\n").replace(
+        "  min: 0.3\n",
+        "  min: 0.3\n  checks:\n    - \"r2 >= champion.r2 * 1.5\"\n    - \"rmse <= 1000\"\n",
+    );
+    let failed = cluster.run_pipeline(&demanding).await;
+    assert_eq!(failed.state(), JobState::Failed);
+    let evaluate = &failed.steps[2];
+    assert_eq!(evaluate.state(), JobState::Failed);
+    assert!(
+        evaluate
+            .message
+            .contains("gate failed: r2 >= champion.r2 * 1.5 (")
+            && evaluate.message.contains(") fails"),
+        "{}",
+        evaluate.message
+    );
+    assert!(
+        failed.steps[3..]
+            .iter()
+            .all(|s| s.state() == JobState::Skipped)
+    );
+    let model = cluster
+        .registry()
+        .get_registered_model(GetRegisteredModelRequest {
+            name: "diabetes-linear".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((model.latest_version, model.aliases["champion"]), (1, 1));
+    assert_eq!(predict().await, before);
+
+    // A check the candidate meets passes, with the numbers compared in the message.
+    let fair = demanding.replace("champion.r2 * 1.5", "champion.r2 - 0.01");
+    let passed = cluster.run_pipeline(&fair).await;
+    assert_eq!(passed.state(), JobState::Succeeded, "{}", passed.error);
+    assert!(
+        passed.steps[2]
+            .message
+            .contains("r2 >= champion.r2 - 0.01 ("),
+        "{}",
+        passed.steps[2].message
+    );
+
+    // Malformed checks are refused at submit time, naming the check.
+    for bad in [
+        "r2 >=",
+        "r2 => 0.4",
+        "r2 >= champion.accuracy",
+        "r2 >= champion.r2 ^ 2",
+    ] {
+        let yaml = QUICKSTART_PIPELINE.replace(
+            "  min: 0.3\n",
+            &format!("  min: 0.3\n  checks: [\"{bad}\"]\n"),
+        );
+        let status = cluster
+            .orchestrator()
+            .run_pipeline(RunPipelineRequest {
+                pipeline_yaml: yaml,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(
+            status.message().contains("evaluate.checks"),
+            "{bad}: {}",
+            status.message()
+        );
+    }
+    cluster.stop().await;
+}

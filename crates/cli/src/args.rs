@@ -118,6 +118,9 @@ pub enum Command {
     /// Pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Where a model version came from, or what was trained on a dataset version.
+    #[command(subcommand)]
+    Lineage(LineageCommand),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -415,6 +418,25 @@ pub enum PipelineCommand {
     Show {
         run: String,
         /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LineageCommand {
+    /// Back from a model version (`M:V`, `M@ALIAS`, `M`): training job, pipeline run and its
+    /// file's digest, dataset version, validation report and source.
+    Model {
+        reference: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward from a dataset version (`D`, `D@V`, `D@ALIAS`): every model version trained on it.
+    Dataset {
+        reference: String,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },

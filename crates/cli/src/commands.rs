@@ -218,6 +218,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             resume_run(&e, run, wait).await.map(drop)
         }
         Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
+        Command::Lineage(LineageCommand::Model { reference, json }) => {
+            crate::lineage::of_model(&e, &reference, json).await
+        }
+        Command::Lineage(LineageCommand::Dataset { reference, json }) => {
+            crate::lineage::of_dataset(&e, &reference, json).await
+        }
         Command::Pipeline(PipelineCommand::Show { run, json }) => show_run(&e, run, json).await,
         Command::Health { addr } => health(&e, &addr).await,
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(&e, args).await,

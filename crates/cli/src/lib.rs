@@ -6,6 +6,7 @@ pub mod args;
 pub mod bench;
 pub mod commands;
 pub mod data;
+pub mod lineage;
 pub mod models;
 pub mod plot;
 pub mod refs;

@@ -289,6 +289,14 @@ pub struct EvaluateSpec {
     pub min: Option<f64>,
     /// Highest acceptable value (for error metrics).
     pub max: Option<f64>,
+    /// Gate checks, all of which must hold: `"<metric> <op> <number>"` (absolute) or
+    /// `"<metric> <op> champion.<metric> [* | + | - <number>]"` (relative to the version behind
+    /// the promote alias); op is <, <=, > or >=.
+    #[serde(default, rename = "checks")]
+    pub check_texts: Vec<String>,
+    /// The checks, parsed.
+    #[serde(skip)]
+    pub checks: Vec<Check>,
 }
 
 impl Default for EvaluateSpec {
@@ -297,7 +305,111 @@ impl Default for EvaluateSpec {
             metric: "r2".into(),
             min: None,
             max: None,
+            check_texts: Vec::new(),
+            checks: Vec::new(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+impl Op {
+    pub fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Op::Less => value < bound,
+            Op::LessOrEqual => value <= bound,
+            Op::Greater => value > bound,
+            Op::GreaterOrEqual => value >= bound,
+        }
+    }
+}
+
+/// What a check compares against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    Value(f64),
+    /// The champion's recorded metric, scaled then shifted.
+    Champion {
+        metric: String,
+        factor: f64,
+        offset: f64,
+    },
+}
+
+/// One gate check, e.g. `rmse <= champion.rmse * 1.05`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub text: String,
+    pub metric: String,
+    pub op: Op,
+    pub bound: Bound,
+}
+
+impl Check {
+    /// Parses a check; every metric named must be one the task reports.
+    pub fn parse(text: &str, task: mlops_ml::model::Task) -> Result<Self, ApiError> {
+        let invalid = |why: &str| {
+            ApiError::invalid_argument(format!(
+                "evaluate.checks: {text:?}: {why} (e.g. \"r2 >= 0.4\" or \"rmse <= champion.rmse * 1.05\")"
+            ))
+        };
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        let (metric, op, rest) = match tokens.as_slice() {
+            [metric, op, rest @ ..] if !rest.is_empty() => (*metric, *op, rest),
+            _ => return Err(invalid("expected <metric> <op> <bound>")),
+        };
+        let op = match op {
+            "<" => Op::Less,
+            "<=" => Op::LessOrEqual,
+            ">" => Op::Greater,
+            ">=" => Op::GreaterOrEqual,
+            _ => return Err(invalid("the operator must be <, <=, > or >=")),
+        };
+        let known = |name: &str| {
+            check_metric(task, name).map_err(|e| invalid(&format!("metric {name:?}: {e}")))
+        };
+        known(metric)?;
+        let number = |token: &str| -> Result<f64, ApiError> {
+            token
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| invalid(&format!("{token:?} is not a finite number")))
+        };
+        let bound = match rest {
+            [value] if !value.starts_with("champion.") => Bound::Value(number(value)?),
+            [champion, tail @ ..] => {
+                let Some(theirs) = champion.strip_prefix("champion.") else {
+                    return Err(invalid("the bound is a number or champion.<metric>"));
+                };
+                known(theirs)?;
+                let (factor, offset) = match tail {
+                    [] => (1.0, 0.0),
+                    ["*", x] => (number(x)?, 0.0),
+                    ["+", x] => (1.0, number(x)?),
+                    ["-", x] => (1.0, -number(x)?),
+                    _ => return Err(invalid("after champion.<metric> only * x, + x or - x")),
+                };
+                Bound::Champion {
+                    metric: theirs.to_string(),
+                    factor,
+                    offset,
+                }
+            }
+            [] => unreachable!("rest is not empty"),
+        };
+        Ok(Self {
+            text: text.to_string(),
+            metric: metric.to_string(),
+            op,
+            bound,
+        })
     }
 }
 
@@ -400,6 +512,12 @@ impl Pipeline {
         let model = pipeline.train.check()?;
         check_metric(model.task(), &pipeline.evaluate.metric)
             .map_err(|e| ApiError::invalid_argument(format!("evaluate.metric: {e}")))?;
+        pipeline.evaluate.checks = pipeline
+            .evaluate
+            .check_texts
+            .iter()
+            .map(|text| Check::parse(text, model.task()))
+            .collect::<Result<_, _>>()?;
         validate_name("register.model", &pipeline.register.model)?;
         if let Some(promote) = &pipeline.promote {
             validate_name("promote.alias", &promote.alias)?;

@@ -23,7 +23,7 @@ use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::*;
 use tokio::sync::watch;
 
-use crate::pipeline::{Pipeline, STEPS};
+use crate::pipeline::{Bound, Pipeline, STEPS};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -99,6 +99,7 @@ impl Runner {
                 })
                 .collect(),
             created_at_ms: now_ms(),
+            pipeline_digest: mlops_core::storage::sha256_hex(pipeline_yaml.as_bytes()),
             ..Default::default()
         };
         run.set_state(JobState::Pending);
@@ -327,7 +328,7 @@ impl Runner {
         match STEPS[index] {
             "ingest" => self.ingest(sender, pipeline).await,
             "train" => self.train(sender, pipeline, index).await,
-            "evaluate" => self.evaluate(sender, pipeline),
+            "evaluate" => self.evaluate(sender, pipeline).await,
             "register" => self.register(sender, pipeline).await,
             "promote" => self.promote(sender, pipeline).await,
             _ => self.smoke_test(sender, pipeline).await,
@@ -589,28 +590,104 @@ impl Runner {
         }
     }
 
-    fn evaluate(
+    async fn evaluate(
         &self,
         sender: &watch::Sender<PipelineRun>,
         pipeline: &Pipeline,
     ) -> Result<String, ApiError> {
         let spec = &pipeline.evaluate;
-        let value = *sender.borrow().metrics.get(&spec.metric).ok_or_else(|| {
+        let metrics = sender.borrow().metrics.clone();
+        let value = *metrics.get(&spec.metric).ok_or_else(|| {
             ApiError::failed_precondition(format!("the job reported no {} metric", spec.metric))
         })?;
+        let mut failures = Vec::new();
         if let Some(min) = spec.min.filter(|min| value < *min) {
-            return Err(ApiError::failed_precondition(format!(
+            failures.push(format!(
                 "{} = {value:.4} is below the minimum {min}",
                 spec.metric
-            )));
+            ));
         }
         if let Some(max) = spec.max.filter(|max| value > *max) {
-            return Err(ApiError::failed_precondition(format!(
+            failures.push(format!(
                 "{} = {value:.4} is above the maximum {max}",
                 spec.metric
+            ));
+        }
+        // Relative checks compare with the version behind the promote alias, as recorded.
+        let relative = spec
+            .checks
+            .iter()
+            .any(|c| matches!(c.bound, Bound::Champion { .. }));
+        let champion = if relative {
+            let alias = pipeline
+                .promote
+                .as_ref()
+                .map_or("champion", |p| p.alias.as_str());
+            match self
+                .clients
+                .registry
+                .clone()
+                .get_model_version(GetModelVersionRequest {
+                    model_name: pipeline.register.model.clone(),
+                    version: 0,
+                    alias: alias.to_string(),
+                })
+                .await
+            {
+                Ok(champion) => Some(champion.into_inner()),
+                Err(status) if status.code() == tonic::Code::NotFound => None,
+                Err(status) => return Err(peer("registry")(status)),
+            }
+        } else {
+            None
+        };
+        let mut passed = vec![format!("{} = {value:.4}", spec.metric)];
+        for check in &spec.checks {
+            let Some(ours) = metrics.get(&check.metric).copied() else {
+                failures.push(format!(
+                    "{}: the job reported no {}",
+                    check.text, check.metric
+                ));
+                continue;
+            };
+            let bound = match (&check.bound, &champion) {
+                (Bound::Value(bound), _) => *bound,
+                (Bound::Champion { .. }, None) => {
+                    passed.push(format!("{}: no champion yet", check.text));
+                    continue;
+                }
+                (
+                    Bound::Champion {
+                        metric,
+                        factor,
+                        offset,
+                    },
+                    Some(champion),
+                ) => match champion.metrics.get(metric) {
+                    Some(theirs) => theirs * factor + offset,
+                    None => {
+                        failures.push(format!(
+                            "{}: champion {}:{} has no {metric}",
+                            check.text, champion.model_name, champion.version
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let shown = format!("{} ({ours:.4} vs {bound:.4})", check.text);
+            if check.op.holds(ours, bound) {
+                passed.push(shown);
+            } else {
+                failures.push(format!("{shown} fails"));
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ApiError::failed_precondition(format!(
+                "gate failed: {}",
+                failures.join("; ")
             )));
         }
-        Ok(format!("{} = {value:.4} passes the gate", spec.metric))
+        Ok(format!("gate passed: {}", passed.join("; ")))
     }
 
     async fn register(
