@@ -8,7 +8,7 @@ use mlops_proto::v1::orchestrator_service_server::OrchestratorService;
 use mlops_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, substitute_parameters};
 use crate::runner::Runner;
 
 /// Pipeline files are small; anything bigger is a mistake.
@@ -42,13 +42,14 @@ impl OrchestratorService for Orchestrator {
         request: Request<RunPipelineRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
         let caller = request.extensions().get::<Principal>().cloned();
-        let yaml = request.into_inner().pipeline_yaml;
-        if yaml.len() > MAX_PIPELINE_BYTES {
+        let request = request.into_inner();
+        if request.pipeline_yaml.len() > MAX_PIPELINE_BYTES {
             return Err(ApiError::invalid_argument(format!(
                 "pipeline_yaml is over {MAX_PIPELINE_BYTES} bytes"
             ))
             .into());
         }
+        let yaml = substitute_parameters(&request.pipeline_yaml, &request.parameters)?;
         let pipeline = Pipeline::parse(&yaml)?;
         pipeline.authorize(caller.as_ref())?;
         Ok(Response::new(self.runner.start(pipeline, &yaml).await?))

@@ -46,6 +46,97 @@ pub struct Pipeline {
     /// A digest of each setting of the train section, so a cache miss can say what changed.
     #[serde(skip)]
     pub train_digests: BTreeMap<String, String>,
+    /// Defaults of the values `${name}` stands for; already substituted when parsed.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// Replaces every `${name}` in a pipeline file with the parameter's value: the submitted one
+/// (parsed as the default's type) or the default. The result is the file the run executes and
+/// stores, so a resume or a reproduction uses the same values.
+pub fn substitute_parameters(
+    yaml: &str,
+    overrides: &std::collections::HashMap<String, String>,
+) -> Result<String, ApiError> {
+    #[derive(Deserialize)]
+    struct Declared {
+        #[serde(default)]
+        parameters: BTreeMap<String, serde_yaml_ng::Value>,
+    }
+    let declared: Declared = serde_yaml_ng::from_str(yaml)
+        .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
+    let mut values = BTreeMap::new();
+    for (name, default) in &declared.parameters {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ApiError::invalid_argument(format!(
+                "parameters: {name:?} is not a name (letters, digits, _)"
+            )));
+        }
+        let value = match (overrides.get(name), default) {
+            (None, serde_yaml_ng::Value::Bool(_) | serde_yaml_ng::Value::Number(_)) => {
+                serde_yaml_ng::to_string(default).expect("scalars serialize")
+            }
+            (None, serde_yaml_ng::Value::String(text)) => yaml_string(text),
+            (None, _) => {
+                return Err(ApiError::invalid_argument(format!(
+                    "parameters.{name}: a default is a number, a boolean or a string"
+                )));
+            }
+            (Some(given), serde_yaml_ng::Value::Number(_)) => {
+                given
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| {
+                        ApiError::invalid_argument(format!(
+                            "parameters.{name}: {given:?} is not a number, as the default is"
+                        ))
+                    })?;
+                given.clone()
+            }
+            (Some(given), serde_yaml_ng::Value::Bool(_)) => match given.as_str() {
+                "true" | "false" => given.clone(),
+                _ => {
+                    return Err(ApiError::invalid_argument(format!(
+                        "parameters.{name}: {given:?} is not true or false, as the default is"
+                    )));
+                }
+            },
+            (Some(given), _) => yaml_string(given),
+        };
+        values.insert(name.clone(), value.trim_end().to_string());
+    }
+    if let Some(unknown) = overrides.keys().find(|k| !values.contains_key(*k)) {
+        return Err(ApiError::invalid_argument(format!(
+            "parameters: {unknown:?} is not declared in the pipeline file's parameters"
+        )));
+    }
+    let mut out = String::with_capacity(yaml.len());
+    let mut rest = yaml;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| {
+            ApiError::invalid_argument("parameters: a \"${\" is not closed by \"}\"")
+        })?;
+        let name = &after[..end];
+        let value = values.get(name).ok_or_else(|| {
+            ApiError::invalid_argument(format!(
+                "${{{name}}} names no parameter (declared: {})",
+                values.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A string as one YAML scalar on one line that reads back as exactly that string: a JSON
+/// string is a valid YAML double-quoted scalar, with every line break and quote escaped.
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -581,5 +672,42 @@ mod tests {
             Pipeline::parse(&format!("{}colour: red\n", base.replace("SRC", "d.csv"))).unwrap_err();
         assert!(error.message.contains("colour"), "{}", error.message);
         assert!(Pipeline::parse("name: [").is_err());
+    }
+
+    #[test]
+    fn parameters_are_substituted_with_their_types() {
+        let yaml = "name: p\nparameters:\n  seed: 42\n  model: linear\n  strict: true\ntrain:\n  seed: ${seed}\n  model: ${model}\n";
+        let none = std::collections::HashMap::new();
+        let resolved = substitute_parameters(yaml, &none).unwrap();
+        assert!(resolved.contains("seed: 42\n  model: linear"), "{resolved}");
+        let given: std::collections::HashMap<String, String> =
+            [("seed".to_string(), "7".to_string())].into();
+        assert!(
+            substitute_parameters(yaml, &given)
+                .unwrap()
+                .contains("seed: 7")
+        );
+        for (name, value, needle) in [
+            ("seed", "seven", "not a number"),
+            ("strict", "yes", "not true or false"),
+            ("nope", "1", "not declared"),
+        ] {
+            let bad: std::collections::HashMap<String, String> =
+                [(name.to_string(), value.to_string())].into();
+            let error = substitute_parameters(yaml, &bad).unwrap_err();
+            assert!(error.message.contains(needle), "{}", error.message);
+        }
+        let unknown = substitute_parameters("name: p\ntrain:\n  seed: ${x}\n", &none).unwrap_err();
+        assert!(
+            unknown.message.contains("${x} names no parameter"),
+            "{}",
+            unknown.message
+        );
+        // A string value cannot inject YAML: it stays one quoted scalar.
+        let injected: std::collections::HashMap<String, String> =
+            [("model".to_string(), "x\nevaluate: {}".to_string())].into();
+        let resolved = substitute_parameters(yaml, &injected).unwrap();
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&resolved).unwrap();
+        assert_eq!(value["train"]["model"].as_str(), Some("x\nevaluate: {}"));
     }
 }
