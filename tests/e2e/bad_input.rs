@@ -187,6 +187,7 @@ async fn bad_training_and_pipeline_requests_name_the_field() {
     let traversal = "name: p\ndataset: {name: d, source: ../../etc/passwd}\ntrain: {target: y}\nregister: {model: m}\n";
     let run = RunPipelineRequest {
         pipeline_yaml: traversal.into(),
+        ..Default::default()
     };
     assert_status(
         orchestrator.run_pipeline(run).await,
@@ -197,6 +198,7 @@ async fn bad_training_and_pipeline_requests_name_the_field() {
         "name: p\ndataset: {name: d, source: nope.csv}\ntrain: {target: y}\nregister: {model: m}\n";
     let run = RunPipelineRequest {
         pipeline_yaml: missing.into(),
+        ..Default::default()
     };
     assert_status(
         orchestrator.run_pipeline(run).await,

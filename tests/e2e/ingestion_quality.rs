@@ -402,13 +402,6 @@ async fn hashing_without_a_configured_key_is_refused_and_stores_nothing() {
     cluster.stop().await;
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
-}
-
 async fn upload_bytes(
     cluster: &TestCluster,
     name: &str,

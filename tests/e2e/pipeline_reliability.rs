@@ -172,6 +172,25 @@ impl Services {
         }
     }
 
+    async fn start_run(&self) -> PipelineRun {
+        self.orchestrator()
+            .run_pipeline(RunPipelineRequest {
+                pipeline_yaml: PIPELINE.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The run once its training job is running.
+    async fn training(&self, id: &str) -> PipelineRun {
+        self.until(id, |r| {
+            step(r, "train").state() == JobState::Running && !r.training_job_id.is_empty()
+        })
+        .await
+    }
+
     async fn finished(&self, id: &str) -> PipelineRun {
         self.until(id, |r| {
             matches!(r.state(), JobState::Succeeded | JobState::Failed)
@@ -224,14 +243,7 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
     // step is retried with backoff, then the run fails naming the cause.
     let nowhere = free_port();
     services.start("mlops-orchestrator", nowhere).await;
-    let first = services
-        .orchestrator()
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: PIPELINE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let first = services.start_run().await;
     let failed = services.finished(&first.id).await;
     assert_eq!(failed.state(), JobState::Failed, "{failed:?}");
     let register = step(&failed, "register");
@@ -279,19 +291,8 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
 
     // 3. kill -9 of the orchestrator while it trains: restarted, it continues the run (the
     // training job is followed, not resubmitted) and registers exactly once.
-    let second = services
-        .orchestrator()
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: PIPELINE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let training = services
-        .until(&second.id, |r| {
-            step(r, "train").state() == JobState::Running && !r.training_job_id.is_empty()
-        })
-        .await;
+    let second = services.start_run().await;
+    let training = services.training(&second.id).await;
     services.kill9("mlops-orchestrator");
     services.start("mlops-orchestrator", registry).await;
     let done = services.finished(&second.id).await;
@@ -309,19 +310,8 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
 
     // 4. kill -9 of the training service mid-job: the step is retried, the job submitted
     // again after the restart, and the run completes.
-    let third = services
-        .orchestrator()
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: PIPELINE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let training = services
-        .until(&third.id, |r| {
-            step(r, "train").state() == JobState::Running && !r.training_job_id.is_empty()
-        })
-        .await;
+    let third = services.start_run().await;
+    let training = services.training(&third.id).await;
     services.kill9("mlops-training");
     tokio::time::sleep(Duration::from_millis(300)).await;
     services.start("mlops-training", registry).await;

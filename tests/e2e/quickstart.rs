@@ -454,6 +454,41 @@ async fn a_failed_gate_leaves_the_champion_and_serving_untouched() {
         passed.steps[2].message
     );
 
+    // Parameters: declared with defaults in the file, overridden at submit time, typed.
+    let parameterized = format!(
+        "parameters:\n  seed: 42\n{}",
+        QUICKSTART_PIPELINE.replace("seed: 42", "seed: ${seed}")
+    );
+    let mut orchestrator = cluster.orchestrator();
+    let reseeded = orchestrator
+        .run_pipeline(RunPipelineRequest {
+            pipeline_yaml: parameterized.clone(),
+            parameters: [("seed".to_string(), "7".to_string())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reseeded = cluster.wait_for_run(&reseeded.id).await;
+    assert_eq!(reseeded.state(), JobState::Succeeded, "{}", reseeded.error);
+    assert!(
+        reseeded.steps[1]
+            .message
+            .starts_with("cache miss (train.seed changed)"),
+        "{}",
+        reseeded.steps[1].message
+    );
+    for (name, value) in [("seed", "seven"), ("unknown", "1")] {
+        let status = orchestrator
+            .run_pipeline(RunPipelineRequest {
+                pipeline_yaml: parameterized.clone(),
+                parameters: [(name.to_string(), value.to_string())].into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(name), "{}", status.message());
+    }
+
     // Malformed checks are refused at submit time, naming the check.
     for bad in [
         "r2 >=",
@@ -469,6 +504,7 @@ async fn a_failed_gate_leaves_the_champion_and_serving_untouched() {
             .orchestrator()
             .run_pipeline(RunPipelineRequest {
                 pipeline_yaml: yaml,
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -18,6 +18,19 @@ use tonic::Code;
 
 const BUCKET: &str = "mlops-test";
 
+/// The test bucket, seen directly.
+fn test_bucket(endpoint: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(endpoint)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_live_in_s3_through_training_serving_and_the_registry() {
     let Ok(endpoint) = std::env::var("MLOPS_TEST_S3_ENDPOINT") else {
@@ -37,15 +50,7 @@ async fn artifacts_live_in_s3_through_training_serving_and_the_registry() {
         .start()
         .await;
     // The same bucket, seen directly.
-    let bucket: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(&endpoint)
-            .with_region("us-east-1")
-            .with_allow_http(true)
-            .build()
-            .unwrap(),
-    );
+    let bucket: Arc<dyn ObjectStore> = test_bucket(&endpoint);
     let object =
         |digest: &str| StorePath::from(format!("{prefix}/blobs/sha256/{}/{digest}", &digest[..2]));
 
@@ -178,19 +183,9 @@ async fn datasets_import_from_allowed_s3_prefixes_only() {
         return;
     };
     let prefix = format!("imports-{}", mlops_core::ids::new_id());
-    let bucket: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(&endpoint)
-            .with_region("us-east-1")
-            .with_allow_http(true)
-            .build()
-            .unwrap(),
-    );
+    let bucket: Arc<dyn ObjectStore> = test_bucket(&endpoint);
     let iris = std::fs::read(repo_root().join("examples/datasets/iris.csv")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &iris).unwrap();
-    let gzipped = gz.finish().unwrap();
+    let gzipped = gzip(&iris);
     for (key, bytes) in [
         (format!("{prefix}/allowed/iris.csv.gz"), gzipped.clone()),
         (

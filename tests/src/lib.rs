@@ -279,21 +279,31 @@ impl TestCluster {
 
     /// Runs a pipeline through the orchestrator and waits (bounded) for its end.
     pub async fn run_pipeline(&self, yaml: &str) -> PipelineRun {
-        use futures::StreamExt;
         let mut orchestrator = self.orchestrator();
         let run = orchestrator
             .run_pipeline(RunPipelineRequest {
                 pipeline_yaml: yaml.into(),
+                ..Default::default()
             })
             .await
             .expect("run accepted")
             .into_inner();
+        self.wait_for_run(&run.id).await
+    }
+
+    /// Follows a run (bounded) to its end.
+    pub async fn wait_for_run(&self, id: &str) -> PipelineRun {
+        use futures::StreamExt;
+        let mut orchestrator = self.orchestrator();
         let mut updates = orchestrator
-            .watch_pipeline_run(WatchPipelineRunRequest { id: run.id.clone() })
+            .watch_pipeline_run(WatchPipelineRunRequest { id: id.into() })
             .await
             .expect("watch")
             .into_inner();
-        let mut last = run;
+        let mut last = PipelineRun {
+            id: id.into(),
+            ..Default::default()
+        };
         let deadline = tokio::time::sleep(Duration::from_secs(120));
         tokio::pin!(deadline);
         loop {
@@ -528,6 +538,14 @@ pub fn diabetes() -> (ndarray::Array2<f64>, ndarray::Array1<f64>) {
 /// Raw little-endian FP64 bytes of a matrix, row-major, as OIP clients send them.
 pub fn raw_fp64(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
     mlops_core::tensor::fp64_to_raw(values)
+}
+
+/// `data` gzipped, as a client would upload a compressed file.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
 }
 
 pub fn decode_fp64(raw: &[u8]) -> Vec<f64> {

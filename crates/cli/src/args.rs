@@ -404,6 +404,9 @@ pub enum PipelineCommand {
         /// Follow the run until it ends; exit non-zero when it fails.
         #[arg(long)]
         wait: bool,
+        /// A value for one of the file's parameters, NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
     },
     /// Continue a failed run from its failed step, reusing the steps that succeeded.
     Resume {

@@ -209,10 +209,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             search_versions(&e, query, limit, json).await
         }
         Command::Predict { model, json } => predict(&e, &model, &json).await,
-        Command::Pipeline(PipelineCommand::Run { file, wait }) => {
+        Command::Pipeline(PipelineCommand::Run { file, wait, set }) => {
             let yaml = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            run_pipeline(&e, yaml, wait).await.map(drop)
+            let parameters = set
+                .iter()
+                .map(|item| {
+                    item.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .with_context(|| format!("--set {item:?}: expected NAME=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            run_pipeline(&e, yaml, parameters, wait).await.map(drop)
         }
         Command::Pipeline(PipelineCommand::Resume { run, wait }) => {
             resume_run(&e, run, wait).await.map(drop)
@@ -305,7 +313,13 @@ async fn quickstart(args: StackArgs, serve: bool) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let serving = tokio::spawn(stack.run_until(stop.clone()));
     let outcome = async {
-        run_pipeline(&endpoints, crate::QUICKSTART_PIPELINE.to_string(), true).await?;
+        run_pipeline(
+            &endpoints,
+            crate::QUICKSTART_PIPELINE.to_string(),
+            Default::default(),
+            true,
+        )
+        .await?;
         let model = "diabetes-linear@champion";
         println!("\nPredictions of {model} for the first 3 patients:");
         let rows = first_rows(3)?;
@@ -653,13 +667,9 @@ async fn list_models(e: &Ctx, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch_version(e: &Ctx, reference: &str) -> anyhow::Result<ModelVersion> {
+pub(crate) async fn fetch_version(e: &Ctx, reference: &str) -> anyhow::Result<ModelVersion> {
     let (model_name, selector) = model_ref(reference)?;
-    let (version, alias) = match selector {
-        Selector::Latest => (0, String::new()),
-        Selector::Version(v) => (v, String::new()),
-        Selector::Alias(a) => (0, a),
-    };
+    let (version, alias) = selector.version_and_alias();
     Ok(
         RegistryServiceClient::new(e.connect("registry", &e.registry)?)
             .get_model_version(GetModelVersionRequest {
@@ -1021,11 +1031,19 @@ async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()
     Ok(())
 }
 
-async fn run_pipeline(e: &Ctx, pipeline_yaml: String, wait: bool) -> anyhow::Result<PipelineRun> {
+async fn run_pipeline(
+    e: &Ctx,
+    pipeline_yaml: String,
+    parameters: std::collections::HashMap<String, String>,
+    wait: bool,
+) -> anyhow::Result<PipelineRun> {
     let mut orchestrator =
         OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?);
     let run = orchestrator
-        .run_pipeline(RunPipelineRequest { pipeline_yaml })
+        .run_pipeline(RunPipelineRequest {
+            pipeline_yaml,
+            parameters,
+        })
         .await
         .map_err(rpc("orchestrator", &e.orchestrator))?
         .into_inner();

@@ -8,26 +8,12 @@ use mlops_proto::v1::registry_service_client::RegistryServiceClient;
 use mlops_proto::v1::*;
 use serde_json::{Value, json};
 
-use crate::commands::{Ctx, rpc};
-use crate::refs::{Selector, dataset_ref, model_ref};
+use crate::commands::{Ctx, fetch_version, rpc};
+use crate::refs::dataset_ref;
 
 /// Back from a model version (`M:V`, `M@ALIAS` or `M`, the latest).
 pub async fn of_model(e: &Ctx, reference: &str, as_json: bool) -> anyhow::Result<()> {
-    let (model_name, selector) = model_ref(reference)?;
-    let (version, alias) = match selector {
-        Selector::Latest => (0, String::new()),
-        Selector::Version(v) => (v, String::new()),
-        Selector::Alias(a) => (0, a),
-    };
-    let model = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
-        .get_model_version(GetModelVersionRequest {
-            model_name,
-            version,
-            alias,
-        })
-        .await
-        .map_err(rpc("registry", &e.registry))?
-        .into_inner();
+    let model = fetch_version(e, reference).await?;
     let lineage = model.lineage.clone().unwrap_or_default();
     let run = if lineage.pipeline_run_id.is_empty() {
         None

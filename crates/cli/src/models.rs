@@ -326,11 +326,7 @@ pub async fn import_version(e: &Ctx, file: &Path, header: ImportHeader) -> anyho
 pub async fn download_version(e: &Ctx, reference: &str, out: &Path) -> anyhow::Result<()> {
     use download_model_version_response::Part;
     let (model_name, selector) = model_ref(reference)?;
-    let (version, alias) = match selector {
-        Selector::Latest => (0, String::new()),
-        Selector::Version(v) => (v, String::new()),
-        Selector::Alias(a) => (0, a),
-    };
+    let (version, alias) = selector.version_and_alias();
     let mut stream = registry(e)?
         .download_model_version(DownloadModelVersionRequest {
             model_name,

@@ -28,6 +28,17 @@ pub enum Selector {
     Alias(String),
 }
 
+impl Selector {
+    /// As the registry's `(version, alias)` request fields: 0 and "" mean not given.
+    pub fn version_and_alias(self) -> (u32, String) {
+        match self {
+            Selector::Latest => (0, String::new()),
+            Selector::Version(v) => (v, String::new()),
+            Selector::Alias(a) => (0, a),
+        }
+    }
+}
+
 /// `model`, `model:3` or `model@champion`.
 pub fn model_ref(text: &str) -> anyhow::Result<(String, Selector)> {
     if let Some((name, version)) = text.split_once(':') {

@@ -150,16 +150,6 @@ impl Runner {
 
     /// Continues a failed run from its failed step, with its own pipeline file.
     pub async fn resume(&self, id: &str) -> Result<PipelineRun, ApiError> {
-        if let Some(live) = self.subscribe(id)
-            && !matches!(
-                live.borrow().state(),
-                JobState::Succeeded | JobState::Failed
-            )
-        {
-            return Err(ApiError::failed_precondition(format!(
-                "run {id} is still going: only a failed run can be resumed"
-            )));
-        }
         let mut run = match self.subscribe(id) {
             Some(live) => live.borrow().clone(),
             None => self.store.get(id).await?,
@@ -181,29 +171,23 @@ impl Runner {
             }
         }
         // Claimed under the lock, so two concurrent resumes cannot both start the run.
-        {
+        let sender = {
             let mut live = self.live.lock().expect("runs lock");
-            if let Some(sender) = live.get(id)
-                && !matches!(
+            if live.get(id).is_some_and(|sender| {
+                !matches!(
                     sender.borrow().state(),
                     JobState::Succeeded | JobState::Failed
                 )
-            {
-                return Err(ApiError::aborted(format!(
-                    "run {id} was resumed concurrently"
+            }) {
+                return Err(ApiError::failed_precondition(format!(
+                    "run {id} is already going again: only a failed run can be resumed"
                 )));
             }
             let (sender, _) = watch::channel(run.clone());
-            live.insert(run.id.clone(), sender);
-        }
+            live.insert(run.id.clone(), sender.clone());
+            sender
+        };
         self.store.save(&run).await?;
-        let sender = self
-            .live
-            .lock()
-            .expect("runs lock")
-            .get(id)
-            .cloned()
-            .expect("claimed above");
         let runner = self.clone();
         tokio::spawn(async move { runner.execute(sender, pipeline).await });
         tracing::info!(run = %id, "run resumed");
