@@ -67,16 +67,24 @@ async fn moving_the_champion_swaps_versions_without_a_failed_request() {
     registry.set_model_alias(champion(1)).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Clients that have been answered by version 2.
+    let swapped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (mut inference, stop) = (cluster.inference(), stop.clone());
+            let (mut inference, stop, swapped) =
+                (cluster.inference(), stop.clone(), swapped.clone());
             tokio::spawn(async move {
                 let mut answers = Vec::new();
+                let mut seen_second = false;
                 while !stop.load(Ordering::Relaxed) {
                     let outcome = inference.model_infer(row_request()).await.map(|r| {
                         let r = r.into_inner();
                         (r.model_version, decode_fp64(&r.raw_output_contents[0])[0])
                     });
+                    if !seen_second && matches!(&outcome, Ok((v, _)) if v == "2") {
+                        seen_second = true;
+                        swapped.fetch_add(1, Ordering::Relaxed);
+                    }
                     answers.push(outcome);
                 }
                 answers
@@ -88,7 +96,13 @@ async fn moving_the_champion_swaps_versions_without_a_failed_request() {
     // The first request looked the champion up once (and the metric is read right).
     assert!(lookups_before >= 1);
     registry.set_model_alias(champion(2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Until every client has been answered by version 2 (bounded: a loaded machine, such as
+    // CI running the whole suite, may take longer than a quiet one), and a little more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while swapped.load(Ordering::Relaxed) < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
 
     let mut total = 0;
