@@ -327,6 +327,37 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
     assert_ne!(done.training_job_id, training.training_job_id);
     assert_eq!(services.versions().await.len(), 3);
 
+    // 5. Cancelled mid-train from the CLI, the run ends failed as cancelled; resumed, it
+    // follows the job it had started instead of training again.
+    let fifth = services.start_run().await;
+    let training = services.training(&fifth.id).await;
+    let addrs_orchestrator = [("orchestrator", url(services.ports[ORCHESTRATOR]))];
+    mlops_cli(
+        &["pipeline", "cancel", &fifth.id],
+        &addrs_orchestrator,
+        None,
+    );
+    let cancelled = services.finished(&fifth.id).await;
+    assert_eq!(cancelled.state(), JobState::Failed);
+    assert_eq!(cancelled.error, "cancelled during step train");
+    let status = services
+        .orchestrator()
+        .cancel_pipeline_run(mlops_proto::v1::CancelPipelineRunRequest {
+            id: fifth.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    mlops_cli(
+        &["pipeline", "resume", &fifth.id, "--wait"],
+        &addrs_orchestrator,
+        None,
+    );
+    let resumed = services.run(&fifth.id).await;
+    assert_eq!(resumed.state(), JobState::Succeeded, "{resumed:?}");
+    assert_eq!(resumed.training_job_id, training.training_job_id);
+    assert_eq!(services.versions().await.len(), 4);
+
     // Lineage, from the CLI: back from the served version to the run, the pipeline file's
     // digest, the dataset version, its report and its source; forward from the dataset.
     let p = services.ports;
@@ -356,6 +387,6 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
         mlops_core::storage::sha256_hex(QUICKSTART_CSV.as_bytes())
     );
     let forward = mlops_cli(&["lineage", "dataset", "diabetes@1"], &addrs, None);
-    assert!(forward.contains("-> 3 model versions"), "{forward}");
+    assert!(forward.contains("-> 4 model versions"), "{forward}");
     assert!(forward.contains(&third.id), "{forward}");
 }

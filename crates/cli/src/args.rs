@@ -415,6 +415,8 @@ pub enum PipelineCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Stop a running run (it ends failed as cancelled, and can be resumed).
+    Cancel { run: String },
     /// List pipeline runs.
     Runs,
     /// One run: its steps as a chain with their states, attempts, times and messages.

@@ -226,6 +226,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             resume_run(&e, run, wait).await.map(drop)
         }
         Command::Pipeline(PipelineCommand::Runs) => list_runs(&e).await,
+        Command::Pipeline(PipelineCommand::Cancel { run }) => {
+            OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
+                .cancel_pipeline_run(CancelPipelineRunRequest { id: run.clone() })
+                .await
+                .map_err(rpc("orchestrator", &e.orchestrator))?;
+            println!("cancelling pipeline run {run}");
+            Ok(())
+        }
         Command::Lineage(LineageCommand::Model { reference, json }) => {
             crate::lineage::of_model(&e, &reference, json).await
         }

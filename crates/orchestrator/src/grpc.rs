@@ -88,6 +88,17 @@ impl OrchestratorService for Orchestrator {
         Ok(Response::new(self.runner.resume(&id).await?))
     }
 
+    async fn cancel_pipeline_run(
+        &self,
+        request: Request<CancelPipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let id = request.into_inner().id;
+        let run = self.run(caller.as_ref(), &id).await?;
+        self.runner.cancel(&id)?;
+        Ok(Response::new(run))
+    }
+
     type WatchPipelineRunStream = WatchStream<PipelineRun>;
 
     async fn watch_pipeline_run(

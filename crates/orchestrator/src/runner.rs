@@ -12,7 +12,7 @@ use futures::StreamExt;
 use mlops_core::client::Channel;
 use mlops_core::ids::new_id;
 use mlops_core::tensor::{bytes_elements, fp64_from_raw, fp64_to_raw};
-use mlops_core::{ApiError, ErrorKind, now_ms};
+use mlops_core::{ApiError, CancellationToken, ErrorKind, now_ms};
 use mlops_proto::inference::ModelInferRequest;
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mlops_proto::inference::model_infer_request::InferInputTensor;
@@ -37,6 +37,8 @@ pub struct Clients {
 #[derive(Clone)]
 pub struct Runner {
     live: Arc<Mutex<HashMap<String, watch::Sender<PipelineRun>>>>,
+    /// The runs executing in this process, each with the token that cancels it.
+    executing: Arc<Mutex<HashMap<String, CancellationToken>>>,
     store: Store,
     clients: Clients,
     sources_dir: PathBuf,
@@ -52,6 +54,7 @@ impl Runner {
     pub fn new(store: Store, clients: Clients, sources_dir: PathBuf) -> Self {
         Self {
             live: Arc::default(),
+            executing: Arc::default(),
             store,
             clients,
             sources_dir,
@@ -207,7 +210,28 @@ impl Runner {
         sender.send_replace(run);
     }
 
+    /// Stops a run executing here: the running step is abandoned (a training job it started
+    /// finishes on its own, and a resume follows it) and the run fails as cancelled.
+    pub fn cancel(&self, id: &str) -> Result<(), ApiError> {
+        match self.executing.lock().expect("runs lock").get(id) {
+            Some(token) => {
+                token.cancel();
+                tracing::info!(run = %id, "run cancelled");
+                Ok(())
+            }
+            None => Err(ApiError::failed_precondition(format!(
+                "run {id} is not running: only a pending or running run can be cancelled"
+            ))),
+        }
+    }
+
     async fn execute(self, sender: watch::Sender<PipelineRun>, pipeline: Pipeline) {
+        let id = sender.borrow().id.clone();
+        let cancelled = CancellationToken::new();
+        self.executing
+            .lock()
+            .expect("runs lock")
+            .insert(id.clone(), cancelled.clone());
         self.update(&sender, |run| run.set_state(JobState::Running))
             .await;
         for (index, name) in STEPS.iter().enumerate() {
@@ -215,7 +239,11 @@ impl Runner {
             if sender.borrow().steps[index].state() == JobState::Succeeded {
                 continue;
             }
-            let outcome = self.run_with_retries(&sender, &pipeline, index).await;
+            let outcome = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => Err(ApiError::failed_precondition("cancelled")),
+                outcome = self.run_with_retries(&sender, &pipeline, index) => outcome,
+            };
             let failed = outcome.is_err();
             self.update(&sender, |run| {
                 let step = &mut run.steps[index];
@@ -224,6 +252,11 @@ impl Runner {
                     Ok(message) => {
                         step.set_state(JobState::Succeeded);
                         step.message = message;
+                    }
+                    Err(error) if cancelled.is_cancelled() => {
+                        step.set_state(JobState::Failed);
+                        step.message = error.message.clone();
+                        run.error = format!("cancelled during step {name}");
                     }
                     Err(error) => {
                         step.set_state(JobState::Failed);
@@ -251,6 +284,7 @@ impl Runner {
             tracing::info!(run = %run.id, pipeline = %run.pipeline, state = label, "pipeline run finished");
         })
         .await;
+        self.executing.lock().expect("runs lock").remove(&id);
     }
 
     /// Runs a step, retrying failures that may pass (a service unavailable, a lost race) with

@@ -177,6 +177,10 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             "/mlops.v1.OrchestratorService/ResumePipelineRun",
             write(RunPipeline),
         ),
+        (
+            "/mlops.v1.OrchestratorService/CancelPipelineRun",
+            write(RunPipeline),
+        ),
         ("/mlops.v1.AuthService/CreateToken", write(ManageAuth)),
         ("/mlops.v1.AuthService/ListTokens", read(ManageAuth)),
         ("/mlops.v1.AuthService/RevokeToken", write(ManageAuth)),
