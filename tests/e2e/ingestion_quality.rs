@@ -486,11 +486,7 @@ async fn uris_are_read_only_inside_the_import_root() {
         uri,
         ..Default::default()
     };
-    let messages = |header: UploadHeader| {
-        futures::stream::iter(vec![UploadDatasetRequest {
-            part: Some(Part::Header(header)),
-        }])
-    };
+    let messages = header_only;
     let mut ingestion = cluster.ingestion();
     let version = ingestion
         .upload_dataset(messages(by_uri("nested/iris.csv.gz".into())))

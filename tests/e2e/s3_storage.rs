@@ -209,13 +209,11 @@ async fn datasets_import_from_allowed_s3_prefixes_only() {
         .start()
         .await;
     let by_uri = |uri: String| {
-        futures::stream::iter(vec![UploadDatasetRequest {
-            part: Some(upload_dataset_request::Part::Header(UploadHeader {
-                name: "from-s3".into(),
-                uri,
-                ..Default::default()
-            })),
-        }])
+        header_only(UploadHeader {
+            name: "from-s3".into(),
+            uri,
+            ..Default::default()
+        })
     };
     let mut ingestion = cluster.ingestion();
     let uri = format!("s3://{BUCKET}/{prefix}/allowed/iris.csv.gz");

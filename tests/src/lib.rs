@@ -540,6 +540,17 @@ pub fn raw_fp64(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
     mlops_core::tensor::fp64_to_raw(values)
 }
 
+/// An upload of a header alone (the server reads `header.uri` itself).
+pub fn header_only(
+    header: mlops_proto::v1::UploadHeader,
+) -> impl futures::Stream<Item = mlops_proto::v1::UploadDatasetRequest> {
+    futures::stream::iter(vec![mlops_proto::v1::UploadDatasetRequest {
+        part: Some(mlops_proto::v1::upload_dataset_request::Part::Header(
+            header,
+        )),
+    }])
+}
+
 /// `data` gzipped, as a client would upload a compressed file.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;

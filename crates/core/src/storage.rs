@@ -176,14 +176,14 @@ impl ArtifactStore {
     pub async fn put_file(&self, digest: &str, path: &Path) -> Result<(), ApiError> {
         validate_digest("digest", digest)?;
         if self.cipher.is_some() {
-            let data = tokio::fs::read(path).await?;
-            if sha256_hex(&data) != digest {
+            // `put` hashes what it seals; a file that is not what the caller hashed is our bug.
+            let stored = self.put(tokio::fs::read(path).await?.into()).await?;
+            if stored != digest {
                 return Err(ApiError::internal(format!(
                     "{} does not hash to {digest}",
                     path.display()
                 )));
             }
-            self.put(data.into()).await?;
             return Ok(());
         }
         use tokio::io::AsyncReadExt;

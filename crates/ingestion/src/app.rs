@@ -47,19 +47,20 @@ impl Application {
                 ))
             })?),
         };
-        for prefix in &settings.ingestion.import_s3_prefixes {
-            let bucket = prefix
-                .strip_prefix("s3://")
-                .map(|rest| rest.split('/').next().unwrap_or_default())
-                .unwrap_or_default();
-            if bucket.is_empty() || prefix.contains("..") || prefix.contains('%') {
-                return Err(ApiError::invalid_argument(format!(
-                    "ingestion.import_s3_prefixes: {prefix:?} is not s3://bucket/prefix/"
-                )));
-            }
-        }
+        let import_s3_prefixes = settings
+            .ingestion
+            .import_s3_prefixes
+            .iter()
+            .map(|prefix| {
+                crate::grpc::S3Location::parse(prefix).map_err(|why| {
+                    ApiError::invalid_argument(format!(
+                        "ingestion.import_s3_prefixes: {prefix:?}: {why}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let api = Ingestion {
-            import_s3_prefixes: settings.ingestion.import_s3_prefixes.clone(),
+            import_s3_prefixes,
             s3: settings.storage.s3.clone(),
             import_root,
             masking_key,

@@ -32,45 +32,84 @@ pub struct Ingestion {
     /// The directory `header.uri` may name files under (canonical); None turns URIs off.
     pub import_root: Option<PathBuf>,
     /// The S3 locations `header.uri` may name objects under, and how to reach S3.
-    pub import_s3_prefixes: Vec<String>,
+    pub import_s3_prefixes: Vec<S3Location>,
     pub s3: mlops_core::config::S3Settings,
 }
 
-/// The bucket and key of an `s3://bucket/key` URI, which must lie under one of the allowed
-/// prefixes (compared segment by segment, after `..`, `.`, empty segments and percent-encoding
-/// are refused).
-fn resolve_s3(prefixes: &[String], uri: &str) -> Result<(String, StorePath), ApiError> {
+/// A bucket and a key (or key prefix), from `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub key: StorePath,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket/key`; `..`, `.`, empty segments and percent-encoding are refused,
+    /// so a key can be compared segment by segment. The error says why.
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let rest = uri.strip_prefix("s3://").ok_or("use s3://bucket/key")?;
+        if rest.contains('%') || rest.contains('\\') || rest.contains('\0') {
+            return Err("give a plain key (no percent-encoding)".into());
+        }
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err("use s3://bucket/key".into());
+        }
+        let key = StorePath::parse(key.trim_end_matches('/'))
+            .map_err(|e| format!("not a valid key: {e}"))?;
+        Ok(Self {
+            bucket: bucket.to_string(),
+            key,
+        })
+    }
+}
+
+/// The object an `s3://bucket/key` URI names, which must lie under one of the allowed
+/// prefixes.
+fn resolve_s3(prefixes: &[S3Location], uri: &str) -> Result<S3Location, ApiError> {
     if prefixes.is_empty() {
         return Err(ApiError::failed_precondition(
             "header.uri: importing from S3 is off (set ingestion.import_s3_prefixes)",
         ));
     }
     let invalid = |why: String| ApiError::invalid_argument(format!("header.uri {uri:?}: {why}"));
-    let rest = uri.strip_prefix("s3://").unwrap_or(uri);
-    if rest.contains('%') || rest.contains('\\') || rest.contains('\0') {
-        return Err(invalid("give a plain key (no percent-encoding)".into()));
+    let object = S3Location::parse(uri).map_err(invalid)?;
+    if object.key.parts().next().is_none() {
+        return Err(invalid("use s3://bucket/key".into()));
     }
-    let (bucket, key) = rest
-        .split_once('/')
-        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| invalid("use s3://bucket/key".into()))?;
-    let key = StorePath::parse(key).map_err(|e| invalid(format!("not a valid key: {e}")))?;
-    let allowed = prefixes.iter().any(|prefix| {
-        let (allowed_bucket, allowed_key) = prefix
-            .trim_start_matches("s3://")
-            .split_once('/')
-            .unwrap_or((prefix.trim_start_matches("s3://"), ""));
-        allowed_bucket == bucket
-            && StorePath::parse(allowed_key.trim_end_matches('/'))
-                .is_ok_and(|allowed| key.prefix_matches(&allowed))
-    });
+    let allowed = prefixes
+        .iter()
+        .any(|p| p.bucket == object.bucket && object.key.prefix_matches(&p.key));
     if !allowed {
         return Err(ApiError::new(
             mlops_core::ErrorKind::PermissionDenied,
             format!("header.uri {uri:?}: outside ingestion.import_s3_prefixes"),
         ));
     }
-    Ok((bucket.to_string(), key))
+    Ok(object)
+}
+
+/// Writes chunks to the spool file, refusing more than `limit` bytes in all.
+async fn spool<B: AsRef<[u8]>>(
+    path: &std::path::Path,
+    mut chunks: impl futures::Stream<Item = Result<B, ApiError>> + Unpin,
+    limit: u64,
+    what: &str,
+) -> Result<u64, ApiError> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut received = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        received += chunk.as_ref().len() as u64;
+        if received > limit {
+            return Err(ApiError::resource_exhausted(format!(
+                "{what} exceeds the limit of {limit} bytes"
+            )));
+        }
+        file.write_all(chunk.as_ref()).await?;
+    }
+    file.flush().await?;
+    Ok(received)
 }
 
 /// The file a `header.uri` names, which must lie inside the import root: a path relative to
@@ -232,13 +271,12 @@ impl Ingestion {
     /// Copies an S3 object into the spool file, within the upload size limit.
     async fn fetch_s3(
         &self,
-        bucket: &str,
-        key: &StorePath,
+        location: &S3Location,
         uri: &str,
-        spool: &std::path::Path,
+        path: &std::path::Path,
     ) -> Result<(), ApiError> {
-        let store = mlops_core::storage::s3_bucket(&self.s3, bucket)?;
-        let object = match store.get(key).await {
+        let store = mlops_core::storage::s3_bucket(&self.s3, &location.bucket)?;
+        let object = match store.get(&location.key).await {
             Ok(object) => object,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(ApiError::not_found(format!(
@@ -253,21 +291,16 @@ impl Ingestion {
                 object.meta.size, self.max_upload_bytes
             )));
         }
-        let mut file = tokio::fs::File::create(spool).await?;
-        let mut chunks = object.into_stream();
-        let mut received = 0u64;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            received += chunk.len() as u64;
-            if received > self.max_upload_bytes {
-                return Err(ApiError::resource_exhausted(format!(
-                    "header.uri {uri:?}: over the limit of {} bytes",
-                    self.max_upload_bytes
-                )));
-            }
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
+        let chunks = object
+            .into_stream()
+            .map(|chunk| chunk.map_err(ApiError::from));
+        spool(
+            path,
+            chunks,
+            self.max_upload_bytes,
+            &format!("header.uri {uri:?}"),
+        )
+        .await?;
         Ok(())
     }
 
@@ -292,30 +325,19 @@ impl Ingestion {
 
         // Spool to a temporary file (deleted on drop), so a failed upload leaves nothing behind
         // and a large one does not sit in memory twice.
-        let spool = tempfile::NamedTempFile::new_in(&self.tmp_dir)?;
-        let mut file = tokio::fs::File::from_std(spool.reopen()?);
-        let mut received = 0u64;
-        while let Some(message) = stream.next().await {
-            let message = message.map_err(|s| ApiError::from_status("upload stream", &s))?;
-            let chunk = match message.part {
-                Some(Part::Chunk(chunk)) => chunk,
-                _ => {
-                    return Err(ApiError::invalid_argument(
-                        "only the first upload message may carry a header",
-                    ));
-                }
-            };
-            received += chunk.len() as u64;
-            if received > self.max_upload_bytes {
-                return Err(ApiError::resource_exhausted(format!(
-                    "upload exceeds the limit of {} bytes",
-                    self.max_upload_bytes
-                )));
+        let spooled = tempfile::NamedTempFile::new_in(&self.tmp_dir)?;
+        let chunks = stream.map(|message| {
+            match message
+                .map_err(|s| ApiError::from_status("upload stream", &s))?
+                .part
+            {
+                Some(Part::Chunk(chunk)) => Ok(chunk),
+                _ => Err(ApiError::invalid_argument(
+                    "only the first upload message may carry a header",
+                )),
             }
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        drop(file);
+        });
+        let received = spool(spooled.path(), chunks, self.max_upload_bytes, "upload").await?;
 
         // A URI names a file the server reads itself, under the import root only, or an S3
         // object under an allowed prefix (fetched into the spool).
@@ -325,12 +347,11 @@ impl Ingestion {
             ));
         }
         let path = if header.uri.is_empty() {
-            spool.path().to_path_buf()
+            spooled.path().to_path_buf()
         } else if header.uri.starts_with("s3://") {
-            let (bucket, key) = resolve_s3(&self.import_s3_prefixes, &header.uri)?;
-            self.fetch_s3(&bucket, &key, &header.uri, spool.path())
-                .await?;
-            spool.path().to_path_buf()
+            let object = resolve_s3(&self.import_s3_prefixes, &header.uri)?;
+            self.fetch_s3(&object, &header.uri, spooled.path()).await?;
+            spooled.path().to_path_buf()
         } else {
             resolve_import(self.import_root.as_deref(), &header.uri)?
         };
@@ -349,7 +370,7 @@ impl Ingestion {
         let mut imported = tokio::task::spawn_blocking(move || import(&path, &spec))
             .await
             .map_err(|e| ApiError::internal(format!("import task: {e}")))??;
-        drop(spool);
+        drop(spooled);
         if let Some(source) = &mut imported.details.source {
             source.kind = if header.uri.is_empty() {
                 "upload"

@@ -132,7 +132,7 @@ fn attempt(
             let read = match format {
                 Format::Csv => read_csv(&mut reader, &spec.options, &spec.rules, &mut out),
                 Format::JsonLines => read_jsonl(&mut reader, &spec.rules, &mut out),
-                Format::Parquet => parquet_file(reader, &spec.tmp_dir)
+                Format::Parquet => parquet_file(reader, path, compression != "none", &spec.tmp_dir)
                     .and_then(|file| read_parquet(file, &spec.rules, &mut out)),
             };
             read.and_then(|()| out.finish())
@@ -211,13 +211,23 @@ fn unreadable(error: &std::io::Error, exceeded: &AtomicBool, spec: &ImportSpec) 
     }
 }
 
-/// Parquet needs random access: an uncompressed file is read where it is, a compressed one is
-/// first spooled (bounded like any upload).
-fn parquet_file(mut reader: impl Read, tmp_dir: &Path) -> Result<std::fs::File, CsvError> {
+/// Parquet needs random access: an uncompressed file is read where it is (passed through the
+/// reader once, for the source digest), a compressed one is first spooled (bounded like any
+/// upload).
+fn parquet_file(
+    mut reader: impl Read,
+    path: &Path,
+    compressed: bool,
+    tmp_dir: &Path,
+) -> Result<std::fs::File, CsvError> {
     let io = |e: std::io::Error| CsvError::Malformed {
         line: 0,
         message: e.to_string(),
     };
+    if !compressed {
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io)?;
+        return std::fs::File::open(path).map_err(io);
+    }
     let mut file = tempfile::tempfile_in(tmp_dir).map_err(io)?;
     std::io::copy(&mut reader, &mut file).map_err(io)?;
     Ok(file)

@@ -284,7 +284,8 @@ pub(crate) fn read_parquet(
         .with_batch_size(out.chunk_rows(names.len()))
         .build()
         .map_err(|e| invalid(&e))?;
-    for batch in batches {
+    for (index, batch) in batches.enumerate() {
+        let first = index == 0;
         let batch = batch.map_err(|e| invalid(&e))?;
         let columns = names
             .iter()
@@ -296,7 +297,8 @@ pub(crate) fn read_parquet(
                 })
             })
             .collect::<Result<Vec<_>, CsvError>>()?;
-        for rule in rules {
+        // A Parquet file has one schema: the first batch shows every column's type.
+        for rule in rules.iter().filter(|_| first) {
             let column = columns
                 .iter()
                 .find(|c| c.name == rule.name)

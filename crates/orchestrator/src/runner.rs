@@ -119,6 +119,10 @@ impl Runner {
             .lock()
             .expect("runs lock")
             .insert(run.id.clone(), sender.clone());
+        self.spawn(sender, pipeline);
+    }
+
+    fn spawn(&self, sender: watch::Sender<PipelineRun>, pipeline: Pipeline) {
         let runner = self.clone();
         tokio::spawn(async move { runner.execute(sender, pipeline).await });
     }
@@ -130,10 +134,11 @@ impl Runner {
         let runs = self.store.interrupted().await?;
         let count = runs.len();
         for mut run in runs {
-            let pipeline = match self.store.pipeline_yaml(&run.id).await {
-                Ok(yaml) => Pipeline::parse(&yaml),
-                Err(error) => Err(error),
-            };
+            let pipeline = self
+                .store
+                .pipeline_yaml(&run.id)
+                .await
+                .and_then(|yaml| Pipeline::parse(&yaml));
             let pipeline = match pipeline {
                 Ok(pipeline) => pipeline,
                 Err(error) => {
@@ -191,8 +196,7 @@ impl Runner {
             sender
         };
         self.store.save(&run).await?;
-        let runner = self.clone();
-        tokio::spawn(async move { runner.execute(sender, pipeline).await });
+        self.spawn(sender, pipeline);
         tracing::info!(run = %id, "run resumed");
         Ok(run)
     }
@@ -496,15 +500,9 @@ impl Runner {
         let earlier = if earlier.is_empty() {
             None
         } else {
-            match training
-                .get_training_job(GetTrainingJobRequest { id: earlier })
-                .await
-            {
-                Ok(job) if job.get_ref().state() != JobState::Failed => Some(job.into_inner()),
-                Ok(_) => None,
-                Err(status) if status.code() == tonic::Code::NotFound => None,
-                Err(status) => return Err(peer("training")(status)),
-            }
+            self.training_job(earlier)
+                .await?
+                .filter(|job| job.state() != JobState::Failed)
         };
         let job = match earlier {
             Some(job) => job,
@@ -592,19 +590,48 @@ impl Runner {
             Err(error) if error.kind == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
+        Ok(self
+            .training_job(job_id)
+            .await?
+            .filter(|job| job.state() == JobState::Succeeded)
+            .map(|job| (job, source_run)))
+    }
+
+    /// A training job by id; None when the training service no longer knows it.
+    async fn training_job(&self, id: String) -> Result<Option<TrainingJob>, ApiError> {
         match self
             .clients
             .training
             .clone()
-            .get_training_job(GetTrainingJobRequest { id: job_id })
+            .get_training_job(GetTrainingJobRequest { id })
             .await
         {
-            Ok(job) if job.get_ref().state() == JobState::Succeeded => {
-                Ok(Some((job.into_inner(), source_run)))
-            }
-            Ok(_) => Ok(None),
+            Ok(job) => Ok(Some(job.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(peer("training")(status)),
+        }
+    }
+
+    /// The version an alias of a model points at; None when the model or alias does not exist.
+    async fn alias_holder(
+        &self,
+        model: &str,
+        alias: &str,
+    ) -> Result<Option<ModelVersion>, ApiError> {
+        match self
+            .clients
+            .registry
+            .clone()
+            .get_model_version(GetModelVersionRequest {
+                model_name: model.to_string(),
+                version: 0,
+                alias: alias.to_string(),
+            })
+            .await
+        {
+            Ok(version) => Ok(Some(version.into_inner())),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(peer("registry")(status)),
         }
     }
 
@@ -641,21 +668,7 @@ impl Runner {
                 .promote
                 .as_ref()
                 .map_or("champion", |p| p.alias.as_str());
-            match self
-                .clients
-                .registry
-                .clone()
-                .get_model_version(GetModelVersionRequest {
-                    model_name: pipeline.register.model.clone(),
-                    version: 0,
-                    alias: alias.to_string(),
-                })
-                .await
-            {
-                Ok(champion) => Some(champion.into_inner()),
-                Err(status) if status.code() == tonic::Code::NotFound => None,
-                Err(status) => return Err(peer("registry")(status)),
-            }
+            self.alias_holder(&pipeline.register.model, alias).await?
         } else {
             None
         };
@@ -728,16 +741,11 @@ impl Runner {
         // The version this one is trained to replace: the current holder of the promote alias.
         let parent_version = match &pipeline.promote {
             Some(promote) => self
-                .clients
-                .registry
-                .clone()
-                .get_model_version(GetModelVersionRequest {
-                    model_name: pipeline.register.model.clone(),
-                    version: 0,
-                    alias: promote.alias.clone(),
-                })
+                .alias_holder(&pipeline.register.model, &promote.alias)
                 .await
-                .map_or(0, |v| v.into_inner().version),
+                .ok()
+                .flatten()
+                .map_or(0, |v| v.version),
             None => 0,
         };
         let version = self
@@ -796,23 +804,14 @@ impl Runner {
         let alias = &promote.alias;
         let metric = &pipeline.evaluate.metric;
         let ours = metrics.get(metric).copied().unwrap_or(f64::NAN);
-        let mut registry = self.clients.registry.clone();
-        let current = registry
-            .get_model_version(GetModelVersionRequest {
-                model_name: model.clone(),
-                version: 0,
-                alias: alias.clone(),
-            })
-            .await;
         // The decision holds only if nobody moved the alias meanwhile: compare-and-swap on it.
-        let (reason, expected) = match current {
-            Ok(champion) if champion.get_ref().version == version => {
+        let (reason, expected) = match self.alias_holder(&model, alias).await? {
+            Some(champion) if champion.version == version => {
                 // Moved by an earlier attempt whose answer was lost.
                 self.update(sender, |run| run.promoted = true).await;
                 return Ok(format!("{model}:{version} is already {alias}"));
             }
-            Ok(champion) => {
-                let champion = champion.into_inner();
+            Some(champion) => {
                 let theirs = champion.metrics.get(metric).copied().unwrap_or(f64::NAN);
                 let better = if pipeline.evaluate.higher_is_better() {
                     ours > theirs
@@ -831,12 +830,11 @@ impl Runner {
                 );
                 (reason, champion.version)
             }
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                (format!("there was no {alias}"), 0)
-            }
-            Err(status) => return Err(ApiError::from_status("registry", &status)),
+            None => (format!("there was no {alias}"), 0),
         };
-        registry
+        self.clients
+            .registry
+            .clone()
             .set_model_alias(SetModelAliasRequest {
                 model_name: model.clone(),
                 alias: alias.clone(),
