@@ -93,6 +93,9 @@ impl ApiError {
             Code::Unauthenticated => ErrorKind::Unauthenticated,
             Code::PermissionDenied => ErrorKind::PermissionDenied,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
+            // tonic reports a connection that broke mid-call (the peer was killed) as UNKNOWN
+            // "transport error": the peer is unavailable, which is worth a retry.
+            Code::Unknown if status.message() == "transport error" => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
         Self::new(kind, format!("{context}: {}", status.message()))
@@ -144,6 +147,20 @@ impl From<std::io::Error> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_other_unknowns_internal() {
+        let broken = Status::new(Code::Unknown, "transport error");
+        assert_eq!(
+            ApiError::from_status("training", &broken).kind,
+            ErrorKind::Unavailable
+        );
+        let odd = Status::new(Code::Unknown, "something else");
+        assert_eq!(
+            ApiError::from_status("training", &odd).kind,
+            ErrorKind::Internal
+        );
+    }
 
     #[test]
     fn kinds_map_to_codes_and_internal_details_stay_private() {
