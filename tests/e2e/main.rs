@@ -8,6 +8,7 @@ mod inference_onnx;
 mod inference_swap;
 mod ingestion_quality;
 mod pipeline_reliability;
+mod pipeline_triggers;
 mod quickstart;
 mod registry_events;
 mod registry_lifecycle;

@@ -408,6 +408,22 @@ pub enum PipelineCommand {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
     },
+    /// Register a pipeline file whose `triggers` start its runs (schedule, new dataset
+    /// version, drift); registering a name again replaces it.
+    Register {
+        file: PathBuf,
+        /// A value for one of the file's parameters, NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// Registered pipelines: their triggers, runs started and skipped, the last event.
+    Registered {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a registered pipeline's triggers (runs already started go on).
+    Unregister { name: String },
     /// Continue a failed run from its failed step, reusing the steps that succeeded.
     Resume {
         run: String,

@@ -210,17 +210,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Predict { model, json } => predict(&e, &model, &json).await,
         Command::Pipeline(PipelineCommand::Run { file, wait, set }) => {
-            let yaml = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let parameters = set
-                .iter()
-                .map(|item| {
-                    item.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .with_context(|| format!("--set {item:?}: expected NAME=VALUE"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let (yaml, parameters) = pipeline_file(&file, &set)?;
             run_pipeline(&e, yaml, parameters, wait).await.map(drop)
+        }
+        Command::Pipeline(PipelineCommand::Register { file, set }) => {
+            let (pipeline_yaml, parameters) = pipeline_file(&file, &set)?;
+            let registered =
+                OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
+                    .register_pipeline(RegisterPipelineRequest {
+                        pipeline_yaml,
+                        parameters,
+                    })
+                    .await
+                    .map_err(rpc("orchestrator", &e.orchestrator))?
+                    .into_inner();
+            println!(
+                "registered pipeline {}: {}",
+                registered.name,
+                trigger_summary(&registered)
+            );
+            Ok(())
+        }
+        Command::Pipeline(PipelineCommand::Registered { json }) => list_registered(&e, json).await,
+        Command::Pipeline(PipelineCommand::Unregister { name }) => {
+            OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
+                .unregister_pipeline(UnregisterPipelineRequest { name: name.clone() })
+                .await
+                .map_err(rpc("orchestrator", &e.orchestrator))?;
+            println!("unregistered pipeline {name}");
+            Ok(())
         }
         Command::Pipeline(PipelineCommand::Resume { run, wait }) => {
             resume_run(&e, run, wait).await.map(drop)
@@ -1039,6 +1057,99 @@ async fn predict(e: &Ctx, reference: &str, rows_json: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// A pipeline file's text and the `--set NAME=VALUE` parameters given for it.
+fn pipeline_file(
+    file: &std::path::Path,
+    set: &[String],
+) -> anyhow::Result<(String, std::collections::HashMap<String, String>)> {
+    let yaml =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let parameters = set
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--set {item:?}: expected NAME=VALUE"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((yaml, parameters))
+}
+
+/// A registered pipeline's triggers in a few words.
+fn trigger_summary(p: &RegisteredPipeline) -> String {
+    let mut parts = Vec::new();
+    if !p.schedule.is_empty() {
+        parts.push(format!("schedule {:?}", p.schedule));
+    }
+    if p.on_new_dataset_version {
+        parts.push(format!(
+            "each new dataset version (after v{})",
+            p.seen_dataset_version
+        ));
+    }
+    if p.drift_share > 0.0 {
+        parts.push(format!(
+            "drift of {:.0}% of the features (at most every {}s)",
+            p.drift_share * 100.0,
+            p.drift_min_interval_seconds
+        ));
+    }
+    format!("{}; at most {} active", parts.join(", "), p.max_concurrent)
+}
+
+async fn list_registered(e: &Ctx, as_json: bool) -> anyhow::Result<()> {
+    let pipelines = OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
+        .list_registered_pipelines(ListRegisteredPipelinesRequest {})
+        .await
+        .map_err(rpc("orchestrator", &e.orchestrator))?
+        .into_inner()
+        .pipelines;
+    if as_json {
+        let shown: Vec<Value> = pipelines
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "pipeline_digest": p.pipeline_digest,
+                    "registered_by": p.registered_by,
+                    "registered_at_ms": p.registered_at_ms,
+                    "schedule": p.schedule,
+                    "max_concurrent": p.max_concurrent,
+                    "on_new_dataset_version": p.on_new_dataset_version,
+                    "drift_share": p.drift_share,
+                    "drift_min_interval_seconds": p.drift_min_interval_seconds,
+                    "next_scheduled_at_ms": p.next_scheduled_at_ms,
+                    "seen_dataset_version": p.seen_dataset_version,
+                    "runs_started": p.runs_started,
+                    "skipped": p.skipped,
+                    "last_run_id": p.last_run_id,
+                    "last_event": p.last_event,
+                    "last_error": p.last_error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    for p in pipelines {
+        println!("{}: {}", p.name, trigger_summary(&p));
+        println!(
+            "  runs started {}, skipped {}{}",
+            p.runs_started,
+            p.skipped,
+            if p.last_event.is_empty() {
+                String::new()
+            } else {
+                format!("; last: {}", p.last_event)
+            }
+        );
+        if !p.last_error.is_empty() {
+            println!("  error: {}", p.last_error);
+        }
+    }
+    Ok(())
+}
+
 async fn run_pipeline(
     e: &Ctx,
     pipeline_yaml: String,
@@ -1182,6 +1293,7 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
             "state": job_state(run.state),
             "error": run.error,
             "resumes": run.resumes,
+            "trigger": run.trigger,
             "dataset": run.dataset,
             "dataset_version": run.dataset_version,
             "training_job_id": run.training_job_id,
@@ -1195,7 +1307,7 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "run {} ({}): {}{}",
+        "run {} ({}): {}{}{}",
         run.id,
         run.pipeline,
         job_state(run.state),
@@ -1203,6 +1315,11 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
             format!(", resumed {} times", run.resumes)
         } else {
             String::new()
+        },
+        if run.trigger.is_empty() {
+            String::new()
+        } else {
+            format!(", started by {}", run.trigger)
         }
     );
     // The steps as the chain they run in, each marked with its state.
@@ -1266,8 +1383,8 @@ async fn list_runs(e: &Ctx) -> anyhow::Result<()> {
         .into_inner()
         .runs;
     println!(
-        "{:<32}  {:<16} {:<9} {:<24} {:>8}  PROMOTED",
-        "RUN", "PIPELINE", "STATE", "MODEL", "R2"
+        "{:<32}  {:<16} {:<9} {:<24} {:>8}  {:<8}  STARTED BY",
+        "RUN", "PIPELINE", "STATE", "MODEL", "R2", "PROMOTED"
     );
     for r in runs {
         let model = if r.model_version > 0 {
@@ -1279,14 +1396,21 @@ async fn list_runs(e: &Ctx) -> anyhow::Result<()> {
             .metrics
             .get("r2")
             .map_or("-".to_string(), |v| format!("{v:.4}"));
+        // The trigger's first words: "schedule ...", "new version d@3", "drift: ...".
+        let started_by: String = if r.trigger.is_empty() {
+            "a caller".into()
+        } else {
+            r.trigger.chars().take(32).collect()
+        };
         println!(
-            "{:<32}  {:<16} {:<9} {:<24} {:>8}  {}",
+            "{:<32}  {:<16} {:<9} {:<24} {:>8}  {:<8}  {}",
             r.id,
             r.pipeline,
             job_state(r.state),
             model,
             r2,
-            if r.promoted { "yes" } else { "no" }
+            if r.promoted { "yes" } else { "no" },
+            started_by
         );
     }
     Ok(())

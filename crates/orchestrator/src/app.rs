@@ -16,6 +16,7 @@ use crate::Settings;
 use crate::grpc::Orchestrator;
 use crate::runner::{Clients, Runner};
 use crate::store::Store;
+use crate::triggers::Triggers;
 
 /// A bound, ready-to-run orchestrator.
 pub struct Application {
@@ -54,10 +55,17 @@ impl Application {
         if continued > 0 {
             tracing::info!(runs = continued, "continuing runs left unfinished");
         }
+        let poll = settings.orchestrator.trigger_poll_ms;
+        if poll == 0 {
+            return Err(ApiError::invalid_argument(
+                "orchestrator.trigger_poll_ms must be at least 1",
+            ));
+        }
+        let triggers = Triggers::new(runner.clone(), std::time::Duration::from_millis(poll));
         let listener = server::bind(settings.orchestrator.listen).await?;
         Ok(Self {
             listener,
-            api: Orchestrator { runner },
+            api: Orchestrator { runner, triggers },
             options,
         })
     }
@@ -70,6 +78,7 @@ impl Application {
 
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ApiError> {
         tracing::info!(addr = %self.grpc_addr(), "orchestrator serving");
+        tokio::spawn(self.api.triggers.clone().run(shutdown.clone()));
         server::serve(
             self.listener,
             Routes::new(OrchestratorServiceServer::new(self.api)).add_service(

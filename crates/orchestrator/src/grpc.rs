@@ -2,7 +2,7 @@
 
 use mlops_core::ApiError;
 use mlops_core::auth::{Principal, ResourceKind, authorize, authorize_visible};
-use mlops_core::ids::validate_id;
+use mlops_core::ids::{validate_id, validate_name};
 use mlops_core::watch::{self, WatchStream};
 use mlops_proto::v1::orchestrator_service_server::OrchestratorService;
 use mlops_proto::v1::*;
@@ -10,12 +10,14 @@ use tonic::{Request, Response, Status};
 
 use crate::pipeline::{Pipeline, substitute_parameters};
 use crate::runner::Runner;
+use crate::triggers::Triggers;
 
 /// Pipeline files are small; anything bigger is a mistake.
 const MAX_PIPELINE_BYTES: usize = 64 * 1024;
 
 pub struct Orchestrator {
     pub runner: Runner,
+    pub triggers: Triggers,
 }
 
 impl Orchestrator {
@@ -31,6 +33,23 @@ impl Orchestrator {
     }
 }
 
+/// The pipeline file with its parameters substituted, parsed, and allowed for the caller.
+fn checked_pipeline(
+    caller: Option<&Principal>,
+    pipeline_yaml: &str,
+    parameters: &std::collections::HashMap<String, String>,
+) -> Result<(Pipeline, String), ApiError> {
+    if pipeline_yaml.len() > MAX_PIPELINE_BYTES {
+        return Err(ApiError::invalid_argument(format!(
+            "pipeline_yaml is over {MAX_PIPELINE_BYTES} bytes"
+        )));
+    }
+    let yaml = substitute_parameters(pipeline_yaml, parameters)?;
+    let pipeline = Pipeline::parse(&yaml)?;
+    pipeline.authorize(caller)?;
+    Ok((pipeline, yaml))
+}
+
 fn is_terminal(run: &PipelineRun) -> bool {
     matches!(run.state(), JobState::Succeeded | JobState::Failed)
 }
@@ -43,16 +62,51 @@ impl OrchestratorService for Orchestrator {
     ) -> Result<Response<PipelineRun>, Status> {
         let caller = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
-        if request.pipeline_yaml.len() > MAX_PIPELINE_BYTES {
-            return Err(ApiError::invalid_argument(format!(
-                "pipeline_yaml is over {MAX_PIPELINE_BYTES} bytes"
-            ))
-            .into());
-        }
-        let yaml = substitute_parameters(&request.pipeline_yaml, &request.parameters)?;
-        let pipeline = Pipeline::parse(&yaml)?;
-        pipeline.authorize(caller.as_ref())?;
-        Ok(Response::new(self.runner.start(pipeline, &yaml).await?))
+        let (pipeline, yaml) =
+            checked_pipeline(caller.as_ref(), &request.pipeline_yaml, &request.parameters)?;
+        Ok(Response::new(
+            self.runner.start(pipeline, &yaml, "", 0).await?,
+        ))
+    }
+
+    async fn register_pipeline(
+        &self,
+        request: Request<RegisterPipelineRequest>,
+    ) -> Result<Response<RegisteredPipeline>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        let (pipeline, yaml) =
+            checked_pipeline(caller.as_ref(), &request.pipeline_yaml, &request.parameters)?;
+        let by = caller.as_ref().map_or("", |c| c.subject.as_str());
+        Ok(Response::new(
+            self.triggers.register(&pipeline, &yaml, by).await?,
+        ))
+    }
+
+    async fn list_registered_pipelines(
+        &self,
+        request: Request<ListRegisteredPipelinesRequest>,
+    ) -> Result<Response<ListRegisteredPipelinesResponse>, Status> {
+        let pipelines = authorize_visible(
+            request.extensions().get::<Principal>(),
+            ResourceKind::Pipeline,
+            self.runner.store().registered().await?,
+            |p| &p.name,
+        )?;
+        Ok(Response::new(ListRegisteredPipelinesResponse { pipelines }))
+    }
+
+    async fn unregister_pipeline(
+        &self,
+        request: Request<UnregisterPipelineRequest>,
+    ) -> Result<Response<UnregisterPipelineResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        let name = request.into_inner().name;
+        validate_name("name", &name)?;
+        authorize(caller.as_ref(), ResourceKind::Pipeline, &name)?;
+        self.runner.store().delete_registered(&name).await?;
+        tracing::info!(pipeline = %name, "pipeline unregistered");
+        Ok(Response::new(UnregisterPipelineResponse {}))
     }
 
     async fn get_pipeline_run(

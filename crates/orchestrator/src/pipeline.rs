@@ -49,6 +49,73 @@ pub struct Pipeline {
     /// Defaults of the values `${name}` stands for; already substituted when parsed.
     #[serde(default)]
     pub parameters: BTreeMap<String, serde_yaml_ng::Value>,
+    /// What starts runs of a registered pipeline (ignored by a one-off run).
+    #[serde(default)]
+    pub triggers: TriggersSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggersSpec {
+    /// A cron expression in UTC: five fields (minute hour day-of-month month day-of-week), or
+    /// six with seconds first.
+    pub schedule: Option<String>,
+    /// The most runs of this pipeline active at once, whatever started them; a trigger that
+    /// fires at the limit is skipped (and counted), not queued.
+    pub max_concurrent: u32,
+    /// Start a run on each new version of `dataset.name`, trained on that version.
+    pub new_dataset_version: bool,
+    /// Retrain when the served model (the promote alias of `register.model`) drifts.
+    pub drift: Option<DriftTriggerSpec>,
+    /// The schedule, parsed.
+    #[serde(skip)]
+    pub cron: Option<croner::Cron>,
+}
+
+impl Default for TriggersSpec {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            max_concurrent: 1,
+            new_dataset_version: false,
+            drift: None,
+            cron: None,
+        }
+    }
+}
+
+impl TriggersSpec {
+    pub fn any(&self) -> bool {
+        self.schedule.is_some() || self.new_dataset_version || self.drift.is_some()
+    }
+
+    /// The first time the schedule fires strictly after `after_ms`.
+    pub fn next_scheduled(&self, after_ms: i64) -> Option<i64> {
+        let after = chrono::DateTime::from_timestamp_millis(after_ms)?;
+        self.cron
+            .as_ref()?
+            .find_next_occurrence(&after, false)
+            .ok()
+            .map(|next| next.timestamp_millis())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftTriggerSpec {
+    /// The share of the model's features that must have drifted (0 < share <= 1).
+    pub share: f64,
+    /// Rate limit: at least this long between two runs started by drift.
+    pub min_interval_seconds: u32,
+}
+
+impl Default for DriftTriggerSpec {
+    fn default() -> Self {
+        Self {
+            share: 0.5,
+            min_interval_seconds: 3600,
+        }
+    }
 }
 
 /// Replaces every `${name}` in a pipeline file with the parameter's value: the submitted one
@@ -555,6 +622,48 @@ fn default_rows() -> usize {
     3
 }
 
+impl TriggersSpec {
+    fn check(&mut self, has_source: bool) -> Result<(), ApiError> {
+        if let Some(schedule) = &self.schedule {
+            let cron = croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Optional)
+                .build()
+                .parse(schedule)
+                .map_err(|e| {
+                    ApiError::invalid_argument(format!(
+                        "triggers.schedule: {schedule:?} is not a cron expression ({e}); \
+                         e.g. \"0 3 * * *\" for 03:00 UTC daily"
+                    ))
+                })?;
+            self.cron = Some(cron);
+        }
+        if !(1..=100).contains(&self.max_concurrent) {
+            return Err(ApiError::invalid_argument(
+                "triggers.max_concurrent must be between 1 and 100",
+            ));
+        }
+        if self.new_dataset_version && has_source {
+            return Err(ApiError::invalid_argument(
+                "triggers.new_dataset_version: a pipeline with dataset.source ingests its own \
+                 file; leave dataset.source out to train on each new version as it arrives",
+            ));
+        }
+        if let Some(drift) = &self.drift {
+            if !(drift.share > 0.0 && drift.share <= 1.0) {
+                return Err(ApiError::invalid_argument(
+                    "triggers.drift.share must be above 0 and at most 1",
+                ));
+            }
+            if drift.min_interval_seconds == 0 {
+                return Err(ApiError::invalid_argument(
+                    "triggers.drift.min_interval_seconds must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Pipeline {
     /// What running this pipeline does, as actions and resources the caller must be allowed.
     pub fn authorize(&self, caller: Option<&Principal>) -> Result<(), ApiError> {
@@ -629,6 +738,7 @@ impl Pipeline {
                 "smoke_test.rows must be between 1 and 1000",
             ));
         }
+        pipeline.triggers.check(pipeline.dataset.source.is_some())?;
         Ok(pipeline)
     }
 }
@@ -646,6 +756,22 @@ mod tests {
         assert_eq!(pipeline.train.target, "target");
         assert_eq!(pipeline.register.model, "diabetes-linear");
         assert_eq!(pipeline.promote.unwrap().alias, "champion");
+    }
+
+    #[test]
+    fn the_continuous_pipeline_has_a_schedule_and_a_drift_trigger() {
+        let pipeline =
+            Pipeline::parse(include_str!("../../../examples/pipelines/continuous.yaml")).unwrap();
+        let triggers = &pipeline.triggers;
+        assert!(triggers.any());
+        assert_eq!(triggers.drift.as_ref().unwrap().min_interval_seconds, 3600);
+        // 2026-11-28T12:00:00Z -> the next 03:00 UTC.
+        let noon = 1_795_867_200_000;
+        assert_eq!(triggers.next_scheduled(noon), Some(noon + 15 * 3_600_000));
+        let one_off =
+            Pipeline::parse(include_str!("../../../examples/pipelines/quickstart.yaml")).unwrap();
+        assert!(!one_off.triggers.any());
+        assert_eq!(one_off.triggers.next_scheduled(noon), None);
     }
 
     #[test]

@@ -73,11 +73,32 @@ impl Runner {
             .map(watch::Sender::subscribe)
     }
 
-    /// Records the run and starts it in the background.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Runs of the pipeline that have not finished.
+    pub fn active(&self, pipeline: &str) -> usize {
+        self.live
+            .lock()
+            .expect("runs lock")
+            .values()
+            .filter(|sender| {
+                let run = sender.borrow();
+                run.pipeline == pipeline
+                    && matches!(run.state(), JobState::Pending | JobState::Running)
+            })
+            .count()
+    }
+
+    /// Records the run and starts it in the background. `trigger` says what started it (empty:
+    /// a caller); a `dataset_version` above 0 pins the version a source-less run trains on.
     pub async fn start(
         &self,
         pipeline: Pipeline,
         pipeline_yaml: &str,
+        trigger: &str,
+        dataset_version: u32,
     ) -> Result<PipelineRun, ApiError> {
         if let Some(source) = &pipeline.dataset.source {
             // Checked now so a missing file fails the call, not a run.
@@ -103,8 +124,13 @@ impl Runner {
                 .collect(),
             created_at_ms: now_ms(),
             pipeline_digest: mlops_core::storage::sha256_hex(pipeline_yaml.as_bytes()),
+            trigger: trigger.to_string(),
             ..Default::default()
         };
+        if dataset_version > 0 {
+            run.dataset = pipeline.dataset.name.clone();
+            run.dataset_version = dataset_version;
+        }
         run.set_state(JobState::Pending);
         self.store.create(&run, pipeline_yaml).await?;
         self.launch(run.clone(), pipeline);
@@ -396,9 +422,10 @@ impl Runner {
                 (response.version.unwrap_or_default(), note)
             }
             None => {
+                // The version the run was started for, else the newest.
                 let request = GetDatasetVersionRequest {
                     dataset: spec.name.clone(),
-                    version: 0,
+                    version: sender.borrow().dataset_version,
                     ..Default::default()
                 };
                 (
@@ -613,7 +640,7 @@ impl Runner {
     }
 
     /// The version an alias of a model points at; None when the model or alias does not exist.
-    async fn alias_holder(
+    pub(crate) async fn alias_holder(
         &self,
         model: &str,
         alias: &str,

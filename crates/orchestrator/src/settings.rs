@@ -25,6 +25,9 @@ pub struct OrchestratorSettings {
     pub listen: SocketAddr,
     /// Where pipeline `dataset.source` names are looked up; empty means `<data_dir>/sources`.
     pub sources_dir: PathBuf,
+    /// How often registered pipelines' triggers are checked (and so how late a schedule may
+    /// fire, and how soon a new dataset version or drift is noticed), in milliseconds.
+    pub trigger_poll_ms: u64,
 }
 
 impl Default for OrchestratorSettings {
@@ -32,6 +35,7 @@ impl Default for OrchestratorSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             sources_dir: PathBuf::new(),
+            trigger_poll_ms: 5000,
         }
     }
 }

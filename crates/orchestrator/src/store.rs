@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use mlops_core::db::{self, MessageTable};
 use mlops_core::{ApiError, now_ms};
-use mlops_proto::v1::{JobState, PipelineRun};
+use mlops_proto::v1::{JobState, PipelineRun, RegisteredPipeline};
 
 const MIGRATIONS: db::Migrations = db::Migrations {
     sqlite: &[
@@ -14,6 +14,11 @@ const MIGRATIONS: db::Migrations = db::Migrations {
             "step cache",
             include_str!("migrations/0002_step_cache.sql"),
         ),
+        (
+            3,
+            "registered pipelines",
+            include_str!("migrations/0003_registered_pipelines.sql"),
+        ),
     ],
     postgres: &[
         (1, "runs", include_str!("migrations/postgres/0001_runs.sql")),
@@ -22,19 +27,26 @@ const MIGRATIONS: db::Migrations = db::Migrations {
             "step cache",
             include_str!("migrations/postgres/0002_step_cache.sql"),
         ),
+        (
+            3,
+            "registered pipelines",
+            include_str!("migrations/postgres/0003_registered_pipelines.sql"),
+        ),
     ],
 };
 
 #[derive(Clone)]
 pub struct Store {
     runs: MessageTable<PipelineRun>,
+    registered: MessageTable<RegisteredPipeline>,
 }
 
 impl Store {
     pub async fn open(location: &db::Location) -> Result<Self, ApiError> {
         let pool = db::open(location, &MIGRATIONS).await?;
         Ok(Self {
-            runs: MessageTable::new(pool, "pipeline_runs", "pipeline run"),
+            runs: MessageTable::new(pool.clone(), "pipeline_runs", "pipeline run"),
+            registered: MessageTable::new(pool, "registered_pipelines", "registered pipeline"),
         })
     }
 
@@ -139,6 +151,50 @@ impl Store {
         .bind(now_ms())
         .execute(self.runs.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Registers a pipeline under its name, replacing an earlier registration.
+    pub async fn register(&self, pipeline: &RegisteredPipeline) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM registered_pipelines WHERE id = $1")
+            .bind(&pipeline.name)
+            .execute(self.registered.pool())
+            .await?;
+        self.registered
+            .save(&pipeline.name, pipeline.registered_at_ms, 0, pipeline)
+            .await
+    }
+
+    /// Saves a registered pipeline's trigger state, unless it was unregistered or registered
+    /// again since it was read (then this state is stale and is dropped).
+    pub async fn update_registered(&self, pipeline: &RegisteredPipeline) -> Result<(), ApiError> {
+        sqlx::query(
+            "UPDATE registered_pipelines SET message = $1 WHERE id = $2 AND created_at_ms = $3",
+        )
+        .bind(prost::Message::encode_to_vec(pipeline))
+        .bind(&pipeline.name)
+        .bind(pipeline.registered_at_ms)
+        .execute(self.registered.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Registered pipelines, oldest first.
+    pub async fn registered(&self) -> Result<Vec<RegisteredPipeline>, ApiError> {
+        self.registered.list().await
+    }
+
+    pub async fn delete_registered(&self, name: &str) -> Result<(), ApiError> {
+        let deleted = sqlx::query("DELETE FROM registered_pipelines WHERE id = $1")
+            .bind(name)
+            .execute(self.registered.pool())
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(ApiError::not_found(format!(
+                "pipeline {name:?} is not registered"
+            )));
+        }
         Ok(())
     }
 }

@@ -181,6 +181,18 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
             "/mlops.v1.OrchestratorService/CancelPipelineRun",
             write(RunPipeline),
         ),
+        (
+            "/mlops.v1.OrchestratorService/RegisterPipeline",
+            write(RunPipeline),
+        ),
+        (
+            "/mlops.v1.OrchestratorService/ListRegisteredPipelines",
+            read(Read),
+        ),
+        (
+            "/mlops.v1.OrchestratorService/UnregisterPipeline",
+            write(RunPipeline),
+        ),
         ("/mlops.v1.AuthService/CreateToken", write(ManageAuth)),
         ("/mlops.v1.AuthService/ListTokens", read(ManageAuth)),
         ("/mlops.v1.AuthService/RevokeToken", write(ManageAuth)),

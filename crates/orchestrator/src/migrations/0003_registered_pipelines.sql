@@ -1,0 +1,8 @@
+-- Pipelines registered with triggers: the mlops.v1.RegisteredPipeline message, protobuf-encoded
+-- (its file and its trigger state). id is the pipeline's name.
+CREATE TABLE registered_pipelines (
+    id TEXT PRIMARY KEY NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    message BLOB NOT NULL
+);
