@@ -7,6 +7,7 @@ mod inference_drift;
 mod inference_onnx;
 mod inference_swap;
 mod ingestion_quality;
+mod pipeline_graph;
 mod pipeline_reliability;
 mod pipeline_triggers;
 mod quickstart;

@@ -1279,6 +1279,10 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
             .map(|s| {
                 json!({
                     "name": s.name,
+                    "kind": s.kind,
+                    "needs": s.needs,
+                    "training_job_id": s.training_job_id,
+                    "metrics": s.metrics,
                     "state": job_state(s.state),
                     "attempts": s.attempts,
                     "message": s.message,
@@ -1330,21 +1334,41 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
         JobState::Skipped => "-",
         _ => "·",
     };
+    // The graph by levels: a step sits one level after the deepest step it needs, so steps
+    // side by side in [a | b] run at the same time.
+    let mut level: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for _ in 0..run.steps.len() {
+        for s in &run.steps {
+            let depth = s
+                .needs
+                .iter()
+                .map(|n| level.get(n.as_str()).map_or(1, |d| d + 1))
+                .max()
+                .unwrap_or(0);
+            level.insert(s.name.as_str(), depth);
+        }
+    }
+    let depth = level.values().copied().max().unwrap_or(0);
+    let columns: Vec<String> = (0..=depth)
+        .map(|d| {
+            let cells: Vec<String> = run
+                .steps
+                .iter()
+                .filter(|s| level.get(s.name.as_str()) == Some(&d))
+                .map(|s| format!("{} {}", mark(s.state), s.name))
+                .collect();
+            format!("[{}]", cells.join(" | "))
+        })
+        .filter(|c| c != "[]")
+        .collect();
+    println!("  {}", columns.join(" → "));
     println!(
-        "  {}",
-        run.steps
-            .iter()
-            .map(|s| format!("[{} {}]", mark(s.state), s.name))
-            .collect::<Vec<_>>()
-            .join(" → ")
-    );
-    println!(
-        "  {:<10} {:<9} {:>8} {:>8}  MESSAGE",
+        "  {:<12} {:<9} {:>8} {:>8}  MESSAGE",
         "STEP", "STATE", "ATTEMPTS", "TIME"
     );
     for s in &run.steps {
         println!(
-            "  {:<10} {:<9} {:>8} {:>8}  {}",
+            "  {:<12} {:<9} {:>8} {:>8}  {}",
             s.name,
             job_state(s.state),
             s.attempts,

@@ -12,47 +12,112 @@ use mlops_proto::v1::{
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Steps always run in this order; a section configures its step.
-pub const STEPS: [&str; 6] = [
-    "ingest",
-    "train",
-    "evaluate",
-    "register",
-    "promote",
-    "smoke_test",
-];
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Ingest,
+    Train,
+    Evaluate,
+    Register,
+    Promote,
+    SmokeTest,
+}
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Ingest => "ingest",
+            StepKind::Train => "train",
+            StepKind::Evaluate => "evaluate",
+            StepKind::Register => "register",
+            StepKind::Promote => "promote",
+            StepKind::SmokeTest => "smoke_test",
+        }
+    }
+}
+
+/// A step of the pipeline's graph: it starts once every step it needs has succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepNode {
+    pub name: String,
+    pub kind: StepKind,
+    pub needs: Vec<String>,
+}
+
+/// A train step: one candidate model; the evaluate step picks the best.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub step: String,
+    pub spec: TrainSpec,
+    /// A digest of each setting of the train section, so a cache miss can say what changed.
+    pub digests: BTreeMap<String, String>,
+}
+
+/// A parsed, checked pipeline. The file has one of two forms: sections (`dataset`, `train`,
+/// `evaluate`, `register`, `promote`, `smoke_test`), which run as that chain, or `steps`, a
+/// graph in which each step names the steps it `needs` and independent steps (e.g. several
+/// train candidates) run at the same time.
+#[derive(Debug, Clone)]
 pub struct Pipeline {
     pub name: String,
     pub dataset: DatasetSpec,
-    pub train: TrainSpec,
-    #[serde(default)]
+    pub candidates: Vec<Candidate>,
     pub evaluate: EvaluateSpec,
     pub register: RegisterSpec,
     /// Without it the new version is registered but no alias moves.
     pub promote: Option<PromoteSpec>,
-    #[serde(default)]
-    pub smoke_test: SmokeTestSpec,
+    pub smoke_test: Option<SmokeTestSpec>,
+    pub retry: RetrySpec,
+    pub cache: bool,
+    pub triggers: TriggersSpec,
+    /// In the file's order.
+    pub steps: Vec<StepNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    name: String,
+    dataset: Option<DatasetSpec>,
+    train: Option<TrainSpec>,
+    evaluate: Option<EvaluateSpec>,
+    register: Option<RegisterSpec>,
+    promote: Option<PromoteSpec>,
+    smoke_test: Option<SmokeTestSpec>,
+    steps: Option<Vec<StepFile>>,
     /// How a step that fails for a passing reason (a service unavailable, a timeout) is
     /// retried.
     #[serde(default)]
-    pub retry: RetrySpec,
+    retry: RetrySpec,
     /// Reuse the training job of an earlier run whose train section and dataset version were
     /// the same (default true): training is seeded, so it would give the same model.
     #[serde(default = "yes")]
-    pub cache: bool,
-    /// A digest of each setting of the train section, so a cache miss can say what changed.
-    #[serde(skip)]
-    pub train_digests: BTreeMap<String, String>,
-    /// Defaults of the values `${name}` stands for; already substituted when parsed.
-    #[serde(default)]
-    pub parameters: BTreeMap<String, serde_yaml_ng::Value>,
+    cache: bool,
+    /// Defaults of the values `${name}` stands for; already substituted before parsing.
+    #[serde(default, rename = "parameters")]
+    _parameters: BTreeMap<String, serde_yaml_ng::Value>,
     /// What starts runs of a registered pipeline (ignored by a one-off run).
     #[serde(default)]
-    pub triggers: TriggersSpec,
+    triggers: TriggersSpec,
 }
+
+/// One entry of `steps`: a name, the steps it needs, and exactly one step type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    name: String,
+    #[serde(default)]
+    needs: Vec<String>,
+    ingest: Option<DatasetSpec>,
+    train: Option<TrainSpec>,
+    evaluate: Option<EvaluateSpec>,
+    register: Option<RegisterSpec>,
+    promote: Option<PromoteSpec>,
+    smoke_test: Option<SmokeTestSpec>,
+}
+
+/// At most this many train candidates in one pipeline.
+const MAX_CANDIDATES: usize = 16;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -421,14 +486,14 @@ impl TrainSpec {
     }
 
     /// Checks model, hyperparameters, grid, steps and metric as training will.
-    fn check(&self) -> Result<ModelKind, ApiError> {
+    fn check(&self, at: &str) -> Result<ModelKind, ApiError> {
         let spec = mlops_training::train_spec(
             &self.model,
             &self.fit_spec(),
             self.test_fraction.unwrap_or(0.2),
             self.seed.unwrap_or(42),
         )
-        .map_err(|e| ApiError::invalid_argument(format!("train: {}", e.message)))?;
+        .map_err(|e| ApiError::invalid_argument(format!("{at}: {}", e.message)))?;
         Ok(spec.model)
     }
 }
@@ -683,46 +748,356 @@ impl Pipeline {
     }
 
     pub fn parse(yaml: &str) -> Result<Self, ApiError> {
-        let mut pipeline: Self = serde_yaml_ng::from_str(yaml)
+        let file: PipelineFile = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
         // Parsed once more as plain data: JSON text with sorted keys is a stable form.
         let plain: serde_json::Value = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
-        if let Some(train) = plain.get("train").and_then(|t| t.as_object()) {
-            pipeline.train_digests = train
-                .iter()
-                .map(|(key, value)| {
-                    (
-                        format!("train.{key}"),
-                        mlops_core::storage::sha256_hex(value.to_string().as_bytes()),
-                    )
+        let digests = |train: Option<&serde_json::Value>| -> BTreeMap<String, String> {
+            train
+                .and_then(|t| t.as_object())
+                .map(|train| {
+                    train
+                        .iter()
+                        .map(|(key, value)| {
+                            (
+                                format!("train.{key}"),
+                                mlops_core::storage::sha256_hex(value.to_string().as_bytes()),
+                            )
+                        })
+                        .collect()
                 })
-                .collect();
+                .unwrap_or_default()
+        };
+        validate_name("name", &file.name)?;
+        let mut pipeline = match file.steps {
+            None => Self::from_sections(
+                file.name,
+                file.dataset,
+                file.train,
+                file.evaluate,
+                file.register,
+                file.promote,
+                file.smoke_test,
+                digests(plain.get("train")),
+            )?,
+            Some(steps) => {
+                if let Some(section) = [
+                    ("dataset", file.dataset.is_some()),
+                    ("train", file.train.is_some()),
+                    ("evaluate", file.evaluate.is_some()),
+                    ("register", file.register.is_some()),
+                    ("promote", file.promote.is_some()),
+                    ("smoke_test", file.smoke_test.is_some()),
+                ]
+                .iter()
+                .find(|(_, present)| *present)
+                {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{}: with steps, every section is a step (e.g. {{name: {0}, needs: \
+                         [...], {0}: {{...}}}})",
+                        section.0
+                    )));
+                }
+                let trains: Vec<BTreeMap<String, String>> = (0..steps.len())
+                    .map(|i| digests(plain["steps"].get(i).and_then(|s| s.get("train"))))
+                    .collect();
+                Self::from_steps(file.name, steps, trains)?
+            }
+        };
+        pipeline.retry = file.retry;
+        pipeline.cache = file.cache;
+        pipeline.triggers = file.triggers;
+        pipeline.check()?;
+        Ok(pipeline)
+    }
+
+    /// The sections form: the chain ingest -> train -> evaluate -> register -> promote ->
+    /// smoke_test, with the step names the sections have.
+    #[allow(clippy::too_many_arguments)]
+    fn from_sections(
+        name: String,
+        dataset: Option<DatasetSpec>,
+        train: Option<TrainSpec>,
+        evaluate: Option<EvaluateSpec>,
+        register: Option<RegisterSpec>,
+        promote: Option<PromoteSpec>,
+        smoke_test: Option<SmokeTestSpec>,
+        digests: BTreeMap<String, String>,
+    ) -> Result<Self, ApiError> {
+        let required = |section: &str| {
+            ApiError::invalid_argument(format!(
+                "{section}: this section is required (or describe the pipeline as steps)"
+            ))
+        };
+        let kinds = [
+            StepKind::Ingest,
+            StepKind::Train,
+            StepKind::Evaluate,
+            StepKind::Register,
+            StepKind::Promote,
+            StepKind::SmokeTest,
+        ];
+        let steps = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| StepNode {
+                name: kind.as_str().to_string(),
+                kind: *kind,
+                needs: match i {
+                    0 => Vec::new(),
+                    _ => vec![kinds[i - 1].as_str().to_string()],
+                },
+            })
+            .collect();
+        Ok(Self {
+            name,
+            dataset: dataset.ok_or_else(|| required("dataset"))?,
+            candidates: vec![Candidate {
+                step: "train".into(),
+                spec: train.ok_or_else(|| required("train"))?,
+                digests,
+            }],
+            evaluate: evaluate.unwrap_or_default(),
+            register: register.ok_or_else(|| required("register"))?,
+            promote,
+            smoke_test: Some(smoke_test.unwrap_or_default()),
+            retry: RetrySpec::default(),
+            cache: true,
+            triggers: TriggersSpec::default(),
+            steps,
+        })
+    }
+
+    /// The steps form: a graph of named steps.
+    fn from_steps(
+        name: String,
+        files: Vec<StepFile>,
+        mut train_digests: Vec<BTreeMap<String, String>>,
+    ) -> Result<Self, ApiError> {
+        let mut dataset = None;
+        let mut candidates = Vec::new();
+        let mut evaluate = None;
+        let mut register = None;
+        let mut promote = None;
+        let mut smoke_test = None;
+        let mut steps: Vec<StepNode> = Vec::new();
+        let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        for (i, (file, digests)) in files.into_iter().zip(train_digests.drain(..)).enumerate() {
+            let at = format!("steps[{i}]");
+            validate_name(&format!("{at}.name"), &file.name)?;
+            if names[..i].contains(&file.name) {
+                return Err(ApiError::invalid_argument(format!(
+                    "{at}.name: {:?} names an earlier step too",
+                    file.name
+                )));
+            }
+            let at = format!("{at} ({})", file.name);
+            for need in &file.needs {
+                if need == &file.name || !names.contains(need) {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{at}.needs: {need:?} is {}",
+                        if need == &file.name {
+                            "the step itself"
+                        } else {
+                            "no step of this pipeline"
+                        }
+                    )));
+                }
+            }
+            let once = |slot: bool, kind: &str| {
+                if slot {
+                    Err(ApiError::invalid_argument(format!(
+                        "{at}: a pipeline has one {kind} step"
+                    )))
+                } else {
+                    Ok(())
+                }
+            };
+            let mut kinds = Vec::new();
+            if let Some(spec) = file.ingest {
+                once(dataset.is_some(), "ingest")?;
+                dataset = Some(spec);
+                kinds.push(StepKind::Ingest);
+            }
+            if let Some(spec) = file.train {
+                candidates.push(Candidate {
+                    step: file.name.clone(),
+                    spec,
+                    digests,
+                });
+                kinds.push(StepKind::Train);
+            }
+            if let Some(spec) = file.evaluate {
+                once(evaluate.is_some(), "evaluate")?;
+                evaluate = Some(spec);
+                kinds.push(StepKind::Evaluate);
+            }
+            if let Some(spec) = file.register {
+                once(register.is_some(), "register")?;
+                register = Some(spec);
+                kinds.push(StepKind::Register);
+            }
+            if let Some(spec) = file.promote {
+                once(promote.is_some(), "promote")?;
+                promote = Some(spec);
+                kinds.push(StepKind::Promote);
+            }
+            if let Some(spec) = file.smoke_test {
+                once(smoke_test.is_some(), "smoke_test")?;
+                smoke_test = Some(spec);
+                kinds.push(StepKind::SmokeTest);
+            }
+            let kind = match kinds.as_slice() {
+                [kind] => *kind,
+                [] => {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{at}: no step type: give one of ingest, train, evaluate, register, \
+                         promote, smoke_test"
+                    )));
+                }
+                _ => {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{at}: one step type per step, not {}",
+                        kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )));
+                }
+            };
+            steps.push(StepNode {
+                name: file.name,
+                kind,
+                needs: file.needs,
+            });
         }
-        validate_name("name", &pipeline.name)?;
-        validate_name("dataset.name", &pipeline.dataset.name)?;
-        if let Some(source) = &pipeline.dataset.source {
+        let missing = |kind: &str| {
+            ApiError::invalid_argument(format!("steps: a pipeline needs a {kind} step"))
+        };
+        let pipeline = Self {
+            name,
+            dataset: dataset.ok_or_else(|| missing("ingest"))?,
+            evaluate: evaluate.ok_or_else(|| missing("evaluate"))?,
+            register: register.ok_or_else(|| missing("register"))?,
+            promote,
+            smoke_test,
+            retry: RetrySpec::default(),
+            cache: true,
+            triggers: TriggersSpec::default(),
+            candidates,
+            steps,
+        };
+        if pipeline.candidates.is_empty() {
+            return Err(missing("train"));
+        }
+        if pipeline.candidates.len() > MAX_CANDIDATES {
+            return Err(ApiError::invalid_argument(format!(
+                "steps: at most {MAX_CANDIDATES} train steps"
+            )));
+        }
+        pipeline.check_graph()?;
+        Ok(pipeline)
+    }
+
+    /// No cycle, and every step after the steps whose outputs it uses.
+    fn check_graph(&self) -> Result<(), ApiError> {
+        let order = topological_order(&self.steps).map_err(|cycle| {
+            ApiError::invalid_argument(format!(
+                "steps: the needs form a cycle through {}",
+                cycle.join(", ")
+            ))
+        })?;
+        // Every step's ancestors, in topological order so needs come first.
+        let mut ancestors: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for index in order {
+            let step = &self.steps[index];
+            let mut all = std::collections::BTreeSet::new();
+            for need in &step.needs {
+                all.insert(need.as_str());
+                all.extend(ancestors[need.as_str()].iter().copied());
+            }
+            ancestors.insert(step.name.as_str(), all);
+        }
+        let of_kind = |kind: StepKind| self.steps.iter().filter(move |s| s.kind == kind);
+        let requires = |kind: StepKind, before: StepKind| -> Result<(), ApiError> {
+            for step in of_kind(kind) {
+                for earlier in of_kind(before) {
+                    if !ancestors[step.name.as_str()].contains(earlier.name.as_str()) {
+                        return Err(ApiError::invalid_argument(format!(
+                            "steps: {:?} ({}) must need {:?} ({}), directly or through its needs",
+                            step.name,
+                            kind.as_str(),
+                            earlier.name,
+                            before.as_str()
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        };
+        requires(StepKind::Train, StepKind::Ingest)?;
+        requires(StepKind::Evaluate, StepKind::Train)?;
+        requires(StepKind::Register, StepKind::Evaluate)?;
+        requires(StepKind::Promote, StepKind::Register)?;
+        requires(StepKind::SmokeTest, StepKind::Register)?;
+        Ok(())
+    }
+
+    /// The checks both forms share.
+    fn check(&mut self) -> Result<(), ApiError> {
+        validate_name("dataset.name", &self.dataset.name)?;
+        if let Some(source) = &self.dataset.source {
             // A file name in the sources directory, never a path.
             validate_name("dataset.source", source)?;
         }
-        pipeline.dataset.upload_header()?;
-        if pipeline.train.target.is_empty() {
-            return Err(ApiError::invalid_argument("train.target is required"));
+        self.dataset.upload_header()?;
+        let mut task = None;
+        for candidate in &self.candidates {
+            let at = if self.candidates.len() == 1 {
+                "train".to_string()
+            } else {
+                format!("train step {:?}", candidate.step)
+            };
+            if candidate.spec.target.is_empty() {
+                return Err(ApiError::invalid_argument(format!(
+                    "{at}: target is required"
+                )));
+            }
+            if candidate.spec.target != self.candidates[0].spec.target {
+                return Err(ApiError::invalid_argument(format!(
+                    "{at}: every candidate predicts the same target ({:?}), to be compared",
+                    self.candidates[0].spec.target
+                )));
+            }
+            let model = candidate.spec.check(&at)?;
+            match task {
+                None => task = Some(model.task()),
+                Some(first) if first != model.task() => {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{at}: {} is not the same kind of model (classification or \
+                         regression) as the other candidates",
+                        candidate.spec.model
+                    )));
+                }
+                Some(_) => {}
+            }
         }
-        let model = pipeline.train.check()?;
-        check_metric(model.task(), &pipeline.evaluate.metric)
+        let task = task.expect("a pipeline has a train step");
+        check_metric(task, &self.evaluate.metric)
             .map_err(|e| ApiError::invalid_argument(format!("evaluate.metric: {e}")))?;
-        pipeline.evaluate.checks = pipeline
+        self.evaluate.checks = self
             .evaluate
             .check_texts
             .iter()
-            .map(|text| Check::parse(text, model.task()))
+            .map(|text| Check::parse(text, task))
             .collect::<Result<_, _>>()?;
-        validate_name("register.model", &pipeline.register.model)?;
-        if let Some(promote) = &pipeline.promote {
+        validate_name("register.model", &self.register.model)?;
+        if let Some(promote) = &self.promote {
             validate_name("promote.alias", &promote.alias)?;
         }
-        let retry = &pipeline.retry;
+        let retry = &self.retry;
         if !(1..=20).contains(&retry.attempts) {
             return Err(ApiError::invalid_argument(
                 "retry.attempts must be between 1 and 20",
@@ -733,13 +1108,53 @@ impl Pipeline {
                 "retry.initial_backoff_ms must be above 0 and at most retry.max_backoff_ms",
             ));
         }
-        if pipeline.smoke_test.rows == 0 || pipeline.smoke_test.rows > 1000 {
+        if let Some(smoke_test) = &self.smoke_test
+            && (smoke_test.rows == 0 || smoke_test.rows > 1000)
+        {
             return Err(ApiError::invalid_argument(
                 "smoke_test.rows must be between 1 and 1000",
             ));
         }
-        pipeline.triggers.check(pipeline.dataset.source.is_some())?;
-        Ok(pipeline)
+        self.triggers.check(self.dataset.source.is_some())?;
+        Ok(())
+    }
+
+    pub fn candidate(&self, step: &str) -> Option<&Candidate> {
+        self.candidates.iter().find(|c| c.step == step)
+    }
+}
+
+/// The steps' indices with every step after the steps it needs (Kahn's algorithm, ties in
+/// file order); on a cycle, the names of the steps on or behind it.
+pub fn topological_order(steps: &[StepNode]) -> Result<Vec<usize>, Vec<String>> {
+    let index: BTreeMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut waiting: Vec<usize> = steps.iter().map(|s| s.needs.len()).collect();
+    let mut order = Vec::with_capacity(steps.len());
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..steps.len()).filter(|i| waiting[*i] == 0).collect();
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for (j, step) in steps.iter().enumerate() {
+            let needed = step.needs.iter().filter(|n| index[n.as_str()] == i).count();
+            if needed > 0 {
+                waiting[j] -= needed;
+                if waiting[j] == 0 {
+                    ready.push_back(j);
+                }
+            }
+        }
+    }
+    if order.len() == steps.len() {
+        Ok(order)
+    } else {
+        Err((0..steps.len())
+            .filter(|i| waiting[*i] > 0)
+            .map(|i| steps[i].name.clone())
+            .collect())
     }
 }
 
@@ -753,7 +1168,20 @@ mod tests {
             Pipeline::parse(include_str!("../../../examples/pipelines/quickstart.yaml")).unwrap();
         assert_eq!(pipeline.dataset.name, "diabetes");
         assert_eq!(pipeline.dataset.source.as_deref(), Some("diabetes.csv"));
-        assert_eq!(pipeline.train.target, "target");
+        assert_eq!(pipeline.candidates[0].spec.target, "target");
+        let names: Vec<&str> = pipeline.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ingest",
+                "train",
+                "evaluate",
+                "register",
+                "promote",
+                "smoke_test"
+            ]
+        );
+        assert_eq!(pipeline.steps[3].needs, ["evaluate"]);
         assert_eq!(pipeline.register.model, "diabetes-linear");
         assert_eq!(pipeline.promote.unwrap().alias, "champion");
     }
@@ -772,6 +1200,121 @@ mod tests {
             Pipeline::parse(include_str!("../../../examples/pipelines/quickstart.yaml")).unwrap();
         assert!(!one_off.triggers.any());
         assert_eq!(one_off.triggers.next_scheduled(noon), None);
+    }
+
+    fn candidates_yaml() -> String {
+        substitute_parameters(
+            include_str!("../../../examples/pipelines/diabetes-candidates.yaml"),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_graph_of_steps_runs_candidates_side_by_side() {
+        let pipeline = Pipeline::parse(&candidates_yaml()).unwrap();
+        let trains: Vec<&str> = pipeline
+            .candidates
+            .iter()
+            .map(|c| c.step.as_str())
+            .collect();
+        assert_eq!(trains, ["linear", "ridge", "tree"]);
+        assert_eq!(pipeline.dataset.name, "diabetes");
+        assert_eq!(pipeline.register.model, "diabetes-best");
+        let order: Vec<&str> = topological_order(&pipeline.steps)
+            .unwrap()
+            .into_iter()
+            .map(|i| pipeline.steps[i].name.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
+            ]
+        );
+        // Each candidate's cache digests are its own section's.
+        assert_ne!(
+            pipeline.candidates[0].digests.get("train.model"),
+            pipeline.candidates[1].digests.get("train.model")
+        );
+    }
+
+    #[test]
+    fn bad_graphs_are_refused_with_the_step_and_the_reason() {
+        let yaml = candidates_yaml();
+        for (from, to, needle) in [
+            (
+                "needs: [smoke]",
+                "needs: [smoke, promote]",
+                "the step itself",
+            ),
+            (
+                "needs: [linear, ridge, tree]",
+                "needs: [linear, ridge, tre]",
+                "\"tre\" is no step",
+            ),
+            (
+                "needs: [register]",
+                "needs: [promote]",
+                "cycle through smoke, promote",
+            ),
+            (
+                "    needs: [gate]\n",
+                "    needs: [tree]\n",
+                "\"register\" (register) must need \"gate\"",
+            ),
+            (
+                "  - name: tree\n    needs: [data]\n",
+                "  - name: tree\n",
+                "\"tree\" (train) must need \"data\"",
+            ),
+            (
+                "  - name: tree",
+                "  - name: ridge",
+                "steps[3].name: \"ridge\" names an earlier step",
+            ),
+            (
+                "    smoke_test: {rows: 3}",
+                "    smoke_test: {rows: 3}\n    promote: {}",
+                "one step type per step",
+            ),
+            (
+                "    smoke_test: {rows: 3}",
+                "    deploy: {rows: 3}",
+                "unknown field `deploy`",
+            ),
+            (
+                "    register: {model: diabetes-best}",
+                "    notes: x",
+                "unknown field `notes`",
+            ),
+        ] {
+            assert!(yaml.contains(from), "{from}");
+            let error = Pipeline::parse(&yaml.replacen(from, to, 1)).unwrap_err();
+            assert!(
+                error.message.contains(needle),
+                "{needle}: {}",
+                error.message
+            );
+        }
+        let error = Pipeline::parse(&format!("{yaml}train: {{target: y}}\n")).unwrap_err();
+        assert!(
+            error.message.starts_with("train: with steps"),
+            "{}",
+            error.message
+        );
+        let no_gate = yaml.replace(
+            "  - name: gate\n    needs: [linear, ridge, tree]\n    evaluate:",
+            "  - name: gate\n    needs: [linear, ridge, tree]\n    smoke_test: {}\n    x_evaluate:",
+        );
+        assert!(Pipeline::parse(&no_gate).is_err());
+        let mixed = yaml.replace("model: decision_tree\n", "model: logistic\n");
+        let error = Pipeline::parse(&mixed).unwrap_err();
+        assert!(
+            error.message.contains("train step \"tree\""),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

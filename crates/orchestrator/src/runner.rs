@@ -23,7 +23,7 @@ use mlops_proto::v1::upload_dataset_request::Part;
 use mlops_proto::v1::*;
 use tokio::sync::watch;
 
-use crate::pipeline::{Bound, Pipeline, STEPS};
+use crate::pipeline::{Bound, Pipeline, StepKind};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -39,6 +39,8 @@ pub struct Runner {
     live: Arc<Mutex<HashMap<String, watch::Sender<PipelineRun>>>>,
     /// The runs executing in this process, each with the token that cancels it.
     executing: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// Held while a run's state is written, so concurrent steps' saves land in order.
+    saving: Arc<tokio::sync::Mutex<()>>,
     store: Store,
     clients: Clients,
     sources_dir: PathBuf,
@@ -55,6 +57,7 @@ impl Runner {
         Self {
             live: Arc::default(),
             executing: Arc::default(),
+            saving: Arc::default(),
             store,
             clients,
             sources_dir,
@@ -114,11 +117,14 @@ impl Runner {
         let mut run = PipelineRun {
             id: new_id(),
             pipeline: pipeline.name.clone(),
-            steps: STEPS
+            steps: pipeline
+                .steps
                 .iter()
-                .map(|name| StepState {
-                    name: name.to_string(),
+                .map(|node| StepState {
+                    name: node.name.clone(),
                     state: JobState::Pending as i32,
+                    kind: node.kind.as_str().to_string(),
+                    needs: node.needs.clone(),
                     ..Default::default()
                 })
                 .collect(),
@@ -232,12 +238,18 @@ impl Runner {
         sender: &watch::Sender<PipelineRun>,
         change: impl FnOnce(&mut PipelineRun),
     ) {
-        let mut run = sender.borrow().clone();
-        change(&mut run);
+        // Applied in place at once, so steps running at the same time never lose each other's
+        // changes; saved under the lock from the newest state, then announced to watchers.
+        sender.send_if_modified(|run| {
+            change(run);
+            false
+        });
+        let _saving = self.saving.lock().await;
+        let run = sender.borrow().clone();
         if let Err(error) = self.store.save(&run).await {
             tracing::error!(run = %run.id, %error, "cannot record the run's state");
         }
-        sender.send_replace(run);
+        sender.send_modify(|_| {});
     }
 
     /// Stops a run executing here: the running step is abandoned (a training job it started
@@ -262,43 +274,68 @@ impl Runner {
             .lock()
             .expect("runs lock")
             .insert(id.clone(), cancelled.clone());
-        self.update(&sender, |run| run.set_state(JobState::Running))
-            .await;
-        for (index, name) in STEPS.iter().enumerate() {
-            // A step that succeeded before a resume or a restart is reused as it is.
-            if sender.borrow().steps[index].state() == JobState::Succeeded {
-                continue;
-            }
-            let outcome = tokio::select! {
-                biased;
-                () = cancelled.cancelled() => Err(ApiError::failed_precondition("cancelled")),
-                outcome = self.run_with_retries(&sender, &pipeline, index) => outcome,
-            };
-            let failed = outcome.is_err();
-            self.update(&sender, |run| {
-                let step = &mut run.steps[index];
-                step.finished_at_ms = now_ms();
-                match outcome {
-                    Ok(message) => {
-                        step.set_state(JobState::Succeeded);
-                        step.message = message;
-                    }
-                    Err(error) if cancelled.is_cancelled() => {
-                        step.set_state(JobState::Failed);
-                        step.message = error.message.clone();
-                        run.error = format!("cancelled during step {name}");
-                    }
-                    Err(error) => {
-                        step.set_state(JobState::Failed);
-                        step.message = error.message.clone();
-                        run.error = format!("step {name} failed: {}", error.message);
-                    }
+        self.update(&sender, |run| {
+            run.set_state(JobState::Running);
+            // Runs recorded before steps carried their kind get it from the file (same names).
+            for (step, node) in run.steps.iter_mut().zip(&pipeline.steps) {
+                if step.kind.is_empty() {
+                    step.kind = node.kind.as_str().to_string();
+                    step.needs = node.needs.clone();
                 }
-            })
-            .await;
-            if failed {
-                break;
             }
+        })
+        .await;
+        // Every step whose needs have succeeded starts; after a failure no new step starts and
+        // the running ones end on their own.
+        let mut started = vec![false; pipeline.steps.len()];
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut failed = false;
+        loop {
+            if !failed && !cancelled.is_cancelled() {
+                let ready: Vec<usize> = {
+                    let run = sender.borrow();
+                    let succeeded = |name: &String| {
+                        run.steps
+                            .iter()
+                            .any(|s| &s.name == name && s.state() == JobState::Succeeded)
+                    };
+                    pipeline
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, node)| {
+                            // One that succeeded before a resume or a restart is reused as is.
+                            !started[*i]
+                                && run.steps[*i].state() != JobState::Succeeded
+                                && node.needs.iter().all(succeeded)
+                        })
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                for index in ready {
+                    started[index] = true;
+                    let (runner, sender, pipeline) = (&self, &sender, &pipeline);
+                    let cancelled = cancelled.clone();
+                    running.push(async move {
+                        let outcome = tokio::select! {
+                            biased;
+                            () = cancelled.cancelled() => Err(ApiError::failed_precondition("cancelled")),
+                            outcome = runner.run_with_retries(sender, pipeline, index) => outcome,
+                        };
+                        // Recorded here, not by the loop: a step may hold the save lock while
+                        // the loop waits, and only polling the steps lets it go.
+                        let failed = outcome.is_err();
+                        runner
+                            .record(sender, &pipeline.steps[index].name, index, outcome, &cancelled)
+                            .await;
+                        failed
+                    });
+                }
+            }
+            let Some(step_failed) = running.next().await else {
+                break;
+            };
+            failed |= step_failed;
         }
         self.update(&sender, |run| {
             run.finished_at_ms = now_ms();
@@ -315,6 +352,39 @@ impl Runner {
         })
         .await;
         self.executing.lock().expect("runs lock").remove(&id);
+    }
+
+    /// Records how a step ended; the first failure is the run's.
+    async fn record(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        name: &str,
+        index: usize,
+        outcome: Result<String, ApiError>,
+        cancelled: &CancellationToken,
+    ) {
+        self.update(sender, |run| {
+            let step = &mut run.steps[index];
+            step.finished_at_ms = now_ms();
+            let error = match outcome {
+                Ok(message) => {
+                    step.set_state(JobState::Succeeded);
+                    step.message = message;
+                    return;
+                }
+                Err(error) => error,
+            };
+            step.set_state(JobState::Failed);
+            step.message = error.message.clone();
+            if run.error.is_empty() {
+                run.error = if cancelled.is_cancelled() {
+                    format!("cancelled during step {name}")
+                } else {
+                    format!("step {name} failed: {}", error.message)
+                };
+            }
+        })
+        .await;
     }
 
     /// Runs a step, retrying failures that may pass (a service unavailable, a lost race) with
@@ -359,7 +429,7 @@ impl Runner {
                 error.message,
                 delay.as_millis()
             );
-            tracing::warn!(run = %sender.borrow().id, step = STEPS[index], "{note}");
+            tracing::warn!(run = %sender.borrow().id, step = %pipeline.steps[index].name, "{note}");
             self.update(sender, |run| run.steps[index].message = note)
                 .await;
             tokio::time::sleep(delay).await;
@@ -373,13 +443,13 @@ impl Runner {
         pipeline: &Pipeline,
         index: usize,
     ) -> Result<String, ApiError> {
-        match STEPS[index] {
-            "ingest" => self.ingest(sender, pipeline).await,
-            "train" => self.train(sender, pipeline, index).await,
-            "evaluate" => self.evaluate(sender, pipeline).await,
-            "register" => self.register(sender, pipeline).await,
-            "promote" => self.promote(sender, pipeline).await,
-            _ => self.smoke_test(sender, pipeline).await,
+        match pipeline.steps[index].kind {
+            StepKind::Ingest => self.ingest(sender, pipeline).await,
+            StepKind::Train => self.train(sender, pipeline, index).await,
+            StepKind::Evaluate => self.evaluate(sender, pipeline).await,
+            StepKind::Register => self.register(sender, pipeline).await,
+            StepKind::Promote => self.promote(sender, pipeline).await,
+            StepKind::SmokeTest => self.smoke_test(sender, pipeline).await,
         }
     }
 
@@ -469,18 +539,26 @@ impl Runner {
         pipeline: &Pipeline,
         step: usize,
     ) -> Result<String, ApiError> {
+        let name = &pipeline.steps[step].name;
+        let candidate = pipeline
+            .candidate(name)
+            .ok_or_else(|| ApiError::internal(format!("train step {name} has no train section")))?;
+        let spec = &candidate.spec;
         let (dataset, dataset_version, earlier) = {
             let run = sender.borrow();
-            (
-                run.dataset.clone(),
-                run.dataset_version,
-                run.training_job_id.clone(),
-            )
+            let own = &run.steps[step].training_job_id;
+            // A run recorded before steps kept their job kept it on the run.
+            let earlier = if own.is_empty() && pipeline.candidates.len() == 1 {
+                run.training_job_id.clone()
+            } else {
+                own.clone()
+            };
+            (run.dataset.clone(), run.dataset_version, earlier)
         };
         let mut training = self.clients.training.clone();
         // The cache key: every setting of the train section, and the dataset version (versions
         // are immutable and content-addressed).
-        let mut parts = pipeline.train_digests.clone();
+        let mut parts = candidate.digests.clone();
         parts.insert("dataset".into(), format!("{dataset}@{dataset_version}"));
         let key = mlops_core::storage::sha256_hex(
             serde_json::to_string(&parts)
@@ -489,12 +567,16 @@ impl Runner {
         );
         let mut cache_note = String::new();
         if pipeline.cache && earlier.is_empty() {
-            if let Some(hit) = self.cached_job(pipeline, &key).await? {
+            if let Some(hit) = self.cached_job(pipeline, name, &key).await? {
                 let (job, source_run) = hit;
                 let metrics = job.metrics.clone();
+                let single = pipeline.candidates.len() == 1;
                 self.update(sender, |run| {
-                    run.training_job_id = job.id.clone();
-                    run.metrics = metrics;
+                    run.steps[step].training_job_id = job.id.clone();
+                    run.steps[step].metrics = metrics;
+                    if single {
+                        run.training_job_id = job.id.clone();
+                    }
                 })
                 .await;
                 return Ok(format!(
@@ -503,11 +585,7 @@ impl Runner {
                     job.id
                 ));
             }
-            cache_note = match self
-                .store
-                .latest_cache_parts(&pipeline.name, "train")
-                .await?
-            {
+            cache_note = match self.store.latest_cache_parts(&pipeline.name, name).await? {
                 Some(previous) => {
                     let changed: Vec<&str> = parts
                         .keys()
@@ -538,18 +616,25 @@ impl Runner {
                     .submit_training_job(SubmitTrainingJobRequest {
                         dataset,
                         dataset_version,
-                        target_column: pipeline.train.target.clone(),
-                        model_type: pipeline.train.model.clone(),
+                        target_column: spec.target.clone(),
+                        model_type: spec.model.clone(),
                         register_as: String::new(),
-                        test_fraction: pipeline.train.test_fraction,
-                        seed: pipeline.train.seed,
-                        fit: Some(pipeline.train.fit_spec()),
+                        test_fraction: spec.test_fraction,
+                        seed: spec.seed,
+                        fit: Some(spec.fit_spec()),
                     })
                     .await
                     .map_err(peer("training"))?
                     .into_inner();
-                self.update(sender, |run| run.training_job_id = job.id.clone())
-                    .await;
+                let single = pipeline.candidates.len() == 1;
+                self.update(sender, |run| {
+                    run.steps[step].training_job_id = job.id.clone();
+                    // With one candidate there is nothing to choose: the run's job is known now.
+                    if single {
+                        run.training_job_id = job.id.clone();
+                    }
+                })
+                .await;
                 job
             }
         };
@@ -580,10 +665,11 @@ impl Runner {
         match last.state() {
             JobState::Succeeded => {
                 let metrics = last.metrics.clone();
-                self.update(sender, |run| run.metrics = metrics).await;
+                self.update(sender, |run| run.steps[step].metrics = metrics)
+                    .await;
                 let run_id = sender.borrow().id.clone();
                 self.store
-                    .put_cache(&pipeline.name, "train", &key, &parts, &run_id)
+                    .put_cache(&pipeline.name, name, &key, &parts, &run_id)
                     .await?;
                 Ok(format!(
                     "{cache_note}job {}: {} train rows, {} test rows",
@@ -607,13 +693,19 @@ impl Runner {
     async fn cached_job(
         &self,
         pipeline: &Pipeline,
+        step: &str,
         key: &str,
     ) -> Result<Option<(TrainingJob, String)>, ApiError> {
-        let Some(source_run) = self.store.cached(&pipeline.name, "train", key).await? else {
+        let Some(source_run) = self.store.cached(&pipeline.name, step, key).await? else {
             return Ok(None);
         };
         let job_id = match self.store.get(&source_run).await {
-            Ok(run) => run.training_job_id,
+            // Runs recorded before steps kept their job kept it on the run.
+            Ok(run) => run
+                .steps
+                .iter()
+                .find(|s| s.name == step && !s.training_job_id.is_empty())
+                .map_or(run.training_job_id, |s| s.training_job_id.clone()),
             Err(error) if error.kind == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
@@ -668,7 +760,7 @@ impl Runner {
         pipeline: &Pipeline,
     ) -> Result<String, ApiError> {
         let spec = &pipeline.evaluate;
-        let metrics = sender.borrow().metrics.clone();
+        let (selection, metrics) = self.select_candidate(sender, pipeline).await?;
         let value = *metrics.get(&spec.metric).ok_or_else(|| {
             ApiError::failed_precondition(format!("the job reported no {} metric", spec.metric))
         })?;
@@ -741,11 +833,82 @@ impl Runner {
         }
         if !failures.is_empty() {
             return Err(ApiError::failed_precondition(format!(
-                "gate failed: {}",
+                "{selection}gate failed: {}",
                 failures.join("; ")
             )));
         }
-        Ok(format!("gate passed: {}", passed.join("; ")))
+        Ok(format!("{selection}gate passed: {}", passed.join("; ")))
+    }
+
+    /// Picks the train candidate with the best evaluation metric and makes its job and metrics
+    /// the run's; says which, against the others, when there were several.
+    async fn select_candidate(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<(String, HashMap<String, f64>), ApiError> {
+        let metric = &pipeline.evaluate.metric;
+        let candidates: Vec<(String, String, HashMap<String, f64>)> = {
+            let run = sender.borrow();
+            run.steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Train.as_str())
+                .map(|s| {
+                    // A run recorded before steps kept their job kept it on the run.
+                    if s.training_job_id.is_empty() {
+                        (
+                            s.name.clone(),
+                            run.training_job_id.clone(),
+                            run.metrics.clone(),
+                        )
+                    } else {
+                        (s.name.clone(), s.training_job_id.clone(), s.metrics.clone())
+                    }
+                })
+                .collect()
+        };
+        let score = |metrics: &HashMap<String, f64>| {
+            // Higher is better after this; no metric (or NaN) loses to every number.
+            match metrics.get(metric).copied().filter(|v| !v.is_nan()) {
+                None => f64::NEG_INFINITY,
+                Some(value) if pipeline.evaluate.higher_is_better() => value,
+                Some(value) => -value,
+            }
+        };
+        let best = candidates
+            .iter()
+            .filter(|(_, job, _)| !job.is_empty())
+            .max_by(|a, b| {
+                score(&a.2)
+                    .total_cmp(&score(&b.2))
+                    .then(std::cmp::Ordering::Greater)
+            })
+            .ok_or_else(|| ApiError::failed_precondition("no train step produced a model"))?
+            .clone();
+        let selection = if candidates.len() > 1 {
+            let others: Vec<String> = candidates
+                .iter()
+                .filter(|c| c.0 != best.0)
+                .map(|(name, _, m)| {
+                    format!("{name} {:.4}", m.get(metric).copied().unwrap_or(f64::NAN))
+                })
+                .collect();
+            format!(
+                "selected {} ({metric} {:.4}; {}); ",
+                best.0,
+                best.2.get(metric).copied().unwrap_or(f64::NAN),
+                others.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let (job, metrics) = (best.1, best.2.clone());
+        self.update(sender, |run| {
+            run.training_job_id = job;
+            run.metrics = best.2;
+        })
+        .await;
+        Ok((selection, metrics))
     }
 
     async fn register(
@@ -899,7 +1062,8 @@ impl Runner {
         let rows = match &pipeline.dataset.source {
             Some(source) => {
                 let path = self.sources_dir.join(source);
-                let (features, limit) = (features.clone(), pipeline.smoke_test.rows);
+                let limit = pipeline.smoke_test.as_ref().map_or(3, |s| s.rows);
+                let features = features.clone();
                 tokio::task::spawn_blocking(move || sample_rows(&path, &features, limit))
                     .await
                     .map_err(|e| ApiError::internal(format!("sampling task: {e}")))??
