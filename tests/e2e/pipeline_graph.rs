@@ -30,6 +30,11 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
             "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
         ]
     );
+    assert!(
+        run.steps.iter().all(|s| s.progress == 1.0),
+        "{:?}",
+        run.steps
+    );
     let trains: Vec<_> = run.steps.iter().filter(|s| s.kind == "train").collect();
     assert_eq!(trains.len(), 3);
     // Side by side: each started before any of them finished.
@@ -95,20 +100,69 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
     }
     assert_eq!(again.model_version, run.model_version);
 
-    // The terminal picture shows the candidates side by side.
-    let addrs = [(
-        "orchestrator",
-        format!("http://{}", cluster.addrs.orchestrator),
-    )];
-    let id = run.id.clone();
-    let shown =
-        tokio::task::spawn_blocking(move || mlops_cli(&["pipeline", "show", &id], &addrs, None))
-            .await
-            .unwrap();
+    // Another seed: every candidate trains again, and the best one is measured against the
+    // champion; it is worse by more than the 5% the gate allows, so nothing is registered.
+    let reseeded = cluster
+        .orchestrator()
+        .run_pipeline(RunPipelineRequest {
+            pipeline_yaml: yaml.clone(),
+            parameters: [("seed".to_string(), "7".to_string())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reseeded = cluster.wait_for_run(&reseeded.id).await;
+    assert_eq!(reseeded.state(), JobState::Failed);
     assert!(
-        shown.contains("[✓ data] → [✓ linear | ✓ ridge | ✓ tree] → [✓ gate] → [✓ register] → [✓ smoke] → [✓ promote]"),
+        reseeded
+            .error
+            .contains("gate failed: rmse <= champion.rmse * 1.05"),
+        "{}",
+        reseeded.error
+    );
+    assert_eq!(reseeded.model_version, 0);
+    assert_eq!(reseeded.champion_version, run.model_version);
+
+    // The terminal picture shows the candidates side by side; the SVG report adds the metrics
+    // against the champion.
+    let addrs = [
+        (
+            "orchestrator",
+            format!("http://{}", cluster.addrs.orchestrator),
+        ),
+        ("registry", format!("http://{}", cluster.addrs.registry)),
+        ("training", format!("http://{}", cluster.addrs.training)),
+    ];
+    let report = cluster.data_dir().join("report.svg");
+    let (id, path) = (reseeded.id.clone(), report.display().to_string());
+    let shown = tokio::task::spawn_blocking(move || {
+        mlops_cli(&["pipeline", "show", &id, "--svg", &path], &addrs, None)
+    })
+    .await
+    .unwrap();
+    assert!(
+        shown.contains(
+            "[✓ data] → [✓ linear | ✓ ridge | ✓ tree] → [✗ gate] → [- register] → [- smoke] → [- promote]"
+        ),
         "{shown}"
     );
+    let svg = std::fs::read_to_string(&report).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(
+        svg.contains(&format!("champion diabetes-best:{}", run.model_version)),
+        "{svg}"
+    );
+    let selected = reseeded
+        .steps
+        .iter()
+        .find(|s| s.kind == "train" && s.training_job_id == reseeded.training_job_id)
+        .unwrap();
+    assert!(svg.contains(&format!("{} (selected)", selected.name)));
+    for name in [
+        "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote", "r2", "rmse",
+    ] {
+        assert!(svg.contains(&format!(">{name}<")), "{name}");
+    }
 
     // A cycle is refused at submit time with the steps on it; nothing starts.
     let before = runs(&cluster).await;

@@ -435,12 +435,16 @@ pub enum PipelineCommand {
     Cancel { run: String },
     /// List pipeline runs.
     Runs,
-    /// One run: its steps as a chain with their states, attempts, times and messages.
+    /// One run: its graph of steps with their states, attempts, times and messages.
     Show {
         run: String,
         /// Print the run as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write an SVG report: the graph, each candidate's metrics against the
+        /// champion's, and the selected job's loss curve.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 

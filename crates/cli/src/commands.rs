@@ -258,7 +258,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lineage(LineageCommand::Dataset { reference, json }) => {
             crate::lineage::of_dataset(&e, &reference, json).await
         }
-        Command::Pipeline(PipelineCommand::Show { run, json }) => show_run(&e, run, json).await,
+        Command::Pipeline(PipelineCommand::Show { run, json, svg }) => {
+            show_run(&e, run, json, svg.as_deref()).await
+        }
         Command::Health { addr } => health(&e, &addr).await,
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(&e, args).await,
         Command::Auth(command) => crate::admin::auth(&e, command).await,
@@ -1150,6 +1152,55 @@ async fn list_registered(e: &Ctx, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the run's SVG report, with the champion its gate compared against and the selected
+/// job's loss curve.
+async fn write_run_report(
+    e: &Ctx,
+    run: &PipelineRun,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    // The version the gate compared against, unless this run's own version became it.
+    let champion = if run.champion_version > 0 && run.champion_version != run.model_version {
+        let version = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
+            .get_model_version(GetModelVersionRequest {
+                model_name: run.model_name.clone(),
+                version: run.champion_version,
+                alias: String::new(),
+            })
+            .await
+            .map_err(rpc("registry", &e.registry))?
+            .into_inner();
+        Some((
+            format!("champion {}:{}", run.model_name, run.champion_version),
+            version.metrics,
+        ))
+    } else {
+        None
+    };
+    let loss_curve = if run.training_job_id.is_empty() {
+        Vec::new()
+    } else {
+        TrainingServiceClient::new(e.connect("training", &e.training)?)
+            .get_training_job(GetTrainingJobRequest {
+                id: run.training_job_id.clone(),
+            })
+            .await
+            .map_err(rpc("training", &e.training))?
+            .into_inner()
+            .loss_curve
+    };
+    let svg = crate::report::run_svg(
+        run,
+        champion
+            .as_ref()
+            .map(|(label, metrics)| (label.as_str(), metrics)),
+        &loss_curve,
+    );
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 async fn run_pipeline(
     e: &Ctx,
     pipeline_yaml: String,
@@ -1207,20 +1258,47 @@ async fn follow_run(
     if !wait {
         return Ok(run);
     }
-    let bar = spinner("starting");
     let mut updates = orchestrator
         .watch_pipeline_run(WatchPipelineRunRequest { id: run.id.clone() })
         .await
         .map_err(rpc("orchestrator", &e.orchestrator))?
         .into_inner();
+    // One bar per step (steps that run at the same time move together); drawn on a terminal
+    // only, and cleared before the summary.
+    let view = indicatif::MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:14} {bar:24} {percent:>3}% {wide_msg}")
+        .expect("valid template")
+        .progress_chars("█▉▊▋▌▍▎▏ ");
+    let bars: Vec<ProgressBar> = run
+        .steps
+        .iter()
+        .map(|_| {
+            let bar = view.add(ProgressBar::new(100));
+            bar.set_style(style.clone());
+            bar
+        })
+        .collect();
+    let show = |run: &PipelineRun| {
+        for (bar, step) in bars.iter().zip(&run.steps) {
+            let mark = match step.state() {
+                JobState::Succeeded => "✓",
+                JobState::Failed => "✗",
+                JobState::Running => "…",
+                JobState::Skipped => "-",
+                _ => "·",
+            };
+            bar.set_prefix(format!("{mark} {}", step.name));
+            bar.set_position((step.progress.clamp(0.0, 1.0) * 100.0).round() as u64);
+            bar.set_message(step.message.clone());
+        }
+    };
+    show(&run);
     let mut last = run;
     while let Some(update) = updates.next().await {
         last = update.map_err(rpc("orchestrator", &e.orchestrator))?;
-        if let Some(step) = last.steps.iter().find(|s| s.state() == JobState::Running) {
-            bar.set_message(format!("{}: {}", step.name, step.message));
-        }
+        show(&last);
     }
-    bar.finish_and_clear();
+    view.clear().ok();
     for step in &last.steps {
         let attempts = if step.attempts > 1 {
             format!(" ({} attempts)", step.attempts)
@@ -1259,12 +1337,20 @@ async fn follow_run(
     Ok(last)
 }
 
-async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
+async fn show_run(
+    e: &Ctx,
+    id: String,
+    as_json: bool,
+    svg: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let run = OrchestratorServiceClient::new(e.connect("orchestrator", &e.orchestrator)?)
         .get_pipeline_run(GetPipelineRunRequest { id })
         .await
         .map_err(rpc("orchestrator", &e.orchestrator))?
         .into_inner();
+    if let Some(path) = svg {
+        write_run_report(e, &run, path).await?;
+    }
     let duration = |started: i64, finished: i64| {
         if started > 0 && finished >= started {
             format!("{:.1}s", (finished - started) as f64 / 1000.0)
@@ -1336,26 +1422,16 @@ async fn show_run(e: &Ctx, id: String, as_json: bool) -> anyhow::Result<()> {
     };
     // The graph by levels: a step sits one level after the deepest step it needs, so steps
     // side by side in [a | b] run at the same time.
-    let mut level: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for _ in 0..run.steps.len() {
-        for s in &run.steps {
-            let depth = s
-                .needs
-                .iter()
-                .map(|n| level.get(n.as_str()).map_or(1, |d| d + 1))
-                .max()
-                .unwrap_or(0);
-            level.insert(s.name.as_str(), depth);
-        }
-    }
-    let depth = level.values().copied().max().unwrap_or(0);
+    let levels = crate::report::step_levels(&run.steps);
+    let depth = levels.iter().copied().max().unwrap_or(0);
     let columns: Vec<String> = (0..=depth)
         .map(|d| {
             let cells: Vec<String> = run
                 .steps
                 .iter()
-                .filter(|s| level.get(s.name.as_str()) == Some(&d))
-                .map(|s| format!("{} {}", mark(s.state), s.name))
+                .zip(&levels)
+                .filter(|(_, level)| **level == d)
+                .map(|(s, _)| format!("{} {}", mark(s.state), s.name))
                 .collect();
             format!("[{}]", cells.join(" | "))
         })

@@ -10,6 +10,7 @@ pub mod lineage;
 pub mod models;
 pub mod plot;
 pub mod refs;
+pub mod report;
 pub mod stack;
 
 /// The bundled quickstart: a real dataset and the pipeline that uses it.

@@ -131,6 +131,7 @@ impl Runner {
             created_at_ms: now_ms(),
             pipeline_digest: mlops_core::storage::sha256_hex(pipeline_yaml.as_bytes()),
             trigger: trigger.to_string(),
+            model_name: pipeline.register.model.clone(),
             ..Default::default()
         };
         if dataset_version > 0 {
@@ -370,6 +371,7 @@ impl Runner {
                 Ok(message) => {
                     step.set_state(JobState::Succeeded);
                     step.message = message;
+                    step.progress = 1.0;
                     return;
                 }
                 Err(error) => error,
@@ -659,8 +661,12 @@ impl Runner {
                 last.stage,
                 last.progress * 100.0
             );
-            self.update(sender, |run| run.steps[step].message = progress)
-                .await;
+            let fraction = last.progress;
+            self.update(sender, |run| {
+                run.steps[step].message = progress;
+                run.steps[step].progress = fraction;
+            })
+            .await;
         }
         match last.state() {
             JobState::Succeeded => {
@@ -777,20 +783,16 @@ impl Runner {
                 spec.metric
             ));
         }
-        // Relative checks compare with the version behind the promote alias, as recorded.
-        let relative = spec
-            .checks
-            .iter()
-            .any(|c| matches!(c.bound, Bound::Champion { .. }));
-        let champion = if relative {
-            let alias = pipeline
-                .promote
-                .as_ref()
-                .map_or("champion", |p| p.alias.as_str());
-            self.alias_holder(&pipeline.register.model, alias).await?
-        } else {
-            None
-        };
+        // Relative checks compare with the version behind the promote alias, as recorded; the
+        // run keeps which version that was, for its report.
+        let alias = pipeline
+            .promote
+            .as_ref()
+            .map_or("champion", |p| p.alias.as_str());
+        let champion = self.alias_holder(&pipeline.register.model, alias).await?;
+        let champion_version = champion.as_ref().map_or(0, |c| c.version);
+        self.update(sender, |run| run.champion_version = champion_version)
+            .await;
         let mut passed = vec![format!("{} = {value:.4}", spec.metric)];
         for check in &spec.checks {
             let Some(ours) = metrics.get(&check.metric).copied() else {
