@@ -195,3 +195,148 @@ async fn runs(cluster: &TestCluster) -> usize {
         .runs
         .len()
 }
+
+/// Sends unversioned requests until `stop`, counting the answers by version.
+async fn traffic(
+    cluster: &TestCluster,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::collections::BTreeMap<String, u64> {
+    use mlops_proto::inference::ModelInferRequest;
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+    let (x, _) = diabetes();
+    let row: Vec<f64> = x.row(0).to_vec();
+    let mut inference = cluster.inference();
+    let mut answered = std::collections::BTreeMap::new();
+    while !*stop.borrow() {
+        let response = inference
+            .model_infer(ModelInferRequest {
+                model_name: "diabetes-linear".into(),
+                inputs: vec![InferInputTensor {
+                    name: "input".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![1, 10],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw_fp64(row.iter().copied())],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        *answered.entry(response.model_version).or_insert(0) += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    answered
+}
+
+async fn aliases(cluster: &TestCluster) -> std::collections::HashMap<String, u32> {
+    cluster
+        .registry()
+        .get_registered_model(mlops_proto::v1::GetRegisteredModelRequest {
+            name: "diabetes-linear".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aliases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_serves_a_share_of_live_traffic_before_the_promotion() {
+    let cluster = TestCluster::quickstart().await;
+    let first = cluster.run_pipeline(QUICKSTART_PIPELINE).await;
+    assert_eq!(first.state(), JobState::Succeeded, "{}", first.error);
+    assert!(first.promoted);
+
+    // Ridge as the challenger, on half of the live traffic for two seconds.
+    let canary = QUICKSTART_PIPELINE.replace("model: linear", "model: ridge")
+        + "canary: {share: 0.5, duration_seconds: 2, min_requests: 20, timeout_seconds: 60}\n";
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = {
+        let cluster = &cluster;
+        async move { traffic(cluster, stopped).await }
+    };
+    let run = async {
+        let run = cluster.run_pipeline(&canary).await;
+        stop.send(true).unwrap();
+        run
+    };
+    let (run, answered) = tokio::join!(run, load);
+    assert_eq!(
+        run.state(),
+        JobState::Succeeded,
+        "{}: {:?}",
+        run.error,
+        run.steps
+    );
+    let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ingest",
+            "train",
+            "evaluate",
+            "register",
+            "canary",
+            "promote",
+            "smoke_test"
+        ]
+    );
+    let step = &run.steps[4];
+    assert!(
+        step.message
+            .starts_with("canary passed: 50% of the traffic for "),
+        "{}",
+        step.message
+    );
+    assert!(
+        step.message.contains("diabetes-linear:2 "),
+        "{}",
+        step.message
+    );
+    // Both versions answered live requests; the challenger at least the 20 it needed.
+    assert!(
+        answered.get("1").copied().unwrap_or(0) >= 20,
+        "{answered:?}"
+    );
+    assert!(
+        answered.get("2").copied().unwrap_or(0) >= 20,
+        "{answered:?}"
+    );
+    // The canary is down again: every unversioned request goes to the champion.
+    let after = aliases(&cluster).await;
+    assert!(!after.contains_key("canary"), "{after:?}");
+    let champion = after["champion"].to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = traffic(&cluster, stopped);
+    let stopper = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stop.send(true).unwrap();
+    };
+    let (quiet, ()) = tokio::join!(load, stopper);
+    assert_eq!(quiet.keys().collect::<Vec<_>>(), [&champion], "{quiet:?}");
+
+    // A challenger that cannot meet the latency bound fails its canary: not promoted, the
+    // champion and its traffic untouched.
+    let strict = QUICKSTART_PIPELINE.replace("model: linear", "model: lasso")
+        + "canary: {share: 0.5, duration_seconds: 1, min_requests: 10, max_latency_ratio: 0.000001}\n";
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = traffic(&cluster, stopped);
+    let run = async {
+        let run = cluster.run_pipeline(&strict).await;
+        stop.send(true).unwrap();
+        run
+    };
+    let (failed, _) = tokio::join!(run, load);
+    assert_eq!(failed.state(), JobState::Failed);
+    assert!(
+        failed.error.contains("canary failed: mean latency"),
+        "{}",
+        failed.error
+    );
+    assert!(!failed.promoted);
+    let after = aliases(&cluster).await;
+    assert!(!after.contains_key("canary"), "{after:?}");
+    assert_eq!(after["champion"].to_string(), champion);
+    cluster.stop().await;
+}

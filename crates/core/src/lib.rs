@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod ids;
 pub mod server;
+pub mod serving;
 pub mod storage;
 pub mod telemetry;
 pub mod tensor;

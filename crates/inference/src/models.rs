@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use mlops_core::auth::{Principal, ResourceKind, authorize};
 use mlops_core::client::Channel;
 use mlops_core::ids::validate_name;
+use mlops_core::serving::{CANARY_ALIAS, CANARY_SHARE_TAG, DEFAULT_CANARY_SHARE};
 use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, CancellationToken, ErrorKind};
 use mlops_ml::ModelBundle;
@@ -201,11 +202,31 @@ impl LoadedModel {
 /// Loaded models by (name, version); versions are immutable, so entries never go stale.
 type LoadedModels = HashMap<(String, u32), Arc<LoadedModel>>;
 
+/// A share of a model's unversioned requests sent to the version behind the canary alias
+/// (`mlops_core::serving`).
+#[derive(Debug)]
+struct Canary {
+    version: u32,
+    share: f64,
+    /// Unversioned requests seen since the canary started: every request whose count crosses
+    /// a multiple of 1/share goes to the canary, so its share is exact, not sampled.
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Canary {
+    fn takes_next(&self) -> bool {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.share).floor() > (n * self.share).floor()
+    }
+}
+
 #[derive(Clone)]
 pub struct Models {
     registry: RegistryServiceClient<Channel>,
     artifacts: ArtifactStore,
     default_alias: String,
+    /// Models with a canary, kept current by the registry's event stream like `serving`.
+    canaries: Arc<RwLock<HashMap<String, Arc<Canary>>>>,
     loaded: Arc<RwLock<LoadedModels>>,
     /// The version an unversioned request gets, per model: kept current by the registry's
     /// event stream, so the hot path never asks the registry.
@@ -232,6 +253,7 @@ impl Models {
             registry: RegistryServiceClient::new(registry),
             artifacts,
             default_alias,
+            canaries: Arc::default(),
             loaded: Arc::default(),
             serving: Arc::default(),
             unloaded: Arc::default(),
@@ -286,6 +308,7 @@ impl Models {
             // Events may be missed only before the first one arrives: start over clean then.
             if after_seq.is_none() {
                 self.serving.write().expect("routes lock").clear();
+                self.canaries.write().expect("canaries lock").clear();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -303,6 +326,22 @@ impl Models {
                 .write()
                 .expect("model cache lock")
                 .remove(&(event.model_name.clone(), event.version));
+        }
+        let moves_canary = match kind {
+            AliasSet | AliasDeleted => event.key == CANARY_ALIAS,
+            TagSet | TagDeleted => event.key == CANARY_SHARE_TAG,
+            _ => false,
+        };
+        if moves_canary {
+            let routed = self
+                .serving
+                .read()
+                .expect("routes lock")
+                .contains_key(&event.model_name);
+            if routed {
+                self.refresh_canary(&event.model_name).await;
+            }
+            return;
         }
         let moves_route = match kind {
             AliasSet | AliasDeleted => event.key == self.default_alias,
@@ -355,9 +394,16 @@ impl Models {
         for _ in 0..3 {
             let epoch = self.route_epoch.load(std::sync::atomic::Ordering::SeqCst);
             let version = self.target(name).await?;
-            let mut serving = self.serving.write().expect("routes lock");
-            if self.route_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
-                serving.insert(name.to_string(), version);
+            let cached = {
+                let mut serving = self.serving.write().expect("routes lock");
+                let current = self.route_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch;
+                if current {
+                    serving.insert(name.to_string(), version);
+                }
+                current
+            };
+            if cached {
+                self.refresh_canary(name).await;
                 return Ok(version);
             }
         }
@@ -390,6 +436,67 @@ impl Models {
             .map_err(|s| ApiError::from_status("registry", &s))?
             .into_inner();
         Ok(latest.version)
+    }
+
+    /// Looks up the model's canary (its version, loaded before it takes traffic, and share); a
+    /// registry that cannot answer leaves the canary as it was.
+    async fn refresh_canary(&self, name: &str) {
+        let lookup = async {
+            let model = self
+                .registry
+                .clone()
+                .get_registered_model(GetRegisteredModelRequest { name: name.into() })
+                .await
+                .map_err(|s| ApiError::from_status("registry", &s))?
+                .into_inner();
+            let Some(version) = model.aliases.get(CANARY_ALIAS).copied() else {
+                return Ok(None);
+            };
+            let record = self
+                .registry
+                .clone()
+                .get_model_version(GetModelVersionRequest {
+                    model_name: name.into(),
+                    version,
+                    alias: String::new(),
+                })
+                .await
+                .map_err(|s| ApiError::from_status("registry", &s))?
+                .into_inner();
+            let share = record
+                .tags
+                .get(CANARY_SHARE_TAG)
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|s| *s > 0.0 && *s <= 1.0)
+                .unwrap_or(DEFAULT_CANARY_SHARE);
+            self.loaded_version(name, version).await?;
+            Ok::<_, ApiError>(Some((version, share)))
+        };
+        match lookup.await {
+            Ok(Some((version, share))) => {
+                tracing::info!(model = %name, version, share, "canary on");
+                self.canaries.write().expect("canaries lock").insert(
+                    name.to_string(),
+                    Arc::new(Canary {
+                        version,
+                        share,
+                        seen: Default::default(),
+                    }),
+                );
+            }
+            Ok(None) => {
+                if self
+                    .canaries
+                    .write()
+                    .expect("canaries lock")
+                    .remove(name)
+                    .is_some()
+                {
+                    tracing::info!(model = %name, "canary off");
+                }
+            }
+            Err(error) => tracing::warn!(model = %name, %error, "cannot look up the canary"),
+        }
     }
 
     /// A version from the cache, loading it on first use.
@@ -430,9 +537,19 @@ impl Models {
     ) -> Result<Arc<LoadedModel>, ApiError> {
         let version = if version.is_empty() {
             let routed = self.serving.read().expect("routes lock").get(name).copied();
-            match routed {
+            let version = match routed {
                 Some(version) => version,
                 None => self.route(name).await?,
+            };
+            let canary = self
+                .canaries
+                .read()
+                .expect("canaries lock")
+                .get(name)
+                .cloned();
+            match canary {
+                Some(canary) if canary.takes_next() => canary.version,
+                _ => version,
             }
         } else {
             version

@@ -19,6 +19,7 @@ pub enum StepKind {
     Train,
     Evaluate,
     Register,
+    Canary,
     Promote,
     SmokeTest,
 }
@@ -30,6 +31,7 @@ impl StepKind {
             StepKind::Train => "train",
             StepKind::Evaluate => "evaluate",
             StepKind::Register => "register",
+            StepKind::Canary => "canary",
             StepKind::Promote => "promote",
             StepKind::SmokeTest => "smoke_test",
         }
@@ -66,6 +68,8 @@ pub struct Pipeline {
     pub register: RegisterSpec,
     /// Without it the new version is registered but no alias moves.
     pub promote: Option<PromoteSpec>,
+    /// Live traffic to the new version before the promotion, compared with the champion's.
+    pub canary: Option<CanarySpec>,
     pub smoke_test: Option<SmokeTestSpec>,
     pub retry: RetrySpec,
     pub cache: bool,
@@ -83,6 +87,7 @@ struct PipelineFile {
     evaluate: Option<EvaluateSpec>,
     register: Option<RegisterSpec>,
     promote: Option<PromoteSpec>,
+    canary: Option<CanarySpec>,
     smoke_test: Option<SmokeTestSpec>,
     steps: Option<Vec<StepFile>>,
     /// How a step that fails for a passing reason (a service unavailable, a timeout) is
@@ -112,8 +117,67 @@ struct StepFile {
     train: Option<TrainSpec>,
     evaluate: Option<EvaluateSpec>,
     register: Option<RegisterSpec>,
+    canary: Option<CanarySpec>,
     promote: Option<PromoteSpec>,
     smoke_test: Option<SmokeTestSpec>,
+}
+
+/// A canary release: a share of the model's unversioned requests goes to the new version for
+/// a while, then its live error rate and latency are compared with the champion's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanarySpec {
+    /// Share of the requests that name no version sent to the new version (0 < share <= 1).
+    pub share: f64,
+    /// How long the canary runs at least.
+    pub duration_seconds: u32,
+    /// Requests the new version must answer before it is judged.
+    pub min_requests: u64,
+    /// The canary fails if the new version has not answered `min_requests` by then.
+    pub timeout_seconds: u32,
+    /// The new version's error rate may exceed the champion's by at most this much (0.01: one
+    /// point).
+    pub max_error_rate_increase: f64,
+    /// The new version's mean latency may be at most this multiple of the champion's.
+    pub max_latency_ratio: f64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        Self {
+            share: 0.1,
+            duration_seconds: 60,
+            min_requests: 100,
+            timeout_seconds: 600,
+            max_error_rate_increase: 0.01,
+            max_latency_ratio: 2.0,
+        }
+    }
+}
+
+impl CanarySpec {
+    fn check(&self) -> Result<(), ApiError> {
+        let bad = |why: &str| Err(ApiError::invalid_argument(format!("canary.{why}")));
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return bad("share must be above 0 and at most 1");
+        }
+        if !(1..=86_400).contains(&self.duration_seconds) {
+            return bad("duration_seconds must be between 1 and 86400");
+        }
+        if self.timeout_seconds < self.duration_seconds {
+            return bad("timeout_seconds must be at least duration_seconds");
+        }
+        if self.min_requests == 0 {
+            return bad("min_requests must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate_increase) {
+            return bad("max_error_rate_increase must be between 0 and 1");
+        }
+        if !(self.max_latency_ratio > 0.0 && self.max_latency_ratio.is_finite()) {
+            return bad("max_latency_ratio must be a number above 0");
+        }
+        Ok(())
+    }
 }
 
 /// At most this many train candidates in one pipeline.
@@ -778,6 +842,7 @@ impl Pipeline {
                 file.evaluate,
                 file.register,
                 file.promote,
+                file.canary,
                 file.smoke_test,
                 digests(plain.get("train")),
             )?,
@@ -788,6 +853,7 @@ impl Pipeline {
                     ("evaluate", file.evaluate.is_some()),
                     ("register", file.register.is_some()),
                     ("promote", file.promote.is_some()),
+                    ("canary", file.canary.is_some()),
                     ("smoke_test", file.smoke_test.is_some()),
                 ]
                 .iter()
@@ -822,6 +888,7 @@ impl Pipeline {
         evaluate: Option<EvaluateSpec>,
         register: Option<RegisterSpec>,
         promote: Option<PromoteSpec>,
+        canary: Option<CanarySpec>,
         smoke_test: Option<SmokeTestSpec>,
         digests: BTreeMap<String, String>,
     ) -> Result<Self, ApiError> {
@@ -830,14 +897,19 @@ impl Pipeline {
                 "{section}: this section is required (or describe the pipeline as steps)"
             ))
         };
-        let kinds = [
+        // A canary goes live between the registration and the promotion.
+        let kinds: Vec<StepKind> = [
             StepKind::Ingest,
             StepKind::Train,
             StepKind::Evaluate,
             StepKind::Register,
+            StepKind::Canary,
             StepKind::Promote,
             StepKind::SmokeTest,
-        ];
+        ]
+        .into_iter()
+        .filter(|kind| *kind != StepKind::Canary || canary.is_some())
+        .collect();
         let steps = kinds
             .iter()
             .enumerate()
@@ -861,6 +933,7 @@ impl Pipeline {
             evaluate: evaluate.unwrap_or_default(),
             register: register.ok_or_else(|| required("register"))?,
             promote,
+            canary,
             smoke_test: Some(smoke_test.unwrap_or_default()),
             retry: RetrySpec::default(),
             cache: true,
@@ -880,6 +953,7 @@ impl Pipeline {
         let mut evaluate = None;
         let mut register = None;
         let mut promote = None;
+        let mut canary = None;
         let mut smoke_test = None;
         let mut steps: Vec<StepNode> = Vec::new();
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
@@ -938,6 +1012,11 @@ impl Pipeline {
                 register = Some(spec);
                 kinds.push(StepKind::Register);
             }
+            if let Some(spec) = file.canary {
+                once(canary.is_some(), "canary")?;
+                canary = Some(spec);
+                kinds.push(StepKind::Canary);
+            }
             if let Some(spec) = file.promote {
                 once(promote.is_some(), "promote")?;
                 promote = Some(spec);
@@ -953,7 +1032,7 @@ impl Pipeline {
                 [] => {
                     return Err(ApiError::invalid_argument(format!(
                         "{at}: no step type: give one of ingest, train, evaluate, register, \
-                         promote, smoke_test"
+                         canary, promote, smoke_test"
                     )));
                 }
                 _ => {
@@ -982,6 +1061,7 @@ impl Pipeline {
             evaluate: evaluate.ok_or_else(|| missing("evaluate"))?,
             register: register.ok_or_else(|| missing("register"))?,
             promote,
+            canary,
             smoke_test,
             retry: RetrySpec::default(),
             cache: true,
@@ -1041,6 +1121,8 @@ impl Pipeline {
         requires(StepKind::Evaluate, StepKind::Train)?;
         requires(StepKind::Register, StepKind::Evaluate)?;
         requires(StepKind::Promote, StepKind::Register)?;
+        requires(StepKind::Canary, StepKind::Register)?;
+        requires(StepKind::Promote, StepKind::Canary)?;
         requires(StepKind::SmokeTest, StepKind::Register)?;
         Ok(())
     }
@@ -1096,6 +1178,15 @@ impl Pipeline {
         validate_name("register.model", &self.register.model)?;
         if let Some(promote) = &self.promote {
             validate_name("promote.alias", &promote.alias)?;
+        }
+        if let Some(canary) = &self.canary {
+            canary.check()?;
+            if self.promote.is_none() {
+                return Err(ApiError::invalid_argument(
+                    "canary: needs a promote step (the canary compares the new version with the \
+                     version behind its alias, and decides whether the promotion happens)",
+                ));
+            }
         }
         let retry = &self.retry;
         if !(1..=20).contains(&retry.attempts) {
@@ -1336,6 +1427,37 @@ mod tests {
             error.message.contains("evaluate.metric"),
             "{}",
             error.message
+        );
+        for (canary, needle) in [
+            ("canary: {share: 0}\n", "canary.share"),
+            (
+                "canary: {duration_seconds: 90, timeout_seconds: 60}\n",
+                "canary.timeout_seconds",
+            ),
+            ("canary: {min_requests: 0}\n", "canary.min_requests"),
+            ("canary: {}\n", "canary: needs a promote step"),
+        ] {
+            let error =
+                Pipeline::parse(&format!("{}{canary}", base.replace("SRC", "d.csv"))).unwrap_err();
+            assert!(error.message.contains(needle), "{}", error.message);
+        }
+        let with_canary = Pipeline::parse(&format!(
+            "{}promote: {{}}\ncanary: {{share: 0.25}}\n",
+            base.replace("SRC", "d.csv")
+        ))
+        .unwrap();
+        let names: Vec<&str> = with_canary.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ingest",
+                "train",
+                "evaluate",
+                "register",
+                "canary",
+                "promote",
+                "smoke_test"
+            ]
         );
         let error =
             Pipeline::parse(&format!("{}colour: red\n", base.replace("SRC", "d.csv"))).unwrap_err();

@@ -450,6 +450,7 @@ impl Runner {
             StepKind::Train => self.train(sender, pipeline, index).await,
             StepKind::Evaluate => self.evaluate(sender, pipeline).await,
             StepKind::Register => self.register(sender, pipeline).await,
+            StepKind::Canary => self.canary(sender, pipeline).await,
             StepKind::Promote => self.promote(sender, pipeline).await,
             StepKind::SmokeTest => self.smoke_test(sender, pipeline).await,
         }
@@ -1039,6 +1040,191 @@ impl Runner {
         Ok(format!("{model}:{version} is now {alias}: {reason}"))
     }
 
+    /// Sends a share of the model's unversioned traffic to the new version (the canary alias
+    /// and its share tag, which inference follows), waits for the duration and enough requests,
+    /// takes the canary down whatever happened, and compares the new version's live error rate
+    /// and latency with the champion's over the same time.
+    async fn canary(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        use mlops_core::serving::{CANARY_ALIAS, CANARY_SHARE_TAG};
+        let spec = pipeline
+            .canary
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a canary step without a canary section"))?;
+        let (model, version) = {
+            let run = sender.borrow();
+            (run.model_name.clone(), run.model_version)
+        };
+        let alias = pipeline
+            .promote
+            .as_ref()
+            .map_or("champion", |p| p.alias.as_str());
+        let champion = match self.alias_holder(&model, alias).await? {
+            None => {
+                return Ok(format!(
+                    "no {alias} yet: nothing to compare {model}:{version} with, canary skipped"
+                ));
+            }
+            Some(champion) if champion.version == version => {
+                return Ok(format!(
+                    "{model}:{version} is already {alias}: canary skipped"
+                ));
+            }
+            Some(champion) => champion.version,
+        };
+        let before = (
+            self.served(&model, champion).await?,
+            self.served(&model, version).await?,
+        );
+        let mut registry = self.clients.registry.clone();
+        // The share first: inference reads it when the alias appears.
+        registry
+            .set_model_version_tag(SetModelVersionTagRequest {
+                model_name: model.clone(),
+                version,
+                key: CANARY_SHARE_TAG.into(),
+                value: spec.share.to_string(),
+            })
+            .await
+            .map_err(peer("registry"))?;
+        registry
+            .set_model_alias(SetModelAliasRequest {
+                model_name: model.clone(),
+                alias: CANARY_ALIAS.into(),
+                version,
+                expected_version: None,
+            })
+            .await
+            .map_err(peer("registry"))?;
+        // A cancelled run drops this step mid-way: the canary still comes down.
+        let mut take_down = CanaryTakeDown {
+            registry: registry.clone(),
+            model: model.clone(),
+            armed: true,
+        };
+        let started = tokio::time::Instant::now();
+        let watched = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let answered = self
+                    .served(&model, version)
+                    .await?
+                    .since(&before.1)
+                    .requests();
+                let elapsed = started.elapsed();
+                self.update(sender, |run| {
+                    let step = run.steps.iter_mut().find(|s| s.kind == "canary");
+                    if let Some(step) = step {
+                        step.message = format!(
+                            "{:.0}% of the traffic to {model}:{version}: {answered} requests in {}s",
+                            spec.share * 100.0,
+                            elapsed.as_secs()
+                        );
+                        step.progress = (elapsed.as_secs_f64()
+                            / f64::from(spec.duration_seconds))
+                        .min(answered as f64 / spec.min_requests as f64)
+                        .min(1.0);
+                    }
+                })
+                .await;
+                if elapsed >= Duration::from_secs(spec.duration_seconds.into())
+                    && answered >= spec.min_requests
+                {
+                    return Ok(());
+                }
+                if elapsed >= Duration::from_secs(spec.timeout_seconds.into()) {
+                    return Err(ApiError::failed_precondition(format!(
+                        "canary: {model}:{version} answered {answered} of the {} requests it \
+                         needs in {}s (is there traffic for {model}?)",
+                        spec.min_requests, spec.timeout_seconds
+                    )));
+                }
+            }
+        };
+        let watched: Result<(), ApiError> = watched.await;
+        // Taken down whatever happened, so traffic goes back to the champion alone.
+        let removed = registry
+            .delete_model_alias(DeleteModelAliasRequest {
+                model_name: model.clone(),
+                alias: CANARY_ALIAS.into(),
+            })
+            .await;
+        take_down.armed = removed.is_err();
+        watched?;
+        removed.map_err(peer("registry"))?;
+        let ours = self.served(&model, version).await?.since(&before.1);
+        let theirs = self.served(&model, champion).await?.since(&before.0);
+        let seconds = started.elapsed().as_secs();
+        let summary = format!(
+            "{:.0}% of the traffic for {seconds}s: {model}:{version} {}; {model}:{champion} ({alias}) {}",
+            spec.share * 100.0,
+            ours.describe(),
+            theirs.describe()
+        );
+        let mut failures = Vec::new();
+        if ours.error_rate() > theirs.error_rate() + spec.max_error_rate_increase {
+            failures.push(format!(
+                "error rate {:.2}% is over the champion's {:.2}% + {:.2} points",
+                ours.error_rate() * 100.0,
+                theirs.error_rate() * 100.0,
+                spec.max_error_rate_increase * 100.0
+            ));
+        }
+        match (ours.mean_ms(), theirs.mean_ms()) {
+            (Some(mine), Some(champions)) if mine > champions * spec.max_latency_ratio => {
+                failures.push(format!(
+                    "mean latency {mine:.3} ms is over {} x the champion's {champions:.3} ms",
+                    spec.max_latency_ratio
+                ));
+            }
+            _ => {}
+        }
+        if failures.is_empty() {
+            Ok(format!("canary passed: {summary}"))
+        } else {
+            Err(ApiError::failed_precondition(format!(
+                "canary failed: {} ({summary})",
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// What inference has answered with a version so far (zero while it is not loaded).
+    async fn served(&self, model: &str, version: u32) -> Result<Served, ApiError> {
+        match self
+            .clients
+            .inference
+            .clone()
+            .model_statistics(mlops_proto::inference::ModelStatisticsRequest {
+                name: model.to_string(),
+                version: version.to_string(),
+            })
+            .await
+        {
+            Ok(response) => {
+                let stats = response
+                    .into_inner()
+                    .model_stats
+                    .into_iter()
+                    .next()
+                    .and_then(|m| m.inference_stats)
+                    .unwrap_or_default();
+                let success = stats.success.unwrap_or_default();
+                let fail = stats.fail.unwrap_or_default();
+                Ok(Served {
+                    succeeded: success.count,
+                    succeeded_ns: success.ns,
+                    failed: fail.count,
+                })
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(Served::default()),
+            Err(status) => Err(peer("inference")(status)),
+        }
+    }
+
     async fn smoke_test(
         &self,
         sender: &watch::Sender<PipelineRun>,
@@ -1169,4 +1355,79 @@ fn sample_rows(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Requests a version answered, from inference's statistics.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    succeeded: u64,
+    succeeded_ns: u64,
+    failed: u64,
+}
+
+impl Served {
+    /// What happened after `earlier` (counters restart with the inference process: then the
+    /// difference counts from zero).
+    fn since(self, earlier: &Served) -> Served {
+        if self.succeeded < earlier.succeeded || self.failed < earlier.failed {
+            return self;
+        }
+        Served {
+            succeeded: self.succeeded - earlier.succeeded,
+            succeeded_ns: self.succeeded_ns.saturating_sub(earlier.succeeded_ns),
+            failed: self.failed - earlier.failed,
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.succeeded + self.failed
+    }
+
+    fn error_rate(&self) -> f64 {
+        if self.requests() == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.requests() as f64
+        }
+    }
+
+    fn mean_ms(&self) -> Option<f64> {
+        (self.succeeded > 0).then(|| self.succeeded_ns as f64 / self.succeeded as f64 / 1e6)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} requests, {:.2}% errors, {}",
+            self.requests(),
+            self.error_rate() * 100.0,
+            self.mean_ms()
+                .map_or("no latency".into(), |ms| format!("{ms:.3} ms mean"))
+        )
+    }
+}
+
+/// Deletes the canary alias when dropped armed: a step abandoned mid-canary (a cancel) must
+/// not leave traffic split.
+struct CanaryTakeDown {
+    registry: RegistryServiceClient<Channel>,
+    model: String,
+    armed: bool,
+}
+
+impl Drop for CanaryTakeDown {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (mut registry, model) = (self.registry.clone(), std::mem::take(&mut self.model));
+        tokio::spawn(async move {
+            let request = DeleteModelAliasRequest {
+                model_name: model.clone(),
+                alias: mlops_core::serving::CANARY_ALIAS.into(),
+            };
+            if let Err(status) = registry.delete_model_alias(request).await {
+                tracing::error!(%model, %status, "cannot take the canary down");
+            }
+        });
+    }
 }
