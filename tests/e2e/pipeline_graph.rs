@@ -340,3 +340,151 @@ async fn a_canary_serves_a_share_of_live_traffic_before_the_promotion() {
     assert_eq!(after["champion"].to_string(), champion);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_scores_candidate_and_champion_on_the_same_evaluation_dataset() {
+    use mlops_proto::inference::ModelInferRequest;
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+    use mlops_proto::v1::{EvaluateModelRequest, GetTrainingJobRequest};
+    let cluster = TestCluster::quickstart().await;
+    // The last 100 patients, as a fixed evaluation set.
+    let lines: Vec<&str> = QUICKSTART_CSV.lines().collect();
+    let eval_csv = std::iter::once(lines[0])
+        .chain(lines[lines.len() - 100..].iter().copied())
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    upload_csv(&cluster, "diabetes-eval", &eval_csv)
+        .await
+        .unwrap();
+    let on_eval = QUICKSTART_PIPELINE.replace(
+        "  min: 0.3\n",
+        "  min: 0.3\n  dataset: diabetes-eval@1\n  checks: [\"r2 >= champion.r2 * 0.9\"]\n",
+    );
+    assert_ne!(on_eval, QUICKSTART_PIPELINE);
+
+    let first = cluster.run_pipeline(&on_eval).await;
+    assert_eq!(first.state(), JobState::Succeeded, "{}", first.error);
+    assert_eq!(first.evaluated_on, "diabetes-eval@1 (100 rows)");
+    let gate = &first.steps[2];
+    assert!(
+        gate.message
+            .starts_with("on diabetes-eval@1 (100 rows): gate passed: r2 = "),
+        "{}",
+        gate.message
+    );
+    // The gate's r2 is the model's on those 100 rows: predicted through inference and scored
+    // here, it is the same number; the job's holdout r2 is another.
+    let (x, y) = diabetes();
+    let rows = x.nrows();
+    let tail = x.slice(ndarray::s![rows - 100.., ..]).to_owned();
+    let truth = y.slice(ndarray::s![rows - 100..]).to_owned();
+    let response = cluster
+        .inference()
+        .model_infer(ModelInferRequest {
+            model_name: "diabetes-linear".into(),
+            model_version: first.model_version.to_string(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP64".into(),
+                shape: vec![100, 10],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw_fp64(tail.iter().copied())],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let predicted = decode_fp64(&response.raw_output_contents[0]);
+    let mean = truth.mean().unwrap();
+    let residual: f64 = truth
+        .iter()
+        .zip(&predicted)
+        .map(|(t, p)| (t - p).powi(2))
+        .sum();
+    let total: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
+    let r2 = 1.0 - residual / total;
+    assert!(
+        (first.metrics["r2"] - r2).abs() < 1e-9,
+        "{} vs {r2}",
+        first.metrics["r2"]
+    );
+    assert!(
+        (first.steps[1].metrics["r2"] - r2).abs() > 1e-6,
+        "holdout differs"
+    );
+
+    // A challenger: the champion is scored again on the same rows, not taken as recorded.
+    let ridge = on_eval.replace("model: linear", "model: ridge");
+    let second = cluster.run_pipeline(&ridge).await;
+    assert_eq!(second.champion_version, first.model_version);
+    assert!(
+        (second.champion_metrics["r2"] - first.metrics["r2"]).abs() < 1e-12,
+        "{:?} vs {:?}",
+        second.champion_metrics,
+        first.metrics
+    );
+    assert!(
+        second.steps[2]
+            .message
+            .contains("r2 >= champion.r2 * 0.9 ("),
+        "{}",
+        second.steps[2].message
+    );
+
+    // Bad requests name what is wrong.
+    let digest = cluster
+        .training()
+        .get_training_job(GetTrainingJobRequest {
+            id: first.training_job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .artifact_digest;
+    upload_csv(&cluster, "no-target", "age,sex\n1,2\n3,4\n")
+        .await
+        .unwrap();
+    for (digest, dataset, code, needle) in [
+        (
+            digest.as_str(),
+            "no-target",
+            Code::InvalidArgument,
+            "\"target\"",
+        ),
+        (digest.as_str(), "missing", Code::NotFound, "missing"),
+        (
+            "not-a-digest",
+            "diabetes-eval",
+            Code::InvalidArgument,
+            "artifact_digest",
+        ),
+    ] {
+        let status = cluster
+            .training()
+            .evaluate_model(EvaluateModelRequest {
+                artifact_digest: digest.into(),
+                dataset: dataset.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    let status = cluster
+        .orchestrator()
+        .run_pipeline(RunPipelineRequest {
+            pipeline_yaml: on_eval.replace("diabetes-eval@1", "diabetes eval"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("evaluate.dataset"),
+        "{}",
+        status.message()
+    );
+    cluster.stop().await;
+}

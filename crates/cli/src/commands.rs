@@ -1159,24 +1159,15 @@ async fn write_run_report(
     run: &PipelineRun,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    // The version the gate compared against, unless this run's own version became it.
-    let champion = if run.champion_version > 0 && run.champion_version != run.model_version {
-        let version = RegistryServiceClient::new(e.connect("registry", &e.registry)?)
-            .get_model_version(GetModelVersionRequest {
-                model_name: run.model_name.clone(),
-                version: run.champion_version,
-                alias: String::new(),
-            })
-            .await
-            .map_err(rpc("registry", &e.registry))?
-            .into_inner();
-        Some((
-            format!("champion {}:{}", run.model_name, run.champion_version),
-            version.metrics,
-        ))
-    } else {
-        None
-    };
+    // The champion the gate compared against, on the gate's data, unless this run's own
+    // version became it.
+    let champion =
+        (run.champion_version > 0 && run.champion_version != run.model_version).then(|| {
+            (
+                format!("champion {}:{}", run.model_name, run.champion_version),
+                run.champion_metrics.clone(),
+            )
+        });
     let loss_curve = if run.training_job_id.is_empty() {
         Vec::new()
     } else {

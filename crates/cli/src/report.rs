@@ -73,6 +73,9 @@ pub fn run_svg(
     if run.dataset_version > 0 {
         facts.push(format!("dataset {}@{}", run.dataset, run.dataset_version));
     }
+    if !run.evaluated_on.is_empty() {
+        facts.push(format!("gated on {}", run.evaluated_on));
+    }
     if run.model_version > 0 {
         facts.push(format!(
             "model {}:{}{}",
@@ -146,10 +149,13 @@ pub fn run_svg(
     y += graph_rows as f64 * row + 20.0;
 
     // Metrics: each train candidate, and the champion, per metric scaled to the group's largest.
+    // Train steps keep their holdout metrics; on an evaluation dataset only the selected
+    // candidate's were measured on the champion's rows.
+    let on_holdout = matches!(run.evaluated_on.as_str(), "" | "holdout");
     let mut series: Vec<(String, &HashMap<String, f64>, &str)> = run
         .steps
         .iter()
-        .filter(|s| s.kind == "train" && !s.metrics.is_empty())
+        .filter(|s| on_holdout && s.kind == "train" && !s.metrics.is_empty())
         .enumerate()
         .map(|(k, s)| {
             let selected = s.training_job_id == run.training_job_id;
@@ -162,7 +168,7 @@ pub fn run_svg(
         })
         .collect();
     if series.is_empty() && !run.metrics.is_empty() {
-        series.push(("candidate".into(), &run.metrics, SERIES_COLOURS[0]));
+        series.push(("selected candidate".into(), &run.metrics, SERIES_COLOURS[0]));
     }
     if let Some((label, metrics)) = champion {
         series.push((label.to_string(), metrics, CHAMPION_COLOUR));
@@ -170,7 +176,12 @@ pub fn run_svg(
     let names: BTreeSet<&String> = series.iter().flat_map(|(_, m, _)| m.keys()).collect();
     if !names.is_empty() {
         body += &format!(
-            "<text x=\"20\" y=\"{y}\" font-size=\"15\" font-weight=\"bold\">held-out metrics</text>\n"
+            "<text x=\"20\" y=\"{y}\" font-size=\"15\" font-weight=\"bold\">metrics on {}</text>\n",
+            escape(if on_holdout {
+                "each one's holdout"
+            } else {
+                &run.evaluated_on
+            })
         );
         let mut legend_x = 200.0;
         for (label, _, colour) in &series {

@@ -584,6 +584,45 @@ pub struct EvaluateSpec {
     /// The checks, parsed.
     #[serde(skip)]
     pub checks: Vec<Check>,
+    /// Evaluate every candidate and the champion on this dataset version (`name`, `name@3`
+    /// or `name@alias`) instead of each one's own holdout: the same rows for all.
+    pub dataset: Option<String>,
+    /// `dataset`, parsed.
+    #[serde(skip)]
+    pub dataset_ref: Option<DatasetRef>,
+}
+
+/// A dataset version by number, by alias, or the latest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRef {
+    pub name: String,
+    pub version: u32,
+    pub alias: String,
+}
+
+impl DatasetRef {
+    pub fn parse(field: &str, text: &str) -> Result<Self, ApiError> {
+        let (name, at) = text.split_once('@').unwrap_or((text, ""));
+        validate_name(field, name)?;
+        let (version, alias) = match at.parse::<u32>() {
+            Ok(0) => {
+                return Err(ApiError::invalid_argument(format!(
+                    "{field}: versions start at 1"
+                )));
+            }
+            Ok(version) => (version, String::new()),
+            Err(_) if at.is_empty() => (0, String::new()),
+            Err(_) => {
+                validate_name(field, at)?;
+                (0, at.to_string())
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            version,
+            alias,
+        })
+    }
 }
 
 impl Default for EvaluateSpec {
@@ -594,6 +633,8 @@ impl Default for EvaluateSpec {
             max: None,
             check_texts: Vec::new(),
             checks: Vec::new(),
+            dataset: None,
+            dataset_ref: None,
         }
     }
 }
@@ -1169,6 +1210,9 @@ impl Pipeline {
         let task = task.expect("a pipeline has a train step");
         check_metric(task, &self.evaluate.metric)
             .map_err(|e| ApiError::invalid_argument(format!("evaluate.metric: {e}")))?;
+        if let Some(dataset) = &self.evaluate.dataset {
+            self.evaluate.dataset_ref = Some(DatasetRef::parse("evaluate.dataset", dataset)?);
+        }
         self.evaluate.checks = self
             .evaluate
             .check_texts

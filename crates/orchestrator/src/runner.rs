@@ -784,16 +784,41 @@ impl Runner {
                 spec.metric
             ));
         }
-        // Relative checks compare with the version behind the promote alias, as recorded; the
-        // run keeps which version that was, for its report.
+        // Relative checks compare with the version behind the promote alias, on the same
+        // evaluation data; the run keeps which version that was and its metrics.
         let alias = pipeline
             .promote
             .as_ref()
             .map_or("champion", |p| p.alias.as_str());
-        let champion = self.alias_holder(&pipeline.register.model, alias).await?;
-        let champion_version = champion.as_ref().map_or(0, |c| c.version);
-        self.update(sender, |run| run.champion_version = champion_version)
-            .await;
+        let champion = match self.alias_holder(&pipeline.register.model, alias).await? {
+            Some(mut champion) => {
+                if let Some(dataset) = &spec.dataset_ref {
+                    champion.metrics = self
+                        .score(&champion.artifact_digest, dataset)
+                        .await
+                        .map_err(|e| {
+                            ApiError::new(
+                                e.kind,
+                                format!(
+                                    "scoring champion {}:{}: {}",
+                                    champion.model_name, champion.version, e.message
+                                ),
+                            )
+                        })?
+                        .metrics;
+                }
+                Some(champion)
+            }
+            None => None,
+        };
+        let (champion_version, champion_metrics) = champion
+            .as_ref()
+            .map_or((0, HashMap::new()), |c| (c.version, c.metrics.clone()));
+        self.update(sender, |run| {
+            run.champion_version = champion_version;
+            run.champion_metrics = champion_metrics;
+        })
+        .await;
         let mut passed = vec![format!("{} = {value:.4}", spec.metric)];
         for check in &spec.checks {
             let Some(ours) = metrics.get(&check.metric).copied() else {
@@ -851,7 +876,7 @@ impl Runner {
         pipeline: &Pipeline,
     ) -> Result<(String, HashMap<String, f64>), ApiError> {
         let metric = &pipeline.evaluate.metric;
-        let candidates: Vec<(String, String, HashMap<String, f64>)> = {
+        let mut candidates: Vec<(String, String, HashMap<String, f64>)> = {
             let run = sender.borrow();
             run.steps
                 .iter()
@@ -870,6 +895,27 @@ impl Runner {
                 })
                 .collect()
         };
+        // On the evaluation dataset, every candidate is scored on the same rows.
+        let mut evaluated_on = "holdout".to_string();
+        if let Some(dataset) = &pipeline.evaluate.dataset_ref {
+            for (name, job, metrics) in &mut candidates {
+                let digest = self
+                    .training_job(job.clone())
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::failed_precondition(format!(
+                            "the training job {job} of step {name} is gone"
+                        ))
+                    })?
+                    .artifact_digest;
+                let scored = self.score(&digest, dataset).await?;
+                evaluated_on = format!(
+                    "{}@{} ({} rows)",
+                    scored.dataset, scored.dataset_version, scored.rows
+                );
+                *metrics = scored.metrics;
+            }
+        }
         let score = |metrics: &HashMap<String, f64>| {
             // Higher is better after this; no metric (or NaN) loses to every number.
             match metrics.get(metric).copied().filter(|v| !v.is_nan()) {
@@ -905,10 +951,16 @@ impl Runner {
         } else {
             String::new()
         };
+        let selection = if evaluated_on == "holdout" {
+            selection
+        } else {
+            format!("on {evaluated_on}: {selection}")
+        };
         let (job, metrics) = (best.1, best.2.clone());
         self.update(sender, |run| {
             run.training_job_id = job;
             run.metrics = best.2;
+            run.evaluated_on = evaluated_on;
         })
         .await;
         Ok((selection, metrics))
@@ -1005,7 +1057,16 @@ impl Runner {
                 return Ok(format!("{model}:{version} is already {alias}"));
             }
             Some(champion) => {
-                let theirs = champion.metrics.get(metric).copied().unwrap_or(f64::NAN);
+                // On the gate's evaluation data when the gate saw this champion.
+                let recorded = {
+                    let run = sender.borrow();
+                    (run.champion_version == champion.version)
+                        .then(|| run.champion_metrics.get(metric).copied())
+                        .flatten()
+                };
+                let theirs = recorded
+                    .or_else(|| champion.metrics.get(metric).copied())
+                    .unwrap_or(f64::NAN);
                 let better = if pipeline.evaluate.higher_is_better() {
                     ours > theirs
                 } else {
@@ -1190,6 +1251,27 @@ impl Runner {
                 failures.join("; ")
             )))
         }
+    }
+
+    /// Every metric of a trained model on a dataset version, computed by the training service.
+    async fn score(
+        &self,
+        artifact_digest: &str,
+        dataset: &crate::pipeline::DatasetRef,
+    ) -> Result<EvaluateModelResponse, ApiError> {
+        Ok(self
+            .clients
+            .training
+            .clone()
+            .evaluate_model(EvaluateModelRequest {
+                artifact_digest: artifact_digest.to_string(),
+                dataset: dataset.name.clone(),
+                dataset_version: dataset.version,
+                dataset_alias: dataset.alias.clone(),
+            })
+            .await
+            .map_err(peer("training"))?
+            .into_inner())
     }
 
     /// What inference has answered with a version so far (zero while it is not loaded).

@@ -38,14 +38,18 @@ impl Application {
             IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion, &peers)?);
         let jobs = Jobs::new(
             store,
-            artifacts,
+            artifacts.clone(),
             registry,
             settings.training.max_concurrent_jobs,
         );
         let listener = server::bind(settings.training.listen).await?;
         Ok(Self {
             listener,
-            api: Training { jobs, ingestion },
+            api: Training {
+                jobs,
+                ingestion,
+                artifacts,
+            },
             options,
         })
     }

@@ -63,12 +63,109 @@ pub fn train_spec(
     Ok(spec)
 }
 
+/// Every metric of the bundle's task on a dataset version: its inputs and target columns read
+/// as for training; a classifier's labels matched to the classes it knows.
+fn score(
+    bundle: &mlops_ml::ModelBundle,
+    parquet: bytes::Bytes,
+    id: &str,
+) -> Result<(BTreeMap<String, f64>, u64), ApiError> {
+    let invalid = |why: String| ApiError::invalid_argument(format!("dataset {id}: {why}"));
+    let table = crate::dataset::load(parquet, &bundle.target, &bundle.input_names())
+        .map_err(|e| invalid(e.message))?;
+    let rows = table.target.len();
+    if rows == 0 {
+        return Err(invalid("no rows to evaluate on".into()));
+    }
+    let target =
+        if bundle.classes.is_empty() {
+            mlops_ml::train::build_target(Task::Regression, &table.target)
+                .map_err(|e| invalid(e.reason().to_string()))?
+                .0
+        } else {
+            let texts: Vec<Option<String>> = match &table.target {
+                mlops_ml::frame::Values::Numeric(v) => v
+                    .iter()
+                    .map(|x| x.is_finite().then(|| x.to_string()))
+                    .collect(),
+                mlops_ml::frame::Values::Categorical(v) => v.clone(),
+            };
+            let labels =
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(row, text)| {
+                        let text = text.as_deref().ok_or_else(|| {
+                            invalid(format!("the target is missing at row {row}"))
+                        })?;
+                        bundle.classes.iter().position(|c| c == text).ok_or_else(|| {
+                    invalid(format!(
+                        "row {row}: label {text:?} is not one of the model's classes ({})",
+                        bundle.classes.join(", ")
+                    ))
+                })
+                    })
+                    .collect::<Result<Vec<usize>, ApiError>>()?;
+            mlops_ml::Target::Classification {
+                labels,
+                classes: bundle.classes.len(),
+            }
+        };
+    let prediction = bundle
+        .predict_frame(table.features)
+        .map_err(|e| invalid(e.reason().to_string()))?;
+    let metrics = mlops_ml::train::evaluate(&target, &prediction)
+        .map_err(|e| invalid(e.reason().to_string()))?;
+    Ok((metrics, rows as u64))
+}
+
 pub struct Training {
     pub jobs: Jobs,
     pub ingestion: IngestionServiceClient<Channel>,
+    pub artifacts: mlops_core::storage::ArtifactStore,
 }
 
 impl Training {
+    async fn evaluate(
+        &self,
+        caller: Option<&Principal>,
+        request: EvaluateModelRequest,
+    ) -> Result<EvaluateModelResponse, ApiError> {
+        mlops_core::storage::validate_digest("artifact_digest", &request.artifact_digest)?;
+        validate_name("dataset", &request.dataset)?;
+        authorize(caller, ResourceKind::Dataset, &request.dataset)?;
+        let version = self
+            .ingestion
+            .clone()
+            .get_dataset_version(GetDatasetVersionRequest {
+                dataset: request.dataset.clone(),
+                version: request.dataset_version,
+                alias: request.dataset_alias.clone(),
+            })
+            .await
+            .map_err(|s| ApiError::from_status("dataset", &s))?
+            .into_inner();
+        let bundle = self.artifacts.get(&request.artifact_digest).await?;
+        let bundle = mlops_ml::ModelBundle::from_json(&bundle).map_err(|e| {
+            ApiError::failed_precondition(format!(
+                "artifact {} is not a model bundle this platform trained: {}",
+                request.artifact_digest,
+                e.reason()
+            ))
+        })?;
+        let parquet = self.artifacts.get(&version.digest).await?;
+        let id = version.id.clone();
+        let (metrics, rows) = tokio::task::spawn_blocking(move || score(&bundle, parquet, &id))
+            .await
+            .map_err(|e| ApiError::internal(format!("evaluation task: {e}")))??;
+        Ok(EvaluateModelResponse {
+            metrics: metrics.into_iter().collect(),
+            dataset: version.dataset,
+            dataset_version: version.version,
+            rows,
+        })
+    }
+
     async fn submit(
         &self,
         caller: Option<&Principal>,
@@ -197,6 +294,16 @@ impl TrainingService for Training {
         let caller = request.extensions().get::<Principal>().cloned();
         Ok(Response::new(
             self.submit(caller.as_ref(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn evaluate_model(
+        &self,
+        request: Request<EvaluateModelRequest>,
+    ) -> Result<Response<EvaluateModelResponse>, Status> {
+        let caller = request.extensions().get::<Principal>().cloned();
+        Ok(Response::new(
+            self.evaluate(caller.as_ref(), request.into_inner()).await?,
         ))
     }
 

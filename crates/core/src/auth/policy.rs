@@ -118,6 +118,7 @@ pub const GRPC_RULES: &[(&str, Rule)] = {
         ("/mlops.v1.TrainingService/GetTrainingJob", read(Read)),
         ("/mlops.v1.TrainingService/ListTrainingJobs", read(Read)),
         ("/mlops.v1.TrainingService/WatchTrainingJob", read(Read)),
+        ("/mlops.v1.TrainingService/EvaluateModel", read(Read)),
         (
             "/mlops.v1.RegistryService/CreateRegisteredModel",
             write(RegisterModel),
