@@ -486,5 +486,28 @@ async fn the_gate_scores_candidate_and_champion_on_the_same_evaluation_dataset()
         "{}",
         status.message()
     );
+    // Missing data is refused at submit time too, and nothing starts.
+    let before = runs(&cluster).await;
+    let sourceless =
+        "name: p\ndataset: {name: nowhere}\ntrain: {target: y}\nregister: {model: m}\n";
+    for (yaml, needle) in [
+        (
+            on_eval.replace("diabetes-eval@1", "diabetes-eval@9"),
+            "evaluate.dataset",
+        ),
+        (sourceless.to_string(), "dataset.name"),
+    ] {
+        let status = cluster
+            .orchestrator()
+            .run_pipeline(RunPipelineRequest {
+                pipeline_yaml: yaml,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    assert_eq!(runs(&cluster).await, before);
     cluster.stop().await;
 }

@@ -103,16 +103,30 @@ impl Runner {
         trigger: &str,
         dataset_version: u32,
     ) -> Result<PipelineRun, ApiError> {
-        if let Some(source) = &pipeline.dataset.source {
-            // Checked now so a missing file fails the call, not a run.
-            if !tokio::fs::try_exists(self.sources_dir.join(source))
-                .await
-                .unwrap_or(false)
-            {
-                return Err(ApiError::not_found(format!(
-                    "dataset.source {source:?} not found in the orchestrator's sources directory"
-                )));
+        // What the run reads is checked now, so a missing file or dataset fails the call and
+        // starts nothing.
+        match &pipeline.dataset.source {
+            Some(source) => {
+                if !tokio::fs::try_exists(self.sources_dir.join(source))
+                    .await
+                    .unwrap_or(false)
+                {
+                    return Err(ApiError::not_found(format!(
+                        "dataset.source {source:?} not found in the orchestrator's sources directory"
+                    )));
+                }
             }
+            None => {
+                let wanted = crate::pipeline::DatasetRef {
+                    name: pipeline.dataset.name.clone(),
+                    version: dataset_version,
+                    alias: String::new(),
+                };
+                self.dataset_exists("dataset.name", &wanted).await?;
+            }
+        }
+        if let Some(dataset) = &pipeline.evaluate.dataset_ref {
+            self.dataset_exists("evaluate.dataset", dataset).await?;
         }
         let mut run = PipelineRun {
             id: new_id(),
@@ -1250,6 +1264,32 @@ impl Runner {
                 "canary failed: {} ({summary})",
                 failures.join("; ")
             )))
+        }
+    }
+
+    /// NOT_FOUND naming `field` unless the dataset version exists.
+    async fn dataset_exists(
+        &self,
+        field: &str,
+        dataset: &crate::pipeline::DatasetRef,
+    ) -> Result<(), ApiError> {
+        let request = GetDatasetVersionRequest {
+            dataset: dataset.name.clone(),
+            version: dataset.version,
+            alias: dataset.alias.clone(),
+        };
+        match self
+            .clients
+            .ingestion
+            .clone()
+            .get_dataset_version(request)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Err(ApiError::not_found(
+                format!("{field}: {}", status.message()),
+            )),
+            Err(status) => Err(peer("ingestion")(status)),
         }
     }
 
