@@ -27,7 +27,7 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
     assert_eq!(
         names,
         [
-            "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
+            "data", "check", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
         ]
     );
     assert!(
@@ -42,11 +42,16 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
     let first_end = trains.iter().map(|s| s.finished_at_ms).min().unwrap();
     assert!(last_start <= first_end, "{trains:?}");
     // And after what they need.
-    let data = &run.steps[0];
+    let check = &run.steps[1];
+    assert!(
+        check.message.starts_with("valid: diabetes@1: 442 rows"),
+        "{}",
+        check.message
+    );
     assert!(
         trains
             .iter()
-            .all(|s| s.started_at_ms >= data.finished_at_ms)
+            .all(|s| s.started_at_ms >= check.finished_at_ms)
     );
 
     // The best candidate by held-out R² is the run's, and what was registered.
@@ -56,7 +61,7 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
         .unwrap();
     assert_eq!(run.training_job_id, best.training_job_id);
     assert_eq!(run.metrics["r2"], best.metrics["r2"]);
-    let gate = &run.steps[4];
+    let gate = &run.steps[5];
     assert!(
         gate.message
             .starts_with(&format!("selected {} (r2 ", best.name)),
@@ -82,7 +87,7 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
         best.training_job_id
     );
     // The smoke test ran against the registered version before the promotion.
-    let (smoke, promote) = (&run.steps[6], &run.steps[7]);
+    let (smoke, promote) = (&run.steps[7], &run.steps[8]);
     assert!(smoke.finished_at_ms <= promote.started_at_ms);
     assert!(
         smoke
@@ -142,7 +147,7 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
     .unwrap();
     assert!(
         shown.contains(
-            "[✓ data] → [✓ linear | ✓ ridge | ✓ tree] → [✗ gate] → [- register] → [- smoke] → [- promote]"
+            "[✓ data] → [✓ check] → [✓ linear | ✓ ridge | ✓ tree] → [✗ gate] → [- register] → [- smoke] → [- promote]"
         ),
         "{shown}"
     );
@@ -159,10 +164,38 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
         .unwrap();
     assert!(svg.contains(&format!("{} (selected)", selected.name)));
     for name in [
-        "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote", "r2", "rmse",
+        "data", "check", "linear", "ridge", "tree", "gate", "register", "smoke", "promote", "r2",
+        "rmse",
     ] {
         assert!(svg.contains(&format!(">{name}<")), "{name}");
     }
+
+    // Data that fails the checks stops the run before anything trains.
+    let too_few = cluster
+        .orchestrator()
+        .run_pipeline(RunPipelineRequest {
+            pipeline_yaml: yaml.clone(),
+            parameters: [("min_rows".to_string(), "1000".to_string())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let too_few = cluster.wait_for_run(&too_few.id).await;
+    assert_eq!(too_few.state(), JobState::Failed);
+    assert!(
+        too_few
+            .error
+            .contains("step check failed: invalid data: 442 rows, fewer than min_rows 1000"),
+        "{}",
+        too_few.error
+    );
+    assert!(
+        too_few
+            .steps
+            .iter()
+            .filter(|s| s.kind == "train")
+            .all(|s| s.state() == JobState::Skipped && s.training_job_id.is_empty())
+    );
 
     // A cycle is refused at submit time with the steps on it; nothing starts.
     let before = runs(&cluster).await;

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
     Ingest,
+    Validate,
     Train,
     Evaluate,
     Register,
@@ -28,6 +29,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Ingest => "ingest",
+            StepKind::Validate => "validate",
             StepKind::Train => "train",
             StepKind::Evaluate => "evaluate",
             StepKind::Register => "register",
@@ -63,6 +65,8 @@ pub struct Candidate {
 pub struct Pipeline {
     pub name: String,
     pub dataset: DatasetSpec,
+    /// Checks of the ingested version's report before anything trains on it.
+    pub validate: Option<ValidateSpec>,
     pub candidates: Vec<Candidate>,
     pub evaluate: EvaluateSpec,
     pub register: RegisterSpec,
@@ -83,6 +87,7 @@ pub struct Pipeline {
 struct PipelineFile {
     name: String,
     dataset: Option<DatasetSpec>,
+    validate: Option<ValidateSpec>,
     train: Option<TrainSpec>,
     evaluate: Option<EvaluateSpec>,
     register: Option<RegisterSpec>,
@@ -114,12 +119,54 @@ struct StepFile {
     #[serde(default)]
     needs: Vec<String>,
     ingest: Option<DatasetSpec>,
+    validate: Option<ValidateSpec>,
     train: Option<TrainSpec>,
     evaluate: Option<EvaluateSpec>,
     register: Option<RegisterSpec>,
     canary: Option<CanarySpec>,
     promote: Option<PromoteSpec>,
     smoke_test: Option<SmokeTestSpec>,
+}
+
+/// Data checks on the ingested version's validation report; a failure stops the run before
+/// anything trains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateSpec {
+    /// The report's verdict on the declared column constraints must be a pass.
+    pub require_passed: bool,
+    pub min_rows: u64,
+    /// Rows identical to an earlier row, as a share of all rows.
+    pub max_duplicate_share: f64,
+    /// Missing values in any one column, as a share of the rows.
+    pub max_missing_share: f64,
+}
+
+impl Default for ValidateSpec {
+    fn default() -> Self {
+        Self {
+            require_passed: true,
+            min_rows: 1,
+            max_duplicate_share: 1.0,
+            max_missing_share: 1.0,
+        }
+    }
+}
+
+impl ValidateSpec {
+    fn check(&self) -> Result<(), ApiError> {
+        for (field, share) in [
+            ("max_duplicate_share", self.max_duplicate_share),
+            ("max_missing_share", self.max_missing_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(ApiError::invalid_argument(format!(
+                    "validate.{field} must be between 0 and 1"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A canary release: a share of the model's unversioned requests goes to the new version for
@@ -879,6 +926,7 @@ impl Pipeline {
             None => Self::from_sections(
                 file.name,
                 file.dataset,
+                file.validate,
                 file.train,
                 file.evaluate,
                 file.register,
@@ -890,6 +938,7 @@ impl Pipeline {
             Some(steps) => {
                 if let Some(section) = [
                     ("dataset", file.dataset.is_some()),
+                    ("validate", file.validate.is_some()),
                     ("train", file.train.is_some()),
                     ("evaluate", file.evaluate.is_some()),
                     ("register", file.register.is_some()),
@@ -925,6 +974,7 @@ impl Pipeline {
     fn from_sections(
         name: String,
         dataset: Option<DatasetSpec>,
+        validate: Option<ValidateSpec>,
         train: Option<TrainSpec>,
         evaluate: Option<EvaluateSpec>,
         register: Option<RegisterSpec>,
@@ -941,6 +991,7 @@ impl Pipeline {
         // A canary goes live between the registration and the promotion.
         let kinds: Vec<StepKind> = [
             StepKind::Ingest,
+            StepKind::Validate,
             StepKind::Train,
             StepKind::Evaluate,
             StepKind::Register,
@@ -949,7 +1000,11 @@ impl Pipeline {
             StepKind::SmokeTest,
         ]
         .into_iter()
-        .filter(|kind| *kind != StepKind::Canary || canary.is_some())
+        .filter(|kind| match kind {
+            StepKind::Canary => canary.is_some(),
+            StepKind::Validate => validate.is_some(),
+            _ => true,
+        })
         .collect();
         let steps = kinds
             .iter()
@@ -966,6 +1021,7 @@ impl Pipeline {
         Ok(Self {
             name,
             dataset: dataset.ok_or_else(|| required("dataset"))?,
+            validate,
             candidates: vec![Candidate {
                 step: "train".into(),
                 spec: train.ok_or_else(|| required("train"))?,
@@ -990,6 +1046,7 @@ impl Pipeline {
         mut train_digests: Vec<BTreeMap<String, String>>,
     ) -> Result<Self, ApiError> {
         let mut dataset = None;
+        let mut validate = None;
         let mut candidates = Vec::new();
         let mut evaluate = None;
         let mut register = None;
@@ -1035,6 +1092,11 @@ impl Pipeline {
                 dataset = Some(spec);
                 kinds.push(StepKind::Ingest);
             }
+            if let Some(spec) = file.validate {
+                once(validate.is_some(), "validate")?;
+                validate = Some(spec);
+                kinds.push(StepKind::Validate);
+            }
             if let Some(spec) = file.train {
                 candidates.push(Candidate {
                     step: file.name.clone(),
@@ -1072,8 +1134,8 @@ impl Pipeline {
                 [kind] => *kind,
                 [] => {
                     return Err(ApiError::invalid_argument(format!(
-                        "{at}: no step type: give one of ingest, train, evaluate, register, \
-                         canary, promote, smoke_test"
+                        "{at}: no step type: give one of ingest, validate, train, evaluate, \
+                         register, canary, promote, smoke_test"
                     )));
                 }
                 _ => {
@@ -1099,6 +1161,7 @@ impl Pipeline {
         let pipeline = Self {
             name,
             dataset: dataset.ok_or_else(|| missing("ingest"))?,
+            validate,
             evaluate: evaluate.ok_or_else(|| missing("evaluate"))?,
             register: register.ok_or_else(|| missing("register"))?,
             promote,
@@ -1159,6 +1222,8 @@ impl Pipeline {
             Ok(())
         };
         requires(StepKind::Train, StepKind::Ingest)?;
+        requires(StepKind::Validate, StepKind::Ingest)?;
+        requires(StepKind::Train, StepKind::Validate)?;
         requires(StepKind::Evaluate, StepKind::Train)?;
         requires(StepKind::Register, StepKind::Evaluate)?;
         requires(StepKind::Promote, StepKind::Register)?;
@@ -1176,6 +1241,9 @@ impl Pipeline {
             validate_name("dataset.source", source)?;
         }
         self.dataset.upload_header()?;
+        if let Some(validate) = &self.validate {
+            validate.check()?;
+        }
         let mut task = None;
         for candidate in &self.candidates {
             let at = if self.candidates.len() == 1 {
@@ -1364,9 +1432,10 @@ mod tests {
         assert_eq!(
             order,
             [
-                "data", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
+                "data", "check", "linear", "ridge", "tree", "gate", "register", "smoke", "promote"
             ]
         );
+        assert_eq!(pipeline.validate.as_ref().unwrap().min_rows, 400);
         // Each candidate's cache digests are its own section's.
         assert_ne!(
             pipeline.candidates[0].digests.get("train.model"),
@@ -1399,14 +1468,24 @@ mod tests {
                 "\"register\" (register) must need \"gate\"",
             ),
             (
-                "  - name: tree\n    needs: [data]\n",
+                "  - name: tree\n    needs: [check]\n",
                 "  - name: tree\n",
                 "\"tree\" (train) must need \"data\"",
             ),
             (
+                "  - name: tree\n    needs: [check]\n",
+                "  - name: tree\n    needs: [data]\n",
+                "\"tree\" (train) must need \"check\" (validate)",
+            ),
+            (
+                "      max_missing_share: 0\n",
+                "      max_missing_share: 2\n",
+                "validate.max_missing_share",
+            ),
+            (
                 "  - name: tree",
                 "  - name: ridge",
-                "steps[3].name: \"ridge\" names an earlier step",
+                "steps[4].name: \"ridge\" names an earlier step",
             ),
             (
                 "    smoke_test: {rows: 3}",

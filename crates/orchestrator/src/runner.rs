@@ -461,6 +461,7 @@ impl Runner {
     ) -> Result<String, ApiError> {
         match pipeline.steps[index].kind {
             StepKind::Ingest => self.ingest(sender, pipeline).await,
+            StepKind::Validate => self.validate(sender, pipeline).await,
             StepKind::Train => self.train(sender, pipeline, index).await,
             StepKind::Evaluate => self.evaluate(sender, pipeline).await,
             StepKind::Register => self.register(sender, pipeline).await,
@@ -540,7 +541,12 @@ impl Runner {
             run.dataset_version = version.version;
         })
         .await;
-        if spec.require_valid && version.report.is_some() && !report.passed {
+        // A validate step judges the report when there is one.
+        if pipeline.validate.is_none()
+            && spec.require_valid
+            && version.report.is_some()
+            && !report.passed
+        {
             return Err(ApiError::failed_precondition(format!(
                 "dataset {} failed validation: {}",
                 version.id,
@@ -548,6 +554,84 @@ impl Runner {
             )));
         }
         Ok(message)
+    }
+
+    async fn validate(
+        &self,
+        sender: &watch::Sender<PipelineRun>,
+        pipeline: &Pipeline,
+    ) -> Result<String, ApiError> {
+        let spec = pipeline
+            .validate
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a validate step without a validate section"))?;
+        let (dataset, version) = {
+            let run = sender.borrow();
+            (run.dataset.clone(), run.dataset_version)
+        };
+        let record = self
+            .clients
+            .ingestion
+            .clone()
+            .get_dataset_version(GetDatasetVersionRequest {
+                dataset: dataset.clone(),
+                version,
+                alias: String::new(),
+            })
+            .await
+            .map_err(peer("ingestion"))?
+            .into_inner();
+        let report = record.report.unwrap_or_default();
+        let rows = record.row_count;
+        let share = |count: u64| {
+            if rows == 0 {
+                0.0
+            } else {
+                count as f64 / rows as f64
+            }
+        };
+        let mut failures = Vec::new();
+        if spec.require_passed && !report.passed {
+            failures.push(format!("the report failed: {}", report.failures.join("; ")));
+        }
+        if rows < spec.min_rows {
+            failures.push(format!(
+                "{rows} rows, fewer than min_rows {}",
+                spec.min_rows
+            ));
+        }
+        let duplicates = share(report.duplicate_rows);
+        if duplicates > spec.max_duplicate_share {
+            failures.push(format!(
+                "{:.1}% duplicate rows, over max_duplicate_share {}",
+                duplicates * 100.0,
+                spec.max_duplicate_share
+            ));
+        }
+        for column in &report.columns {
+            if column.null_share > spec.max_missing_share {
+                failures.push(format!(
+                    "column {:?} is {:.1}% missing, over max_missing_share {}",
+                    column.name,
+                    column.null_share * 100.0,
+                    spec.max_missing_share
+                ));
+            }
+        }
+        let summary = format!(
+            "{dataset}@{version}: {rows} rows, {} duplicate, {} type errors, report {}",
+            report.duplicate_rows,
+            report.type_error_count,
+            if report.passed { "passed" } else { "failed" }
+        );
+        if failures.is_empty() {
+            Ok(format!("valid: {summary}"))
+        } else {
+            Err(ApiError::failed_precondition(format!(
+                "invalid data: {} ({summary})",
+                failures.join("; ")
+            )))
+        }
     }
 
     async fn train(
