@@ -2,30 +2,9 @@
 //! training data, loud on shifted data, through the ModelDrift RPC, Prometheus and the CLI.
 
 use mlops_e2e::*;
-use mlops_proto::inference::model_infer_request::InferInputTensor;
-use mlops_proto::inference::{ModelDriftRequest, ModelInferRequest};
+use mlops_proto::inference::ModelDriftRequest;
 use mlops_proto::v1::{JobState, SubmitTrainingJobRequest};
 use tonic::Code;
-
-async fn send_rows(cluster: &TestCluster, rows: &[Vec<f64>]) {
-    for chunk in rows.chunks(50) {
-        cluster
-            .inference()
-            .model_infer(ModelInferRequest {
-                model_name: "drifty".into(),
-                inputs: vec![InferInputTensor {
-                    name: "input".into(),
-                    datatype: "FP64".into(),
-                    shape: vec![chunk.len() as i64, 10],
-                    ..Default::default()
-                }],
-                raw_input_contents: vec![raw_fp64(chunk.iter().flatten().copied())],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_inputs_drift_only_when_their_distribution_moves() {
@@ -62,7 +41,7 @@ async fn live_inputs_drift_only_when_their_distribution_moves() {
     };
     let (x, _) = diabetes();
     let rows: Vec<Vec<f64>> = x.outer_iter().map(|r| r.to_vec()).collect();
-    send_rows(&cluster, &rows[..400]).await;
+    cluster.send_rows("drifty", &rows[..400]).await;
     let quiet = drift().await.unwrap().into_inner();
     assert_eq!(quiet.features.len(), 10);
     assert!(
@@ -79,7 +58,7 @@ async fn live_inputs_drift_only_when_their_distribution_moves() {
         .iter()
         .map(|r| r.iter().map(|v| v + 0.1).collect())
         .collect();
-    send_rows(&cluster, &shifted).await;
+    cluster.send_rows("drifty", &shifted).await;
     let loud = drift().await.unwrap().into_inner();
     assert!(loud.dataset_drift, "{loud:?}");
     assert!(

@@ -107,16 +107,7 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
 
     // Another seed: every candidate trains again, and the best one is measured against the
     // champion; it is worse by more than the 5% the gate allows, so nothing is registered.
-    let reseeded = cluster
-        .orchestrator()
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: yaml.clone(),
-            parameters: [("seed".to_string(), "7".to_string())].into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let reseeded = cluster.wait_for_run(&reseeded.id).await;
+    let reseeded = cluster.run_pipeline_with(&yaml, &[("seed", "7")]).await;
     assert_eq!(reseeded.state(), JobState::Failed);
     assert!(
         reseeded
@@ -172,15 +163,8 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
 
     // Data that fails the checks stops the run before anything trains.
     let too_few = cluster
-        .orchestrator()
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: yaml.clone(),
-            parameters: [("min_rows".to_string(), "1000".to_string())].into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let too_few = cluster.wait_for_run(&too_few.id).await;
+        .run_pipeline_with(&yaml, &[("min_rows", "1000")])
+        .await;
     assert_eq!(too_few.state(), JobState::Failed);
     assert!(
         too_few
@@ -234,25 +218,13 @@ async fn traffic(
     cluster: &TestCluster,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::collections::BTreeMap<String, u64> {
-    use mlops_proto::inference::ModelInferRequest;
-    use mlops_proto::inference::model_infer_request::InferInputTensor;
     let (x, _) = diabetes();
-    let row: Vec<f64> = x.row(0).to_vec();
+    let row = vec![x.row(0).to_vec()];
     let mut inference = cluster.inference();
     let mut answered = std::collections::BTreeMap::new();
     while !*stop.borrow() {
         let response = inference
-            .model_infer(ModelInferRequest {
-                model_name: "diabetes-linear".into(),
-                inputs: vec![InferInputTensor {
-                    name: "input".into(),
-                    datatype: "FP64".into(),
-                    shape: vec![1, 10],
-                    ..Default::default()
-                }],
-                raw_input_contents: vec![raw_fp64(row.iter().copied())],
-                ..Default::default()
-            })
+            .model_infer(fp64_request("diabetes-linear", "", &row))
             .await
             .unwrap()
             .into_inner();
@@ -376,8 +348,6 @@ async fn a_canary_serves_a_share_of_live_traffic_before_the_promotion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_scores_candidate_and_champion_on_the_same_evaluation_dataset() {
-    use mlops_proto::inference::ModelInferRequest;
-    use mlops_proto::inference::model_infer_request::InferInputTensor;
     use mlops_proto::v1::{EvaluateModelRequest, GetTrainingJobRequest};
     let cluster = TestCluster::quickstart().await;
     // The last 100 patients, as a fixed evaluation set.
@@ -411,20 +381,14 @@ async fn the_gate_scores_candidate_and_champion_on_the_same_evaluation_dataset()
     let rows = x.nrows();
     let tail = x.slice(ndarray::s![rows - 100.., ..]).to_owned();
     let truth = y.slice(ndarray::s![rows - 100..]).to_owned();
+    let tail_rows: Vec<Vec<f64>> = tail.outer_iter().map(|r| r.to_vec()).collect();
     let response = cluster
         .inference()
-        .model_infer(ModelInferRequest {
-            model_name: "diabetes-linear".into(),
-            model_version: first.model_version.to_string(),
-            inputs: vec![InferInputTensor {
-                name: "input".into(),
-                datatype: "FP64".into(),
-                shape: vec![100, 10],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![raw_fp64(tail.iter().copied())],
-            ..Default::default()
-        })
+        .model_infer(fp64_request(
+            "diabetes-linear",
+            &first.model_version.to_string(),
+            &tail_rows,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use mlops_e2e::*;
-use mlops_proto::inference::ModelInferRequest;
-use mlops_proto::inference::model_infer_request::InferInputTensor;
 use mlops_proto::v1::{
     JobState, ListPipelineRunsRequest, ListRegisteredPipelinesRequest, PipelineRun,
     RegisterPipelineRequest, RegisteredPipeline, UnregisterPipelineRequest,
@@ -249,26 +247,6 @@ async fn registered_pipelines_run_on_new_dataset_versions_and_on_a_schedule() {
     cluster.stop().await;
 }
 
-async fn send_rows(cluster: &TestCluster, rows: &[Vec<f64>]) {
-    for chunk in rows.chunks(50) {
-        cluster
-            .inference()
-            .model_infer(ModelInferRequest {
-                model_name: "diabetes-linear".into(),
-                inputs: vec![InferInputTensor {
-                    name: "input".into(),
-                    datatype: "FP64".into(),
-                    shape: vec![chunk.len() as i64, 10],
-                    ..Default::default()
-                }],
-                raw_input_contents: vec![raw_fp64(chunk.iter().flatten().copied())],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_the_served_model_starts_its_retraining_pipeline_once_per_interval() {
     let cluster = TestCluster::builder()
@@ -289,7 +267,7 @@ async fn drift_of_the_served_model_starts_its_retraining_pipeline_once_per_inter
     // Live inputs like the training data: no drift, no run.
     let (x, _) = diabetes();
     let rows: Vec<Vec<f64>> = x.outer_iter().map(|r| r.to_vec()).collect();
-    send_rows(&cluster, &rows[..400]).await;
+    cluster.send_rows("diabetes-linear", &rows[..400]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(runs_of(&cluster, "quickstart").await.len(), 1);
     let quiet = registered(&cluster).await;
@@ -301,7 +279,7 @@ async fn drift_of_the_served_model_starts_its_retraining_pipeline_once_per_inter
         .iter()
         .map(|r| r.iter().map(|v| v + 0.1).collect())
         .collect();
-    send_rows(&cluster, &shifted).await;
+    cluster.send_rows("diabetes-linear", &shifted).await;
     let retrained = triggered_run(
         &cluster,
         "quickstart",

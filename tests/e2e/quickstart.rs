@@ -459,16 +459,10 @@ async fn a_failed_gate_leaves_the_champion_and_serving_untouched() {
         "parameters:\n  seed: 42\n{}",
         QUICKSTART_PIPELINE.replace("seed: 42", "seed: ${seed}")
     );
+    let reseeded = cluster
+        .run_pipeline_with(&parameterized, &[("seed", "7")])
+        .await;
     let mut orchestrator = cluster.orchestrator();
-    let reseeded = orchestrator
-        .run_pipeline(RunPipelineRequest {
-            pipeline_yaml: parameterized.clone(),
-            parameters: [("seed".to_string(), "7".to_string())].into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let reseeded = cluster.wait_for_run(&reseeded.id).await;
     assert_eq!(reseeded.state(), JobState::Succeeded, "{}", reseeded.error);
     assert!(
         reseeded.steps[1]

@@ -279,16 +279,34 @@ impl TestCluster {
 
     /// Runs a pipeline through the orchestrator and waits (bounded) for its end.
     pub async fn run_pipeline(&self, yaml: &str) -> PipelineRun {
+        self.run_pipeline_with(yaml, &[]).await
+    }
+
+    /// `run_pipeline` with values for the file's parameters.
+    pub async fn run_pipeline_with(&self, yaml: &str, parameters: &[(&str, &str)]) -> PipelineRun {
         let mut orchestrator = self.orchestrator();
         let run = orchestrator
             .run_pipeline(RunPipelineRequest {
                 pipeline_yaml: yaml.into(),
-                ..Default::default()
+                parameters: parameters
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
             .await
             .expect("run accepted")
             .into_inner();
         self.wait_for_run(&run.id).await
+    }
+
+    /// Sends rows of numeric features to a model's unversioned route, 50 at a time.
+    pub async fn send_rows(&self, model: &str, rows: &[Vec<f64>]) {
+        for chunk in rows.chunks(50) {
+            self.inference()
+                .model_infer(fp64_request(model, "", chunk))
+                .await
+                .expect("inference answers");
+        }
     }
 
     /// Follows a run (bounded) to its end.
@@ -536,6 +554,28 @@ pub fn diabetes() -> (ndarray::Array2<f64>, ndarray::Array1<f64>) {
 }
 
 /// Raw little-endian FP64 bytes of a matrix, row-major, as OIP clients send them.
+/// An inference request of rows of FP64 features in one `input` tensor; `version` "" is the
+/// model's default route.
+pub fn fp64_request(
+    model: &str,
+    version: &str,
+    rows: &[Vec<f64>],
+) -> mlops_proto::inference::ModelInferRequest {
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+    mlops_proto::inference::ModelInferRequest {
+        model_name: model.into(),
+        model_version: version.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP64".into(),
+            shape: vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_fp64(rows.iter().flatten().copied())],
+        ..Default::default()
+    }
+}
+
 pub fn raw_fp64(values: impl IntoIterator<Item = f64>) -> Vec<u8> {
     mlops_core::tensor::fp64_to_raw(values)
 }

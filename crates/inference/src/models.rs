@@ -414,56 +414,24 @@ impl Models {
     /// The version unversioned requests should get, asked of the registry: the default
     /// alias's, else the latest that is not archived.
     async fn target(&self, name: &str) -> Result<u32, ApiError> {
-        let model = self
-            .registry
-            .clone()
-            .get_registered_model(GetRegisteredModelRequest { name: name.into() })
-            .await
-            .map_err(|s| ApiError::from_status("registry", &s))?
-            .into_inner();
+        let model = self.registered_model(name).await?;
         if let Some(version) = model.aliases.get(&self.default_alias) {
             return Ok(*version);
         }
-        let latest = self
-            .registry
-            .clone()
-            .get_model_version(GetModelVersionRequest {
-                model_name: name.into(),
-                version: 0,
-                alias: String::new(),
-            })
-            .await
-            .map_err(|s| ApiError::from_status("registry", &s))?
-            .into_inner();
-        Ok(latest.version)
+        Ok(self.version_record(name, 0).await?.version)
     }
 
     /// Looks up the model's canary (its version, loaded before it takes traffic, and share); a
     /// registry that cannot answer leaves the canary as it was.
     async fn refresh_canary(&self, name: &str) {
         let lookup = async {
-            let model = self
-                .registry
-                .clone()
-                .get_registered_model(GetRegisteredModelRequest { name: name.into() })
-                .await
-                .map_err(|s| ApiError::from_status("registry", &s))?
-                .into_inner();
+            let model = self.registered_model(name).await?;
             let Some(version) = model.aliases.get(CANARY_ALIAS).copied() else {
                 return Ok(None);
             };
-            let record = self
-                .registry
-                .clone()
-                .get_model_version(GetModelVersionRequest {
-                    model_name: name.into(),
-                    version,
-                    alias: String::new(),
-                })
-                .await
-                .map_err(|s| ApiError::from_status("registry", &s))?
-                .into_inner();
-            let share = record
+            let share = self
+                .version_record(name, version)
+                .await?
                 .tags
                 .get(CANARY_SHARE_TAG)
                 .and_then(|t| t.parse::<f64>().ok())
@@ -565,8 +533,26 @@ impl Models {
         self.loaded_version(name, version).await
     }
 
-    async fn load(&self, name: &str, version: u32) -> Result<LoadedModel, ApiError> {
-        let record = self
+    async fn registered_model(
+        &self,
+        name: &str,
+    ) -> Result<mlops_proto::v1::RegisteredModel, ApiError> {
+        Ok(self
+            .registry
+            .clone()
+            .get_registered_model(GetRegisteredModelRequest { name: name.into() })
+            .await
+            .map_err(|s| ApiError::from_status("registry", &s))?
+            .into_inner())
+    }
+
+    /// A version's registry record (version 0: the latest).
+    async fn version_record(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<mlops_proto::v1::ModelVersion, ApiError> {
+        Ok(self
             .registry
             .clone()
             .get_model_version(GetModelVersionRequest {
@@ -576,7 +562,11 @@ impl Models {
             })
             .await
             .map_err(|s| ApiError::from_status("registry", &s))?
-            .into_inner();
+            .into_inner())
+    }
+
+    async fn load(&self, name: &str, version: u32) -> Result<LoadedModel, ApiError> {
+        let record = self.version_record(name, version).await?;
         let bytes = self.artifacts.get(&record.artifact_digest).await?;
         let unservable = |why: String| {
             ApiError::failed_precondition(format!(

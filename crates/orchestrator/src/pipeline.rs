@@ -900,7 +900,7 @@ impl Pipeline {
     }
 
     pub fn parse(yaml: &str) -> Result<Self, ApiError> {
-        let file: PipelineFile = serde_yaml_ng::from_str(yaml)
+        let mut file: PipelineFile = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
         // Parsed once more as plain data: JSON text with sorted keys is a stable form.
         let plain: serde_json::Value = serde_yaml_ng::from_str(yaml)
@@ -922,19 +922,9 @@ impl Pipeline {
                 .unwrap_or_default()
         };
         validate_name("name", &file.name)?;
-        let mut pipeline = match file.steps {
-            None => Self::from_sections(
-                file.name,
-                file.dataset,
-                file.validate,
-                file.train,
-                file.evaluate,
-                file.register,
-                file.promote,
-                file.canary,
-                file.smoke_test,
-                digests(plain.get("train")),
-            )?,
+        let (retry, cache, triggers) = (file.retry.clone(), file.cache, file.triggers.clone());
+        let mut pipeline = match file.steps.take() {
+            None => Self::from_sections(file, digests(plain.get("train")))?,
             Some(steps) => {
                 if let Some(section) = [
                     ("dataset", file.dataset.is_some()),
@@ -961,28 +951,31 @@ impl Pipeline {
                 Self::from_steps(file.name, steps, trains)?
             }
         };
-        pipeline.retry = file.retry;
-        pipeline.cache = file.cache;
-        pipeline.triggers = file.triggers;
+        pipeline.retry = retry;
+        pipeline.cache = cache;
+        pipeline.triggers = triggers;
         pipeline.check()?;
         Ok(pipeline)
     }
 
     /// The sections form: the chain ingest -> train -> evaluate -> register -> promote ->
     /// smoke_test, with the step names the sections have.
-    #[allow(clippy::too_many_arguments)]
     fn from_sections(
-        name: String,
-        dataset: Option<DatasetSpec>,
-        validate: Option<ValidateSpec>,
-        train: Option<TrainSpec>,
-        evaluate: Option<EvaluateSpec>,
-        register: Option<RegisterSpec>,
-        promote: Option<PromoteSpec>,
-        canary: Option<CanarySpec>,
-        smoke_test: Option<SmokeTestSpec>,
+        file: PipelineFile,
         digests: BTreeMap<String, String>,
     ) -> Result<Self, ApiError> {
+        let PipelineFile {
+            name,
+            dataset,
+            validate,
+            train,
+            evaluate,
+            register,
+            promote,
+            canary,
+            smoke_test,
+            ..
+        } = file;
         let required = |section: &str| {
             ApiError::invalid_argument(format!(
                 "{section}: this section is required (or describe the pipeline as steps)"
@@ -1077,26 +1070,16 @@ impl Pipeline {
                     )));
                 }
             }
-            let once = |slot: bool, kind: &str| {
-                if slot {
-                    Err(ApiError::invalid_argument(format!(
-                        "{at}: a pipeline has one {kind} step"
-                    )))
-                } else {
-                    Ok(())
-                }
-            };
             let mut kinds = Vec::new();
-            if let Some(spec) = file.ingest {
-                once(dataset.is_some(), "ingest")?;
-                dataset = Some(spec);
-                kinds.push(StepKind::Ingest);
-            }
-            if let Some(spec) = file.validate {
-                once(validate.is_some(), "validate")?;
-                validate = Some(spec);
-                kinds.push(StepKind::Validate);
-            }
+            let at = at.as_str();
+            place(&mut dataset, file.ingest, StepKind::Ingest, &mut kinds, at)?;
+            place(
+                &mut validate,
+                file.validate,
+                StepKind::Validate,
+                &mut kinds,
+                at,
+            )?;
             if let Some(spec) = file.train {
                 candidates.push(Candidate {
                     step: file.name.clone(),
@@ -1105,31 +1088,35 @@ impl Pipeline {
                 });
                 kinds.push(StepKind::Train);
             }
-            if let Some(spec) = file.evaluate {
-                once(evaluate.is_some(), "evaluate")?;
-                evaluate = Some(spec);
-                kinds.push(StepKind::Evaluate);
-            }
-            if let Some(spec) = file.register {
-                once(register.is_some(), "register")?;
-                register = Some(spec);
-                kinds.push(StepKind::Register);
-            }
-            if let Some(spec) = file.canary {
-                once(canary.is_some(), "canary")?;
-                canary = Some(spec);
-                kinds.push(StepKind::Canary);
-            }
-            if let Some(spec) = file.promote {
-                once(promote.is_some(), "promote")?;
-                promote = Some(spec);
-                kinds.push(StepKind::Promote);
-            }
-            if let Some(spec) = file.smoke_test {
-                once(smoke_test.is_some(), "smoke_test")?;
-                smoke_test = Some(spec);
-                kinds.push(StepKind::SmokeTest);
-            }
+            place(
+                &mut evaluate,
+                file.evaluate,
+                StepKind::Evaluate,
+                &mut kinds,
+                at,
+            )?;
+            place(
+                &mut register,
+                file.register,
+                StepKind::Register,
+                &mut kinds,
+                at,
+            )?;
+            place(&mut canary, file.canary, StepKind::Canary, &mut kinds, at)?;
+            place(
+                &mut promote,
+                file.promote,
+                StepKind::Promote,
+                &mut kinds,
+                at,
+            )?;
+            place(
+                &mut smoke_test,
+                file.smoke_test,
+                StepKind::SmokeTest,
+                &mut kinds,
+                at,
+            )?;
             let kind = match kinds.as_slice() {
                 [kind] => *kind,
                 [] => {
@@ -1325,6 +1312,28 @@ impl Pipeline {
     pub fn candidate(&self, step: &str) -> Option<&Candidate> {
         self.candidates.iter().find(|c| c.step == step)
     }
+}
+
+/// Puts a step's section in its slot: a pipeline has at most one step of each kind but train.
+fn place<T>(
+    slot: &mut Option<T>,
+    section: Option<T>,
+    kind: StepKind,
+    kinds: &mut Vec<StepKind>,
+    at: &str,
+) -> Result<(), ApiError> {
+    let Some(section) = section else {
+        return Ok(());
+    };
+    if slot.is_some() {
+        return Err(ApiError::invalid_argument(format!(
+            "{at}: a pipeline has one {} step",
+            kind.as_str()
+        )));
+    }
+    *slot = Some(section);
+    kinds.push(kind);
+    Ok(())
 }
 
 /// The steps' indices with every step after the steps it needs (Kahn's algorithm, ties in
