@@ -255,7 +255,8 @@ async fn a_canary_serves_a_share_of_live_traffic_before_the_promotion() {
 
     // Ridge as the challenger, on half of the live traffic for two seconds.
     let canary = QUICKSTART_PIPELINE.replace("model: linear", "model: ridge")
-        + "canary: {share: 0.5, duration_seconds: 2, min_requests: 20, timeout_seconds: 60}\n";
+        + "canary: {share: 0.5, duration_seconds: 2, min_requests: 20, timeout_seconds: 60, \
+           max_latency_ratio: 1000}\n";
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = {
         let cluster = &cluster;
@@ -320,6 +321,44 @@ async fn a_canary_serves_a_share_of_live_traffic_before_the_promotion() {
     };
     let (quiet, ()) = tokio::join!(load, stopper);
     assert_eq!(quiet.keys().collect::<Vec<_>>(), [&champion], "{quiet:?}");
+
+    // One canary per model: while another run's canary is live, this one refuses to start
+    // and leaves it alone.
+    cluster
+        .registry()
+        .set_model_alias(mlops_proto::v1::SetModelAliasRequest {
+            model_name: "diabetes-linear".into(),
+            alias: "canary".into(),
+            version: 1,
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let blocked = cluster
+        .run_pipeline(
+            &(QUICKSTART_PIPELINE
+                .replace("model: linear", "model: elastic_net")
+                .replace("min: 0.3", "min: -10")
+                + "canary: {duration_seconds: 1, min_requests: 1}\n"),
+        )
+        .await;
+    assert_eq!(blocked.state(), JobState::Failed);
+    assert!(
+        blocked
+            .error
+            .contains("another canary of diabetes-linear is live (diabetes-linear:1"),
+        "{}",
+        blocked.error
+    );
+    assert_eq!(aliases(&cluster).await.get("canary"), Some(&1));
+    cluster
+        .registry()
+        .delete_model_alias(mlops_proto::v1::DeleteModelAliasRequest {
+            model_name: "diabetes-linear".into(),
+            alias: "canary".into(),
+        })
+        .await
+        .unwrap();
 
     // A challenger that cannot meet the latency bound fails its canary: not promoted, the
     // champion and its traffic untouched.

@@ -257,6 +257,23 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
         failed.error
     );
     assert_eq!(step(&failed, "train").state(), JobState::Succeeded);
+    // Its log keeps every attempt, each retry's cause and wait, and the outcome.
+    let log = &evaluate.log;
+    assert_eq!(log.len(), 5 + 4 + 1, "{log:#?}");
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains(" attempt ") && l.ends_with(" started"))
+            .count(),
+        5
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.contains("; retrying in ")).count(),
+        4
+    );
+    assert!(
+        log[9].contains(" failed: ") && log[9].ends_with("(gave up after 5 attempts)"),
+        "{log:#?}"
+    );
     let job = failed.training_job_id.clone();
 
     // 2. Fixed and restarted, the run is resumed from the CLI: ingest and train are reused
@@ -278,6 +295,10 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
         "{shown}"
     );
     assert!(shown.contains("resumed 1 times"), "{shown}");
+    assert!(
+        shown.contains("log of evaluate:") && shown.contains(" attempt 6 started"),
+        "{shown}"
+    );
     // A run that did not fail cannot be resumed.
     let status = services
         .orchestrator()

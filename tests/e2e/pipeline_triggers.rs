@@ -95,7 +95,7 @@ train:
     - kind: standard_scale
   params:
     learning_rate: 0.0005
-    epochs: 300
+    epochs: 800
     batch_size: 1
     tol: 0
 register:
@@ -267,7 +267,12 @@ async fn drift_of_the_served_model_starts_its_retraining_pipeline_once_per_inter
     // Live inputs like the training data: no drift, no run.
     let (x, _) = diabetes();
     let rows: Vec<Vec<f64>> = x.outer_iter().map(|r| r.to_vec()).collect();
-    cluster.send_rows("diabetes-linear", &rows[..400]).await;
+    // Each window in one request: the trigger never sees it half replaced.
+    cluster
+        .inference()
+        .model_infer(fp64_request("diabetes-linear", "", &rows[..400]))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(runs_of(&cluster, "quickstart").await.len(), 1);
     let quiet = registered(&cluster).await;
@@ -279,7 +284,11 @@ async fn drift_of_the_served_model_starts_its_retraining_pipeline_once_per_inter
         .iter()
         .map(|r| r.iter().map(|v| v + 0.1).collect())
         .collect();
-    cluster.send_rows("diabetes-linear", &shifted).await;
+    cluster
+        .inference()
+        .model_infer(fp64_request("diabetes-linear", "", &shifted))
+        .await
+        .unwrap();
     let retrained = triggered_run(
         &cluster,
         "quickstart",

@@ -1360,6 +1360,7 @@ async fn show_run(
                     "needs": s.needs,
                     "training_job_id": s.training_job_id,
                     "metrics": s.metrics,
+                    "log": s.log,
                     "state": job_state(s.state),
                     "attempts": s.attempts,
                     "message": s.message,
@@ -1442,6 +1443,17 @@ async fn show_run(
             duration(s.started_at_ms, s.finished_at_ms),
             s.message
         );
+    }
+    // The log of each step that did not go through at once: its retries and failures.
+    for s in run
+        .steps
+        .iter()
+        .filter(|s| s.attempts > 1 || s.state() == JobState::Failed)
+    {
+        println!("  log of {}:", s.name);
+        for line in &s.log {
+            println!("    {line}");
+        }
     }
     if run.dataset_version > 0 {
         println!("  dataset {}@{}", run.dataset, run.dataset_version);

@@ -8,6 +8,13 @@ use mlops_proto::v1::{JobState, PipelineRun, StepState};
 /// Each step's level: one after the deepest step it needs, so steps on one level can run at
 /// the same time.
 pub fn step_levels(steps: &[StepState]) -> Vec<usize> {
+    // Runs recorded before steps had needs ran as a chain.
+    if steps
+        .iter()
+        .all(|s| s.needs.is_empty() && s.kind.is_empty())
+    {
+        return (0..steps.len()).collect();
+    }
     let mut level = vec![0usize; steps.len()];
     // Needs point backwards in a DAG; as many passes as steps settle any order.
     for _ in 0..steps.len() {

@@ -227,6 +227,8 @@ pub struct Models {
     default_alias: String,
     /// Models with a canary, kept current by the registry's event stream like `serving`.
     canaries: Arc<RwLock<HashMap<String, Arc<Canary>>>>,
+    /// Counts canary events, so a lookup that raced one is not kept.
+    canary_epoch: Arc<std::sync::atomic::AtomicU64>,
     loaded: Arc<RwLock<LoadedModels>>,
     /// The version an unversioned request gets, per model: kept current by the registry's
     /// event stream, so the hot path never asks the registry.
@@ -254,6 +256,7 @@ impl Models {
             artifacts,
             default_alias,
             canaries: Arc::default(),
+            canary_epoch: Arc::default(),
             loaded: Arc::default(),
             serving: Arc::default(),
             unloaded: Arc::default(),
@@ -333,12 +336,22 @@ impl Models {
             _ => false,
         };
         if moves_canary {
+            // Under the canaries lock, so a lookup in flight sees it before keeping its answer.
+            {
+                let mut canaries = self.canaries.write().expect("canaries lock");
+                self.canary_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Gone is gone: no lookup can bring it back.
+                if kind == AliasDeleted && canaries.remove(&event.model_name).is_some() {
+                    tracing::info!(model = %event.model_name, "canary off");
+                }
+            }
             let routed = self
                 .serving
                 .read()
                 .expect("routes lock")
                 .contains_key(&event.model_name);
-            if routed {
+            if routed && kind != AliasDeleted {
                 self.refresh_canary(&event.model_name).await;
             }
             return;
@@ -424,6 +437,17 @@ impl Models {
     /// Looks up the model's canary (its version, loaded before it takes traffic, and share); a
     /// registry that cannot answer leaves the canary as it was.
     async fn refresh_canary(&self, name: &str) {
+        for _ in 0..3 {
+            let epoch = self.canary_epoch.load(std::sync::atomic::Ordering::SeqCst);
+            if self.lookup_canary(name, epoch).await {
+                return;
+            }
+        }
+        tracing::warn!(model = %name, "canary events keep coming: the canary stays as it was");
+    }
+
+    /// One lookup; false when a canary event arrived meanwhile (its answer may be stale).
+    async fn lookup_canary(&self, name: &str, epoch: u64) -> bool {
         let lookup = async {
             let model = self.registered_model(name).await?;
             let Some(version) = model.aliases.get(CANARY_ALIAS).copied() else {
@@ -440,10 +464,15 @@ impl Models {
             self.loaded_version(name, version).await?;
             Ok::<_, ApiError>(Some((version, share)))
         };
-        match lookup.await {
+        let found = lookup.await;
+        let mut canaries = self.canaries.write().expect("canaries lock");
+        if self.canary_epoch.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+            return false;
+        }
+        match found {
             Ok(Some((version, share))) => {
                 tracing::info!(model = %name, version, share, "canary on");
-                self.canaries.write().expect("canaries lock").insert(
+                canaries.insert(
                     name.to_string(),
                     Arc::new(Canary {
                         version,
@@ -453,18 +482,13 @@ impl Models {
                 );
             }
             Ok(None) => {
-                if self
-                    .canaries
-                    .write()
-                    .expect("canaries lock")
-                    .remove(name)
-                    .is_some()
-                {
+                if canaries.remove(name).is_some() {
                     tracing::info!(model = %name, "canary off");
                 }
             }
             Err(error) => tracing::warn!(model = %name, %error, "cannot look up the canary"),
         }
+        true
     }
 
     /// A version from the cache, loading it on first use.

@@ -887,6 +887,9 @@ impl Pipeline {
         let principal = principal(caller)?;
         authorize(caller, ResourceKind::Pipeline, &self.name)?;
         authorize(caller, ResourceKind::Dataset, &self.dataset.name)?;
+        if let Some(dataset) = &self.evaluate.dataset_ref {
+            authorize(caller, ResourceKind::Dataset, &dataset.name)?;
+        }
         authorize(caller, ResourceKind::Model, &self.register.model)?;
         if self.dataset.source.is_some() {
             principal.require(Action::WriteData)?;
@@ -1216,6 +1219,20 @@ impl Pipeline {
         requires(StepKind::Promote, StepKind::Register)?;
         requires(StepKind::Canary, StepKind::Register)?;
         requires(StepKind::Promote, StepKind::Canary)?;
+        // A smoke test's requests would count as the canary's live traffic, and a failed one
+        // must not leave a canary serving: one comes after the other.
+        if let (Some(canary), Some(smoke)) = (
+            of_kind(StepKind::Canary).next(),
+            of_kind(StepKind::SmokeTest).next(),
+        ) && !ancestors[canary.name.as_str()].contains(smoke.name.as_str())
+            && !ancestors[smoke.name.as_str()].contains(canary.name.as_str())
+        {
+            return Err(ApiError::invalid_argument(format!(
+                "steps: {:?} (canary) and {:?} (smoke_test) must not run at the same time: \
+                 make one need the other",
+                canary.name, smoke.name
+            )));
+        }
         requires(StepKind::SmokeTest, StepKind::Register)?;
         Ok(())
     }
@@ -1535,6 +1552,38 @@ mod tests {
         let error = Pipeline::parse(&mixed).unwrap_err();
         assert!(
             error.message.contains("train step \"tree\""),
+            "{}",
+            error.message
+        );
+        // A canary after the smoke test is fine; side by side with it, not.
+        let promote = "  - name: promote\n    needs: [smoke]\n";
+        let after_smoke = yaml.replace(
+            promote,
+            "  - name: live\n    needs: [smoke]\n    canary: {share: 0.2}\n  - name: promote\n    needs: [live]\n",
+        );
+        let parsed = Pipeline::parse(&after_smoke).unwrap();
+        assert_eq!(parsed.canary.as_ref().unwrap().share, 0.2);
+        let side_by_side = after_smoke.replace(
+            "  - name: live\n    needs: [smoke]",
+            "  - name: live\n    needs: [register]",
+        );
+        let error = Pipeline::parse(&side_by_side).unwrap_err();
+        assert!(
+            error.message.contains(
+                "\"live\" (canary) and \"smoke\" (smoke_test) must not run at the same time"
+            ),
+            "{}",
+            error.message
+        );
+        let promote_first = after_smoke.replace(
+            "  - name: promote\n    needs: [live]",
+            "  - name: promote\n    needs: [smoke]",
+        );
+        let error = Pipeline::parse(&promote_first).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("\"promote\" (promote) must need \"live\" (canary)"),
             "{}",
             error.message
         );

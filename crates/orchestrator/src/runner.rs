@@ -37,8 +37,10 @@ pub struct Clients {
 #[derive(Clone)]
 pub struct Runner {
     live: Arc<Mutex<HashMap<String, watch::Sender<PipelineRun>>>>,
-    /// The runs executing in this process, each with the token that cancels it.
-    executing: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// The runs executing in this process, each with the token that cancels it and the
+    /// execution it belongs to (a resume starts another).
+    executing: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
+    executions: Arc<std::sync::atomic::AtomicU64>,
     /// Held while a run's state is written, so concurrent steps' saves land in order.
     saving: Arc<tokio::sync::Mutex<()>>,
     store: Store,
@@ -57,6 +59,7 @@ impl Runner {
         Self {
             live: Arc::default(),
             executing: Arc::default(),
+            executions: Arc::default(),
             saving: Arc::default(),
             store,
             clients,
@@ -122,11 +125,11 @@ impl Runner {
                     version: dataset_version,
                     alias: String::new(),
                 };
-                self.dataset_exists("dataset.name", &wanted).await?;
+                self.resolve_dataset("dataset.name", &wanted).await?;
             }
         }
         if let Some(dataset) = &pipeline.evaluate.dataset_ref {
-            self.dataset_exists("evaluate.dataset", dataset).await?;
+            self.resolve_dataset("evaluate.dataset", dataset).await?;
         }
         let mut run = PipelineRun {
             id: new_id(),
@@ -162,10 +165,17 @@ impl Runner {
     /// Makes the run watchable and executes it from its first step that has not succeeded.
     fn launch(&self, run: PipelineRun, pipeline: Pipeline) {
         let (sender, _) = watch::channel(run.clone());
-        self.live
-            .lock()
-            .expect("runs lock")
-            .insert(run.id.clone(), sender.clone());
+        let mut live = self.live.lock().expect("runs lock");
+        // Finished runs nobody watches are served from the store: forget them here.
+        live.retain(|_, sender| {
+            sender.receiver_count() > 0
+                || !matches!(
+                    sender.borrow().state(),
+                    JobState::Succeeded | JobState::Failed
+                )
+        });
+        live.insert(run.id.clone(), sender.clone());
+        drop(live);
         self.spawn(sender, pipeline);
     }
 
@@ -242,7 +252,10 @@ impl Runner {
             live.insert(run.id.clone(), sender.clone());
             sender
         };
-        self.store.save(&run).await?;
+        {
+            let _saving = self.saving.lock().await;
+            self.store.save(&run).await?;
+        }
         self.spawn(sender, pipeline);
         tracing::info!(run = %id, "run resumed");
         Ok(run)
@@ -271,7 +284,7 @@ impl Runner {
     /// finishes on its own, and a resume follows it) and the run fails as cancelled.
     pub fn cancel(&self, id: &str) -> Result<(), ApiError> {
         match self.executing.lock().expect("runs lock").get(id) {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 tracing::info!(run = %id, "run cancelled");
                 Ok(())
@@ -285,10 +298,13 @@ impl Runner {
     async fn execute(self, sender: watch::Sender<PipelineRun>, pipeline: Pipeline) {
         let id = sender.borrow().id.clone();
         let cancelled = CancellationToken::new();
+        let execution = self
+            .executions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.executing
             .lock()
             .expect("runs lock")
-            .insert(id.clone(), cancelled.clone());
+            .insert(id.clone(), (execution, cancelled.clone()));
         self.update(&sender, |run| {
             run.set_state(JobState::Running);
             // Runs recorded before steps carried their kind get it from the file (same names).
@@ -352,21 +368,49 @@ impl Runner {
             };
             failed |= step_failed;
         }
-        self.update(&sender, |run| {
-            run.finished_at_ms = now_ms();
-            let failed = run.steps.iter().any(|s| s.state() == JobState::Failed);
-            for step in &mut run.steps {
-                if step.state() == JobState::Pending {
-                    step.set_state(JobState::Skipped);
-                }
+        // No step runs any more. The end is saved before it is shown and the token goes
+        // first, so a resume that sees the run failed finds it stored so and not executing.
+        let mut run = sender.borrow().clone();
+        run.finished_at_ms = now_ms();
+        // A cancel that came between steps stopped the run all the same.
+        let unfinished = run
+            .steps
+            .iter()
+            .find(|s| s.state() != JobState::Succeeded)
+            .map(|s| s.name.clone());
+        if let (true, Some(step), true) =
+            (cancelled.is_cancelled(), &unfinished, run.error.is_empty())
+        {
+            run.error = format!("cancelled before step {step}");
+        }
+        let failed = run.steps.iter().any(|s| s.state() == JobState::Failed)
+            || (cancelled.is_cancelled() && unfinished.is_some());
+        for step in &mut run.steps {
+            if step.state() == JobState::Pending {
+                step.set_state(JobState::Skipped);
             }
-            run.set_state(if failed { JobState::Failed } else { JobState::Succeeded });
-            let label = if failed { "failed" } else { "succeeded" };
-            metrics::counter!("mlops_pipeline_runs_total", "state" => label).increment(1);
-            tracing::info!(run = %run.id, pipeline = %run.pipeline, state = label, "pipeline run finished");
-        })
-        .await;
-        self.executing.lock().expect("runs lock").remove(&id);
+        }
+        run.set_state(if failed {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        });
+        let label = if failed { "failed" } else { "succeeded" };
+        metrics::counter!("mlops_pipeline_runs_total", "state" => label).increment(1);
+        tracing::info!(run = %run.id, pipeline = %run.pipeline, state = label, "pipeline run finished");
+        {
+            let _saving = self.saving.lock().await;
+            if let Err(error) = self.store.save(&run).await {
+                tracing::error!(run = %run.id, %error, "cannot record the run's end");
+            }
+        }
+        {
+            let mut executing = self.executing.lock().expect("runs lock");
+            if executing.get(&id).is_some_and(|(e, _)| *e == execution) {
+                executing.remove(&id);
+            }
+        }
+        sender.send_replace(run);
     }
 
     /// Records how a step ended; the first failure is the run's.
@@ -384,6 +428,7 @@ impl Runner {
             let error = match outcome {
                 Ok(message) => {
                     step.set_state(JobState::Succeeded);
+                    log(step, format!("succeeded: {message}"));
                     step.message = message;
                     step.progress = 1.0;
                     return;
@@ -392,6 +437,12 @@ impl Runner {
             };
             step.set_state(JobState::Failed);
             step.message = error.message.clone();
+            let cause = if cancelled.is_cancelled() {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            log(step, format!("{cause}: {}", error.message));
             if run.error.is_empty() {
                 run.error = if cancelled.is_cancelled() {
                     format!("cancelled during step {name}")
@@ -425,6 +476,8 @@ impl Runner {
                 step.set_state(JobState::Running);
                 step.started_at_ms = now_ms();
                 step.attempts += 1;
+                let line = format!("attempt {} started", step.attempts);
+                log(step, line);
             })
             .await;
             let error = match self.run_step(sender, pipeline, index).await {
@@ -446,8 +499,12 @@ impl Runner {
                 delay.as_millis()
             );
             tracing::warn!(run = %sender.borrow().id, step = %pipeline.steps[index].name, "{note}");
-            self.update(sender, |run| run.steps[index].message = note)
-                .await;
+            self.update(sender, |run| {
+                let step = &mut run.steps[index];
+                step.message = note.clone();
+                log(step, note);
+            })
+            .await;
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -865,7 +922,15 @@ impl Runner {
         pipeline: &Pipeline,
     ) -> Result<String, ApiError> {
         let spec = &pipeline.evaluate;
-        let (selection, metrics) = self.select_candidate(sender, pipeline).await?;
+        // Resolved once: every candidate and the champion are scored on the same version,
+        // even if its alias moves meanwhile.
+        let dataset = match &spec.dataset_ref {
+            Some(dataset) => Some(self.resolve_dataset("evaluate.dataset", dataset).await?),
+            None => None,
+        };
+        let (selection, metrics) = self
+            .select_candidate(sender, pipeline, dataset.as_ref())
+            .await?;
         let value = *metrics.get(&spec.metric).ok_or_else(|| {
             ApiError::failed_precondition(format!("the job reported no {} metric", spec.metric))
         })?;
@@ -890,7 +955,7 @@ impl Runner {
             .map_or("champion", |p| p.alias.as_str());
         let champion = match self.alias_holder(&pipeline.register.model, alias).await? {
             Some(mut champion) => {
-                if let Some(dataset) = &spec.dataset_ref {
+                if let Some(dataset) = &dataset {
                     champion.metrics = self
                         .score(&champion.artifact_digest, dataset)
                         .await
@@ -972,6 +1037,7 @@ impl Runner {
         &self,
         sender: &watch::Sender<PipelineRun>,
         pipeline: &Pipeline,
+        dataset: Option<&crate::pipeline::DatasetRef>,
     ) -> Result<(String, HashMap<String, f64>), ApiError> {
         let metric = &pipeline.evaluate.metric;
         let mut candidates: Vec<(String, String, HashMap<String, f64>)> = {
@@ -995,7 +1061,7 @@ impl Runner {
         };
         // On the evaluation dataset, every candidate is scored on the same rows.
         let mut evaluated_on = "holdout".to_string();
-        if let Some(dataset) = &pipeline.evaluate.dataset_ref {
+        if let Some(dataset) = dataset {
             for (name, job, metrics) in &mut candidates {
                 let digest = self
                     .training_job(job.clone())
@@ -1249,21 +1315,48 @@ impl Runner {
             })
             .await
             .map_err(peer("registry"))?;
-        registry
-            .set_model_alias(SetModelAliasRequest {
-                model_name: model.clone(),
-                alias: CANARY_ALIAS.into(),
-                version,
-                expected_version: None,
-            })
-            .await
-            .map_err(peer("registry"))?;
-        // A cancelled run drops this step mid-way: the canary still comes down.
+        // Armed before the alias is set: a cancelled run drops this step mid-way, and the
+        // canary still comes down.
         let mut take_down = CanaryTakeDown {
             registry: registry.clone(),
             model: model.clone(),
+            version,
             armed: true,
         };
+        let busy = |holder: u32| {
+            ApiError::failed_precondition(format!(
+                "another canary of {model} is live ({model}:{holder}, from another run): one \
+                 canary per model at a time"
+            ))
+        };
+        match self.alias_holder(&model, CANARY_ALIAS).await? {
+            // Set by an earlier attempt of this step (a retry, a restart).
+            Some(holder) if holder.version == version => {}
+            Some(holder) => {
+                take_down.armed = false;
+                return Err(busy(holder.version));
+            }
+            None => {
+                let set = registry
+                    .set_model_alias(SetModelAliasRequest {
+                        model_name: model.clone(),
+                        alias: CANARY_ALIAS.into(),
+                        version,
+                        // Only if nobody else holds it: another run's canary stays its own.
+                        expected_version: Some(0),
+                    })
+                    .await;
+                match set {
+                    Ok(_) => {}
+                    Err(status) if status.code() == tonic::Code::Aborted => {
+                        take_down.armed = false;
+                        let holder = self.alias_holder(&model, CANARY_ALIAS).await?;
+                        return Err(busy(holder.map_or(0, |h| h.version)));
+                    }
+                    Err(status) => return Err(peer("registry")(status)),
+                }
+            }
+        }
         let started = tokio::time::Instant::now();
         let watched = async {
             loop {
@@ -1305,15 +1398,10 @@ impl Runner {
         };
         let watched: Result<(), ApiError> = watched.await;
         // Taken down whatever happened, so traffic goes back to the champion alone.
-        let removed = registry
-            .delete_model_alias(DeleteModelAliasRequest {
-                model_name: model.clone(),
-                alias: CANARY_ALIAS.into(),
-            })
-            .await;
+        let removed = take_down_canary(&mut registry, &model, version).await;
         take_down.armed = removed.is_err();
         watched?;
-        removed.map_err(peer("registry"))?;
+        removed?;
         let ours = self.served(&model, version).await?.since(&before.1);
         let theirs = self.served(&model, champion).await?.since(&before.0);
         let seconds = started.elapsed().as_secs();
@@ -1351,12 +1439,13 @@ impl Runner {
         }
     }
 
-    /// NOT_FOUND naming `field` unless the dataset version exists.
-    async fn dataset_exists(
+    /// The dataset version a reference means now (an alias or "latest" resolved to its
+    /// number); NOT_FOUND naming `field` when there is none.
+    async fn resolve_dataset(
         &self,
         field: &str,
         dataset: &crate::pipeline::DatasetRef,
-    ) -> Result<(), ApiError> {
+    ) -> Result<crate::pipeline::DatasetRef, ApiError> {
         let request = GetDatasetVersionRequest {
             dataset: dataset.name.clone(),
             version: dataset.version,
@@ -1369,7 +1458,11 @@ impl Runner {
             .get_dataset_version(request)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(found) => Ok(crate::pipeline::DatasetRef {
+                name: dataset.name.clone(),
+                version: found.into_inner().version,
+                alias: String::new(),
+            }),
             Err(status) if status.code() == tonic::Code::NotFound => Err(ApiError::not_found(
                 format!("{field}: {}", status.message()),
             )),
@@ -1612,11 +1705,45 @@ impl Served {
     }
 }
 
-/// Deletes the canary alias when dropped armed: a step abandoned mid-canary (a cancel) must
-/// not leave traffic split.
+/// Deletes the model's canary alias if it still points at `version` (another run's canary is
+/// not ours to take down); an alias already gone is fine.
+async fn take_down_canary(
+    registry: &mut RegistryServiceClient<Channel>,
+    model: &str,
+    version: u32,
+) -> Result<(), ApiError> {
+    let holder = registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: model.to_string(),
+            version: 0,
+            alias: mlops_core::serving::CANARY_ALIAS.into(),
+        })
+        .await;
+    match holder {
+        Ok(holder) if holder.get_ref().version == version => {}
+        Ok(_) => return Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+        Err(status) => return Err(peer("registry")(status)),
+    }
+    match registry
+        .delete_model_alias(DeleteModelAliasRequest {
+            model_name: model.to_string(),
+            alias: mlops_core::serving::CANARY_ALIAS.into(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(peer("registry")(status)),
+    }
+}
+
+/// Takes the canary down when dropped armed: a step abandoned mid-canary (a cancel) must not
+/// leave traffic split.
 struct CanaryTakeDown {
     registry: RegistryServiceClient<Channel>,
     model: String,
+    version: u32,
     armed: bool,
 }
 
@@ -1625,15 +1752,30 @@ impl Drop for CanaryTakeDown {
         if !self.armed {
             return;
         }
-        let (mut registry, model) = (self.registry.clone(), std::mem::take(&mut self.model));
+        let (mut registry, model, version) = (
+            self.registry.clone(),
+            std::mem::take(&mut self.model),
+            self.version,
+        );
         tokio::spawn(async move {
-            let request = DeleteModelAliasRequest {
-                model_name: model.clone(),
-                alias: mlops_core::serving::CANARY_ALIAS.into(),
-            };
-            if let Err(status) = registry.delete_model_alias(request).await {
-                tracing::error!(%model, %status, "cannot take the canary down");
+            if let Err(error) = take_down_canary(&mut registry, &model, version).await {
+                tracing::error!(%model, %error, "cannot take the canary down");
             }
         });
+    }
+}
+
+/// Lines a step's log keeps; older ones go first.
+const STEP_LOG_LINES: usize = 200;
+
+/// Appends a line to the step's log, stamped with the UTC time.
+fn log(step: &mut StepState, line: String) {
+    let when = chrono::DateTime::from_timestamp_millis(now_ms()).map_or_else(String::new, |t| {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    });
+    step.log.push(format!("{when} {line}"));
+    if step.log.len() > STEP_LOG_LINES {
+        let excess = step.log.len() - STEP_LOG_LINES;
+        step.log.drain(..excess);
     }
 }

@@ -154,29 +154,35 @@ impl Store {
         Ok(())
     }
 
-    /// Registers a pipeline under its name, replacing an earlier registration.
+    /// Registers a pipeline under its name, replacing an earlier registration (and its
+    /// registration time, which tells the two apart) in one statement.
     pub async fn register(&self, pipeline: &RegisteredPipeline) -> Result<(), ApiError> {
-        sqlx::query("DELETE FROM registered_pipelines WHERE id = $1")
-            .bind(&pipeline.name)
-            .execute(self.registered.pool())
-            .await?;
-        self.registered
-            .save(&pipeline.name, pipeline.registered_at_ms, 0, pipeline)
-            .await
+        sqlx::query(
+            "INSERT INTO registered_pipelines (id, created_at_ms, state, message) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT (id) DO UPDATE SET \
+             created_at_ms = excluded.created_at_ms, message = excluded.message",
+        )
+        .bind(&pipeline.name)
+        .bind(pipeline.registered_at_ms)
+        .bind(prost::Message::encode_to_vec(pipeline))
+        .execute(self.registered.pool())
+        .await?;
+        Ok(())
     }
 
     /// Saves a registered pipeline's trigger state, unless it was unregistered or registered
-    /// again since it was read (then this state is stale and is dropped).
-    pub async fn update_registered(&self, pipeline: &RegisteredPipeline) -> Result<(), ApiError> {
-        sqlx::query(
+    /// again since it was read: then this state is stale, is dropped, and false is returned.
+    pub async fn update_registered(&self, pipeline: &RegisteredPipeline) -> Result<bool, ApiError> {
+        let updated = sqlx::query(
             "UPDATE registered_pipelines SET message = $1 WHERE id = $2 AND created_at_ms = $3",
         )
         .bind(prost::Message::encode_to_vec(pipeline))
         .bind(&pipeline.name)
         .bind(pipeline.registered_at_ms)
         .execute(self.registered.pool())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     /// Registered pipelines, oldest first.

@@ -102,6 +102,7 @@ impl Triggers {
             // Only a file this version no longer accepts gets here.
             Err(error) => entry.last_error = format!("the registered file: {}", error.message),
         }
+        // Not saved (Ok(false)) when unregistered or registered again meanwhile: stale.
         if entry != before
             && let Err(error) = self.runner.store().update_registered(&entry).await
         {
@@ -119,7 +120,7 @@ impl Triggers {
             entry.next_scheduled_at_ms = triggers.next_scheduled(now).unwrap_or(0);
             let when = chrono::DateTime::from_timestamp_millis(due)
                 .map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-            self.fire(entry, pipeline, format!("schedule {when}"), 0)
+            self.fire(entry, pipeline, format!("schedule {when}"), 0, |_| {})
                 .await;
         }
         let slot_free = || self.runner.active(&pipeline.name) < triggers.max_concurrent as usize;
@@ -127,9 +128,10 @@ impl Triggers {
             match self.latest_version(&pipeline.dataset.name).await {
                 Ok(latest) if latest > entry.seen_dataset_version => {
                     let trigger = format!("new version {}@{latest}", pipeline.dataset.name);
-                    if self.fire(entry, pipeline, trigger, latest).await {
-                        entry.seen_dataset_version = latest;
-                    }
+                    self.fire(entry, pipeline, trigger, latest, |e| {
+                        e.seen_dataset_version = latest;
+                    })
+                    .await;
                 }
                 Ok(_) => {}
                 Err(error) => errors.push(format!("new_dataset_version: {}", error.message)),
@@ -141,9 +143,10 @@ impl Triggers {
             if rested && slot_free() {
                 match self.drift(pipeline, drift.share).await {
                     Ok(Some(trigger)) => {
-                        if self.fire(entry, pipeline, trigger, 0).await {
-                            entry.last_drift_run_at_ms = now;
-                        }
+                        self.fire(entry, pipeline, trigger, 0, |e| {
+                            e.last_drift_run_at_ms = now;
+                        })
+                        .await;
                     }
                     Ok(None) => {}
                     Err(error) => errors.push(format!("drift: {}", error.message)),
@@ -153,14 +156,18 @@ impl Triggers {
         entry.last_error = errors.join("; ");
     }
 
-    /// Starts a run unless `max_concurrent` are active; true when one started.
+    /// Starts a run unless `max_concurrent` are active. `advance` moves the trigger's cursor
+    /// (the version seen, the last drift run), which is saved before the run starts: a crash
+    /// after that replays nothing (a firing starts at most one run), and a pipeline
+    /// unregistered or registered again meanwhile starts nothing.
     async fn fire(
         &self,
         entry: &mut RegisteredPipeline,
         pipeline: &Pipeline,
         trigger: String,
         dataset_version: u32,
-    ) -> bool {
+        advance: impl FnOnce(&mut RegisteredPipeline),
+    ) {
         let active = self.runner.active(&pipeline.name);
         let limit = pipeline.triggers.max_concurrent;
         if active >= limit as usize {
@@ -168,7 +175,18 @@ impl Triggers {
             entry.last_event =
                 format!("{trigger}: skipped, {active} runs active (max_concurrent {limit})");
             metrics::counter!("mlops_pipeline_triggers_skipped_total").increment(1);
-            return false;
+            return;
+        }
+        let mut next = entry.clone();
+        advance(&mut next);
+        next.last_event = format!("{trigger}: starting a run");
+        match self.runner.store().update_registered(&next).await {
+            Ok(true) => *entry = next,
+            Ok(false) => return,
+            Err(error) => {
+                entry.last_event = format!("{trigger}: cannot record it: {}", error.message);
+                return;
+            }
         }
         match self
             .runner
@@ -186,11 +204,9 @@ impl Triggers {
                 entry.last_event = format!("{trigger}: started run {}", run.id);
                 entry.last_run_id = run.id;
                 metrics::counter!("mlops_pipeline_triggered_runs_total").increment(1);
-                true
             }
             Err(error) => {
                 entry.last_event = format!("{trigger}: cannot start a run: {}", error.message);
-                false
             }
         }
     }
