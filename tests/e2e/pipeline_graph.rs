@@ -193,8 +193,12 @@ async fn candidates_train_side_by_side_and_the_best_one_is_gated_and_served() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // Where in the file, and why.
+    let steps_line = yaml.lines().position(|l| l == "steps:").unwrap() + 1;
     assert!(
-        status.message().contains("cycle through smoke, promote"),
+        status.message().starts_with(&format!(
+            "line {steps_line}: steps: the needs form a cycle through smoke, promote"
+        )),
         "{}",
         status.message()
     );

@@ -902,7 +902,16 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Parses and checks a pipeline file; an error names the field or step and, where the
+    /// file shows it, its line.
     pub fn parse(yaml: &str) -> Result<Self, ApiError> {
+        Self::parse_unlocated(yaml).map_err(|error| match locate(yaml, &error.message) {
+            Some(line) => ApiError::new(error.kind, format!("line {line}: {}", error.message)),
+            None => error,
+        })
+    }
+
+    fn parse_unlocated(yaml: &str) -> Result<Self, ApiError> {
         let mut file: PipelineFile = serde_yaml_ng::from_str(yaml)
             .map_err(|e| ApiError::invalid_argument(format!("invalid pipeline: {e}")))?;
         // Parsed once more as plain data: JSON text with sorted keys is a stable form.
@@ -1331,6 +1340,56 @@ impl Pipeline {
     }
 }
 
+/// The line (from 1) an error message is about: the step `steps[i] (name)` it names, or the
+/// key of the dotted field it starts with (`triggers.schedule: ...`), found after its parent
+/// keys. None when the message names neither, or the YAML parser already gave the line.
+fn locate(yaml: &str, message: &str) -> Option<usize> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let key_at = |key: &str, from: usize| {
+        (from..lines.len()).find(|&i| {
+            let text = lines[i].trim_start().trim_start_matches("- ");
+            text.starts_with(&format!("{key}:"))
+                || text.contains(&format!("{{{key}:"))
+                || text.contains(&format!(", {key}:"))
+        })
+    };
+    if message.starts_with("invalid pipeline:") {
+        return None;
+    }
+    if let Some(rest) = message.strip_prefix("steps[") {
+        let name = rest.split_once(" (")?.1.split_once(')')?.0;
+        let steps = key_at("steps", 0)?;
+        return (steps..lines.len())
+            .find(|&i| {
+                let text = lines[i].trim_start();
+                text.starts_with('-')
+                    && text
+                        .trim_start_matches(['-', ' ', '{'])
+                        .starts_with("name:")
+                    && text.split("name:").nth(1).is_some_and(|v| {
+                        v.trim_start()
+                            .trim_start_matches(['"', '\''])
+                            .starts_with(name)
+                    })
+            })
+            .map(|i| i + 1);
+    }
+    let field = message.split_once(':')?.0;
+    if field.contains(' ') || field.is_empty() {
+        return None;
+    }
+    let mut keys = field.split('.');
+    // The first key is a top-level one: at the start of its line.
+    let top = keys.next()?;
+    let mut from = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{top}:")))?;
+    for key in keys {
+        from = key_at(key, from)?;
+    }
+    Some(from + 1)
+}
+
 /// Puts a step's section in its slot: a pipeline has at most one step of each kind but train.
 fn place<T>(
     slot: &mut Option<T>,
@@ -1470,6 +1529,42 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_the_line() {
+        let yaml = candidates_yaml();
+        let line_of = |needle: &str| yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let error = Pipeline::parse(&yaml.replace(
+            "needs: [linear, ridge, tree]",
+            "needs: [linear, ridge, tre]",
+        ))
+        .unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with(&format!("line {}: steps[", line_of("- name: gate"))),
+            "{}",
+            error.message
+        );
+        let scheduled =
+            format!("{yaml}triggers:\n  max_concurrent: 1\n  schedule: \"61 * * * *\"\n");
+        let error = Pipeline::parse(&scheduled).unwrap_err();
+        let line = scheduled.lines().count();
+        assert!(
+            error
+                .message
+                .starts_with(&format!("line {line}: triggers.schedule:")),
+            "{}",
+            error.message
+        );
+        // The YAML parser's own errors carry their line already.
+        let error = Pipeline::parse("name: [").unwrap_err();
+        assert!(
+            error.message.starts_with("invalid pipeline:"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
     fn bad_graphs_are_refused_with_the_step_and_the_reason() {
         let yaml = candidates_yaml();
         for (from, to, needle) in [
@@ -1539,7 +1634,7 @@ mod tests {
         }
         let error = Pipeline::parse(&format!("{yaml}train: {{target: y}}\n")).unwrap_err();
         assert!(
-            error.message.starts_with("train: with steps"),
+            error.message.contains("train: with steps"),
             "{}",
             error.message
         );
