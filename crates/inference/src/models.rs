@@ -341,8 +341,13 @@ impl Models {
                 let mut canaries = self.canaries.write().expect("canaries lock");
                 self.canary_epoch
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                // Gone is gone: no lookup can bring it back.
-                if kind == AliasDeleted && canaries.remove(&event.model_name).is_some() {
+                // Gone is gone, and a moved canary no longer serves its old version, whatever
+                // the lookup below finds (or fails to).
+                let stale = canaries.get(&event.model_name).is_some_and(|canary| {
+                    kind == AliasDeleted || (kind == AliasSet && canary.version != event.version)
+                });
+                if stale {
+                    canaries.remove(&event.model_name);
                     tracing::info!(model = %event.model_name, "canary off");
                 }
             }

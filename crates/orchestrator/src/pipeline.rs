@@ -1357,21 +1357,24 @@ fn locate(yaml: &str, message: &str) -> Option<usize> {
         return None;
     }
     if let Some(rest) = message.strip_prefix("steps[") {
-        let name = rest.split_once(" (")?.1.split_once(')')?.0;
-        let steps = key_at("steps", 0)?;
-        return (steps..lines.len())
-            .find(|&i| {
-                let text = lines[i].trim_start();
-                text.starts_with('-')
-                    && text
-                        .trim_start_matches(['-', ' ', '{'])
-                        .starts_with("name:")
-                    && text.split("name:").nth(1).is_some_and(|v| {
-                        v.trim_start()
-                            .trim_start_matches(['"', '\''])
-                            .starts_with(name)
-                    })
-            })
+        // The i-th item of the steps list: the i-th `-` at the indentation of the first one
+        // (deeper dashes are lists inside a step).
+        let index: usize = rest.split_once(']')?.0.parse().ok()?;
+        let steps = lines.iter().position(|l| l.starts_with("steps:"))?;
+        let indent = |line: &str| line.len() - line.trim_start().len();
+        let items: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .skip(steps + 1)
+            .take_while(|(_, l)| l.trim().is_empty() || l.starts_with([' ', '-', '#']))
+            .filter(|(_, l)| l.trim_start().starts_with('-'))
+            .map(|(i, _)| i)
+            .collect();
+        let first = indent(lines[*items.first()?]);
+        return items
+            .into_iter()
+            .filter(|&i| indent(lines[i]) == first)
+            .nth(index)
             .map(|i| i + 1);
     }
     let field = message.split_once(':')?.0;
@@ -1552,6 +1555,17 @@ mod tests {
             error
                 .message
                 .starts_with(&format!("line {line}: triggers.schedule:")),
+            "{}",
+            error.message
+        );
+        // A duplicate name: the line of the second step of that name (dashes nested in a step,
+        // like its columns, are not steps).
+        let twice = yaml.replacen("  - name: tree", "  - name: ridge", 1);
+        let error = Pipeline::parse(&twice).unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with(&format!("line {}: steps[4].name", line_of("- name: tree"))),
             "{}",
             error.message
         );

@@ -43,6 +43,9 @@ pub struct Runner {
     executions: Arc<std::sync::atomic::AtomicU64>,
     /// Held while a run's state is written, so concurrent steps' saves land in order.
     saving: Arc<tokio::sync::Mutex<()>>,
+    /// Model -> the run whose canary step holds its canary (runs execute in this process only,
+    /// so this is the whole truth about pipeline canaries).
+    canary_owners: Arc<Mutex<HashMap<String, String>>>,
     store: Store,
     clients: Clients,
     sources_dir: PathBuf,
@@ -61,6 +64,7 @@ impl Runner {
             executing: Arc::default(),
             executions: Arc::default(),
             saving: Arc::default(),
+            canary_owners: Arc::default(),
             store,
             clients,
             sources_dir,
@@ -254,7 +258,11 @@ impl Runner {
         };
         {
             let _saving = self.saving.lock().await;
-            self.store.save(&run).await?;
+            if let Err(error) = self.store.save(&run).await {
+                // Not resumed after all: no pending entry may stay behind and block the run.
+                self.live.lock().expect("runs lock").remove(id);
+                return Err(error);
+            }
         }
         self.spawn(sender, pipeline);
         tracing::info!(run = %id, "run resumed");
@@ -372,19 +380,18 @@ impl Runner {
         // first, so a resume that sees the run failed finds it stored so and not executing.
         let mut run = sender.borrow().clone();
         run.finished_at_ms = now_ms();
+        let was_cancelled = cancelled.is_cancelled();
         // A cancel that came between steps stopped the run all the same.
         let unfinished = run
             .steps
             .iter()
             .find(|s| s.state() != JobState::Succeeded)
             .map(|s| s.name.clone());
-        if let (true, Some(step), true) =
-            (cancelled.is_cancelled(), &unfinished, run.error.is_empty())
-        {
+        if let (true, Some(step), true) = (was_cancelled, &unfinished, run.error.is_empty()) {
             run.error = format!("cancelled before step {step}");
         }
         let failed = run.steps.iter().any(|s| s.state() == JobState::Failed)
-            || (cancelled.is_cancelled() && unfinished.is_some());
+            || (was_cancelled && unfinished.is_some());
         for step in &mut run.steps {
             if step.state() == JobState::Pending {
                 step.set_state(JobState::Skipped);
@@ -1279,14 +1286,34 @@ impl Runner {
             .canary
             .as_ref()
             .ok_or_else(|| ApiError::internal("a canary step without a canary section"))?;
-        let (model, version) = {
+        let (model, version, run_id) = {
             let run = sender.borrow();
-            (run.model_name.clone(), run.model_version)
+            (run.model_name.clone(), run.model_version, run.id.clone())
         };
         let alias = pipeline
             .promote
             .as_ref()
             .map_or("champion", |p| p.alias.as_str());
+        // One run's canary per model at a time, whichever version it is.
+        {
+            let mut owners = self.canary_owners.lock().expect("canaries lock");
+            match owners.get(&model) {
+                Some(owner) if *owner != run_id => {
+                    return Err(ApiError::failed_precondition(format!(
+                        "run {owner} is running a canary of {model}: one canary per model at \
+                         a time"
+                    )));
+                }
+                _ => {
+                    owners.insert(model.clone(), run_id.clone());
+                }
+            }
+        }
+        let _owned = CanaryOwnership {
+            owners: self.canary_owners.clone(),
+            model: model.clone(),
+            run: run_id,
+        };
         let champion = match self.alias_holder(&model, alias).await? {
             None => {
                 return Ok(format!(
@@ -1325,12 +1352,14 @@ impl Runner {
         };
         let busy = |holder: u32| {
             ApiError::failed_precondition(format!(
-                "another canary of {model} is live ({model}:{holder}, from another run): one \
-                 canary per model at a time"
+                "another canary of {model} is live ({model}:{holder}, not set by a running \
+                 pipeline): one canary per model at a time; if it is stale, delete the alias \
+                 {model}@{CANARY_ALIAS}"
             ))
         };
         match self.alias_holder(&model, CANARY_ALIAS).await? {
-            // Set by an earlier attempt of this step (a retry, a restart).
+            // Set by an earlier attempt of this run's step (a retry, a restart): no other
+            // running pipeline owns the model's canary, as claimed above.
             Some(holder) if holder.version == version => {}
             Some(holder) => {
                 take_down.armed = false;
@@ -1735,6 +1764,22 @@ async fn take_down_canary(
         Ok(_) => Ok(()),
         Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
         Err(status) => Err(peer("registry")(status)),
+    }
+}
+
+/// Gives up a run's claim on a model's canary when its canary step ends, however it ends.
+struct CanaryOwnership {
+    owners: Arc<Mutex<HashMap<String, String>>>,
+    model: String,
+    run: String,
+}
+
+impl Drop for CanaryOwnership {
+    fn drop(&mut self) {
+        let mut owners = self.owners.lock().expect("canaries lock");
+        if owners.get(&self.model) == Some(&self.run) {
+            owners.remove(&self.model);
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use mlops_core::{ApiError, CancellationToken, now_ms};
+use mlops_core::{ApiError, CancellationToken, ErrorKind, now_ms};
 use mlops_proto::inference::ModelDriftRequest;
 use mlops_proto::v1::{GetDatasetRequest, RegisteredPipeline};
 
@@ -177,6 +177,7 @@ impl Triggers {
             metrics::counter!("mlops_pipeline_triggers_skipped_total").increment(1);
             return;
         }
+        let previous = entry.clone();
         let mut next = entry.clone();
         advance(&mut next);
         next.last_event = format!("{trigger}: starting a run");
@@ -206,6 +207,14 @@ impl Triggers {
                 metrics::counter!("mlops_pipeline_triggered_runs_total").increment(1);
             }
             Err(error) => {
+                // A passing failure (a service unavailable) gives the firing back, so the next
+                // poll tries again; a lasting one (a missing source) would fail every time.
+                if matches!(
+                    error.kind,
+                    ErrorKind::Unavailable | ErrorKind::Aborted | ErrorKind::Internal
+                ) {
+                    *entry = previous;
+                }
                 entry.last_event = format!("{trigger}: cannot start a run: {}", error.message);
             }
         }
