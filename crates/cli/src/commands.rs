@@ -1192,6 +1192,17 @@ async fn write_run_report(
     Ok(())
 }
 
+/// A step's state as one mark, for the terminal.
+fn state_mark(state: i32) -> &'static str {
+    match JobState::try_from(state).unwrap_or_default() {
+        JobState::Succeeded => "✓",
+        JobState::Failed => "✗",
+        JobState::Running => "…",
+        JobState::Skipped => "-",
+        _ => "·",
+    }
+}
+
 async fn run_pipeline(
     e: &Ctx,
     pipeline_yaml: String,
@@ -1271,14 +1282,7 @@ async fn follow_run(
         .collect();
     let show = |run: &PipelineRun| {
         for (bar, step) in bars.iter().zip(&run.steps) {
-            let mark = match step.state() {
-                JobState::Succeeded => "✓",
-                JobState::Failed => "✗",
-                JobState::Running => "…",
-                JobState::Skipped => "-",
-                _ => "·",
-            };
-            bar.set_prefix(format!("{mark} {}", step.name));
+            bar.set_prefix(format!("{} {}", state_mark(step.state), step.name));
             bar.set_position((step.progress.clamp(0.0, 1.0) * 100.0).round() as u64);
             bar.set_message(step.message.clone());
         }
@@ -1404,14 +1408,6 @@ async fn show_run(
             format!(", started by {}", run.trigger)
         }
     );
-    // The steps as the chain they run in, each marked with its state.
-    let mark = |state: i32| match JobState::try_from(state).unwrap_or_default() {
-        JobState::Succeeded => "✓",
-        JobState::Failed => "✗",
-        JobState::Running => "…",
-        JobState::Skipped => "-",
-        _ => "·",
-    };
     // The graph by levels: a step sits one level after the deepest step it needs, so steps
     // side by side in [a | b] run at the same time.
     let levels = crate::report::step_levels(&run.steps);
@@ -1423,7 +1419,7 @@ async fn show_run(
                 .iter()
                 .zip(&levels)
                 .filter(|(_, level)| **level == d)
-                .map(|(s, _)| format!("{} {}", mark(s.state), s.name))
+                .map(|(s, _)| format!("{} {}", state_mark(s.state), s.name))
                 .collect();
             format!("[{}]", cells.join(" | "))
         })

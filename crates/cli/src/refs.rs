@@ -5,20 +5,7 @@ use mlops_proto::v1::GetDatasetVersionRequest;
 
 /// `name` (the latest version), `name@3` or `name@prod` (an alias) as a version request.
 pub fn dataset_ref(text: &str) -> anyhow::Result<GetDatasetVersionRequest> {
-    let (dataset, selector) = text.split_once('@').unwrap_or((text, ""));
-    if dataset.is_empty() {
-        bail!("{text:?} names no dataset");
-    }
-    let mut request = GetDatasetVersionRequest {
-        dataset: dataset.to_string(),
-        ..Default::default()
-    };
-    match selector.parse::<u32>() {
-        Ok(0) => bail!("dataset versions start at 1 (in {text:?})"),
-        Ok(version) => request.version = version,
-        Err(_) => request.alias = selector.to_string(),
-    }
-    Ok(request)
+    mlops_core::ids::dataset_ref("dataset", text).map_err(|e| anyhow::anyhow!(e.message))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

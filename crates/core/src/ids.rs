@@ -173,6 +173,34 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A dataset version reference as users write it: `name` (the latest version), `name@3` or
+/// `name@prod` (an alias), as the version request it means.
+pub fn dataset_ref(
+    field: &str,
+    text: &str,
+) -> Result<mlops_proto::v1::GetDatasetVersionRequest, ApiError> {
+    let (dataset, selector) = text.split_once('@').unwrap_or((text, ""));
+    validate_name(field, dataset)?;
+    let mut request = mlops_proto::v1::GetDatasetVersionRequest {
+        dataset: dataset.to_string(),
+        ..Default::default()
+    };
+    match selector.parse::<u32>() {
+        Ok(0) => {
+            return Err(ApiError::invalid_argument(format!(
+                "{field}: dataset versions start at 1 (in {text:?})"
+            )));
+        }
+        Ok(version) => request.version = version,
+        Err(_) if selector.is_empty() => {}
+        Err(_) => {
+            validate_name(field, selector)?;
+            request.alias = selector.to_string();
+        }
+    }
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

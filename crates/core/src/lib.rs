@@ -19,6 +19,14 @@ pub use error::{ApiError, ErrorKind};
 pub use tokio_util::sync::CancellationToken;
 
 /// Milliseconds since the Unix epoch, the one timestamp format of every contract.
+/// A time in milliseconds since the epoch as RFC 3339 UTC with milliseconds
+/// (`2026-11-28T01:00:03.000Z`); out of chrono's range, the number itself.
+pub fn utc_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or(ms.to_string(), |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

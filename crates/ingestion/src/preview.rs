@@ -20,9 +20,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
         DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
         DataType::Timestamp(_, _) => {
             let ms = array.as_primitive::<TimestampMillisecondType>().value(row);
-            chrono::DateTime::from_timestamp_millis(ms).map_or(ms.to_string(), |t| {
-                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            })
+            mlops_core::utc_text(ms)
         }
         other => format!("<{other}>"),
     })

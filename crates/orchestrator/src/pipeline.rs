@@ -7,7 +7,8 @@ use mlops_core::ids::validate_name;
 use mlops_ml::model::ModelKind;
 use mlops_ml::train::{check_metric, greater_is_better};
 use mlops_proto::v1::{
-    ColumnSpec, DataType, FitSpec, MaskRule, ParamValues, PreprocessingStep, UploadHeader,
+    ColumnSpec, DataType, FitSpec, GetDatasetVersionRequest, MaskRule, ParamValues,
+    PreprocessingStep, UploadHeader,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -636,40 +637,7 @@ pub struct EvaluateSpec {
     pub dataset: Option<String>,
     /// `dataset`, parsed.
     #[serde(skip)]
-    pub dataset_ref: Option<DatasetRef>,
-}
-
-/// A dataset version by number, by alias, or the latest.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DatasetRef {
-    pub name: String,
-    pub version: u32,
-    pub alias: String,
-}
-
-impl DatasetRef {
-    pub fn parse(field: &str, text: &str) -> Result<Self, ApiError> {
-        let (name, at) = text.split_once('@').unwrap_or((text, ""));
-        validate_name(field, name)?;
-        let (version, alias) = match at.parse::<u32>() {
-            Ok(0) => {
-                return Err(ApiError::invalid_argument(format!(
-                    "{field}: versions start at 1"
-                )));
-            }
-            Ok(version) => (version, String::new()),
-            Err(_) if at.is_empty() => (0, String::new()),
-            Err(_) => {
-                validate_name(field, at)?;
-                (0, at.to_string())
-            }
-        };
-        Ok(Self {
-            name: name.to_string(),
-            version,
-            alias,
-        })
-    }
+    pub dataset_ref: Option<GetDatasetVersionRequest>,
 }
 
 impl Default for EvaluateSpec {
@@ -888,7 +856,7 @@ impl Pipeline {
         authorize(caller, ResourceKind::Pipeline, &self.name)?;
         authorize(caller, ResourceKind::Dataset, &self.dataset.name)?;
         if let Some(dataset) = &self.evaluate.dataset_ref {
-            authorize(caller, ResourceKind::Dataset, &dataset.name)?;
+            authorize(caller, ResourceKind::Dataset, &dataset.dataset)?;
         }
         authorize(caller, ResourceKind::Model, &self.register.model)?;
         if self.dataset.source.is_some() {
@@ -1292,7 +1260,8 @@ impl Pipeline {
         check_metric(task, &self.evaluate.metric)
             .map_err(|e| ApiError::invalid_argument(format!("evaluate.metric: {e}")))?;
         if let Some(dataset) = &self.evaluate.dataset {
-            self.evaluate.dataset_ref = Some(DatasetRef::parse("evaluate.dataset", dataset)?);
+            self.evaluate.dataset_ref =
+                Some(mlops_core::ids::dataset_ref("evaluate.dataset", dataset)?);
         }
         self.evaluate.checks = self
             .evaluate
@@ -1333,6 +1302,13 @@ impl Pipeline {
         }
         self.triggers.check(self.dataset.source.is_some())?;
         Ok(())
+    }
+
+    /// The alias the champion is behind: the promote step's, else `champion`.
+    pub fn champion_alias(&self) -> &str {
+        self.promote
+            .as_ref()
+            .map_or("champion", |p| p.alias.as_str())
     }
 
     pub fn candidate(&self, step: &str) -> Option<&Candidate> {

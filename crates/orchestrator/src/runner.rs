@@ -124,8 +124,8 @@ impl Runner {
                 }
             }
             None => {
-                let wanted = crate::pipeline::DatasetRef {
-                    name: pipeline.dataset.name.clone(),
+                let wanted = GetDatasetVersionRequest {
+                    dataset: pipeline.dataset.name.clone(),
                     version: dataset_version,
                     alias: String::new(),
                 };
@@ -315,11 +315,16 @@ impl Runner {
             .insert(id.clone(), (execution, cancelled.clone()));
         self.update(&sender, |run| {
             run.set_state(JobState::Running);
-            // Runs recorded before steps carried their kind get it from the file (same names).
+            // Runs recorded before steps carried their kind get it from the file (same names),
+            // and their one train step the job and metrics they kept on the run.
             for (step, node) in run.steps.iter_mut().zip(&pipeline.steps) {
                 if step.kind.is_empty() {
                     step.kind = node.kind.as_str().to_string();
                     step.needs = node.needs.clone();
+                    if node.kind == StepKind::Train {
+                        step.training_job_id = run.training_job_id.clone();
+                        step.metrics = run.metrics.clone();
+                    }
                 }
             }
         })
@@ -529,7 +534,7 @@ impl Runner {
             StepKind::Train => self.train(sender, pipeline, index).await,
             StepKind::Evaluate => self.evaluate(sender, pipeline).await,
             StepKind::Register => self.register(sender, pipeline).await,
-            StepKind::Canary => self.canary(sender, pipeline).await,
+            StepKind::Canary => self.canary(sender, pipeline, index).await,
             StepKind::Promote => self.promote(sender, pipeline).await,
             StepKind::SmokeTest => self.smoke_test(sender, pipeline).await,
         }
@@ -711,14 +716,19 @@ impl Runner {
         let spec = &candidate.spec;
         let (dataset, dataset_version, earlier) = {
             let run = sender.borrow();
-            let own = &run.steps[step].training_job_id;
-            // A run recorded before steps kept their job kept it on the run.
-            let earlier = if own.is_empty() && pipeline.candidates.len() == 1 {
-                run.training_job_id.clone()
-            } else {
-                own.clone()
-            };
-            (run.dataset.clone(), run.dataset_version, earlier)
+            (
+                run.dataset.clone(),
+                run.dataset_version,
+                run.steps[step].training_job_id.clone(),
+            )
+        };
+        // The step's job; with one candidate there is nothing to choose, so the run's too.
+        let single = pipeline.candidates.len() == 1;
+        let attach = |run: &mut PipelineRun, job: &str| {
+            run.steps[step].training_job_id = job.to_string();
+            if single {
+                run.training_job_id = job.to_string();
+            }
         };
         let mut training = self.clients.training.clone();
         // The cache key: every setting of the train section, and the dataset version (versions
@@ -735,13 +745,9 @@ impl Runner {
             if let Some(hit) = self.cached_job(pipeline, name, &key).await? {
                 let (job, source_run) = hit;
                 let metrics = job.metrics.clone();
-                let single = pipeline.candidates.len() == 1;
                 self.update(sender, |run| {
-                    run.steps[step].training_job_id = job.id.clone();
+                    attach(run, &job.id);
                     run.steps[step].metrics = metrics;
-                    if single {
-                        run.training_job_id = job.id.clone();
-                    }
                 })
                 .await;
                 return Ok(format!(
@@ -791,15 +797,7 @@ impl Runner {
                     .await
                     .map_err(peer("training"))?
                     .into_inner();
-                let single = pipeline.candidates.len() == 1;
-                self.update(sender, |run| {
-                    run.steps[step].training_job_id = job.id.clone();
-                    // With one candidate there is nothing to choose: the run's job is known now.
-                    if single {
-                        run.training_job_id = job.id.clone();
-                    }
-                })
-                .await;
+                self.update(sender, |run| attach(run, &job.id)).await;
                 job
             }
         };
@@ -906,21 +904,7 @@ impl Runner {
         model: &str,
         alias: &str,
     ) -> Result<Option<ModelVersion>, ApiError> {
-        match self
-            .clients
-            .registry
-            .clone()
-            .get_model_version(GetModelVersionRequest {
-                model_name: model.to_string(),
-                version: 0,
-                alias: alias.to_string(),
-            })
-            .await
-        {
-            Ok(version) => Ok(Some(version.into_inner())),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(peer("registry")(status)),
-        }
+        alias_holder(&mut self.clients.registry.clone(), model, alias).await
     }
 
     async fn evaluate(
@@ -956,10 +940,7 @@ impl Runner {
         }
         // Relative checks compare with the version behind the promote alias, on the same
         // evaluation data; the run keeps which version that was and its metrics.
-        let alias = pipeline
-            .promote
-            .as_ref()
-            .map_or("champion", |p| p.alias.as_str());
+        let alias = pipeline.champion_alias();
         let champion = match self.alias_holder(&pipeline.register.model, alias).await? {
             Some(mut champion) => {
                 if let Some(dataset) = &dataset {
@@ -1044,7 +1025,7 @@ impl Runner {
         &self,
         sender: &watch::Sender<PipelineRun>,
         pipeline: &Pipeline,
-        dataset: Option<&crate::pipeline::DatasetRef>,
+        dataset: Option<&GetDatasetVersionRequest>,
     ) -> Result<(String, HashMap<String, f64>), ApiError> {
         let metric = &pipeline.evaluate.metric;
         let mut candidates: Vec<(String, String, HashMap<String, f64>)> = {
@@ -1052,18 +1033,7 @@ impl Runner {
             run.steps
                 .iter()
                 .filter(|s| s.kind == StepKind::Train.as_str())
-                .map(|s| {
-                    // A run recorded before steps kept their job kept it on the run.
-                    if s.training_job_id.is_empty() {
-                        (
-                            s.name.clone(),
-                            run.training_job_id.clone(),
-                            run.metrics.clone(),
-                        )
-                    } else {
-                        (s.name.clone(), s.training_job_id.clone(), s.metrics.clone())
-                    }
-                })
+                .map(|s| (s.name.clone(), s.training_job_id.clone(), s.metrics.clone()))
                 .collect()
         };
         // On the evaluation dataset, every candidate is scored on the same rows.
@@ -1280,6 +1250,7 @@ impl Runner {
         &self,
         sender: &watch::Sender<PipelineRun>,
         pipeline: &Pipeline,
+        step: usize,
     ) -> Result<String, ApiError> {
         use mlops_core::serving::{CANARY_ALIAS, CANARY_SHARE_TAG};
         let spec = pipeline
@@ -1290,10 +1261,7 @@ impl Runner {
             let run = sender.borrow();
             (run.model_name.clone(), run.model_version, run.id.clone())
         };
-        let alias = pipeline
-            .promote
-            .as_ref()
-            .map_or("champion", |p| p.alias.as_str());
+        let alias = pipeline.champion_alias();
         // One run's canary per model at a time, whichever version it is.
         {
             let mut owners = self.canary_owners.lock().expect("canaries lock");
@@ -1397,18 +1365,15 @@ impl Runner {
                     .requests();
                 let elapsed = started.elapsed();
                 self.update(sender, |run| {
-                    let step = run.steps.iter_mut().find(|s| s.kind == "canary");
-                    if let Some(step) = step {
-                        step.message = format!(
-                            "{:.0}% of the traffic to {model}:{version}: {answered} requests in {}s",
-                            spec.share * 100.0,
-                            elapsed.as_secs()
-                        );
-                        step.progress = (elapsed.as_secs_f64()
-                            / f64::from(spec.duration_seconds))
+                    let step = &mut run.steps[step];
+                    step.message = format!(
+                        "{:.0}% of the traffic to {model}:{version}: {answered} requests in {}s",
+                        spec.share * 100.0,
+                        elapsed.as_secs()
+                    );
+                    step.progress = (elapsed.as_secs_f64() / f64::from(spec.duration_seconds))
                         .min(answered as f64 / spec.min_requests as f64)
                         .min(1.0);
-                    }
                 })
                 .await;
                 if elapsed >= Duration::from_secs(spec.duration_seconds.into())
@@ -1473,22 +1438,17 @@ impl Runner {
     async fn resolve_dataset(
         &self,
         field: &str,
-        dataset: &crate::pipeline::DatasetRef,
-    ) -> Result<crate::pipeline::DatasetRef, ApiError> {
-        let request = GetDatasetVersionRequest {
-            dataset: dataset.name.clone(),
-            version: dataset.version,
-            alias: dataset.alias.clone(),
-        };
+        dataset: &GetDatasetVersionRequest,
+    ) -> Result<GetDatasetVersionRequest, ApiError> {
         match self
             .clients
             .ingestion
             .clone()
-            .get_dataset_version(request)
+            .get_dataset_version(dataset.clone())
             .await
         {
-            Ok(found) => Ok(crate::pipeline::DatasetRef {
-                name: dataset.name.clone(),
+            Ok(found) => Ok(GetDatasetVersionRequest {
+                dataset: dataset.dataset.clone(),
                 version: found.into_inner().version,
                 alias: String::new(),
             }),
@@ -1503,7 +1463,7 @@ impl Runner {
     async fn score(
         &self,
         artifact_digest: &str,
-        dataset: &crate::pipeline::DatasetRef,
+        dataset: &GetDatasetVersionRequest,
     ) -> Result<EvaluateModelResponse, ApiError> {
         Ok(self
             .clients
@@ -1511,7 +1471,7 @@ impl Runner {
             .clone()
             .evaluate_model(EvaluateModelRequest {
                 artifact_digest: artifact_digest.to_string(),
-                dataset: dataset.name.clone(),
+                dataset: dataset.dataset.clone(),
                 dataset_version: dataset.version,
                 dataset_alias: dataset.alias.clone(),
             })
@@ -1741,18 +1701,9 @@ async fn take_down_canary(
     model: &str,
     version: u32,
 ) -> Result<(), ApiError> {
-    let holder = registry
-        .get_model_version(GetModelVersionRequest {
-            model_name: model.to_string(),
-            version: 0,
-            alias: mlops_core::serving::CANARY_ALIAS.into(),
-        })
-        .await;
-    match holder {
-        Ok(holder) if holder.get_ref().version == version => {}
-        Ok(_) => return Ok(()),
-        Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
-        Err(status) => return Err(peer("registry")(status)),
+    let holder = alias_holder(registry, model, mlops_core::serving::CANARY_ALIAS).await?;
+    if holder.is_none_or(|holder| holder.version != version) {
+        return Ok(());
     }
     match registry
         .delete_model_alias(DeleteModelAliasRequest {
@@ -1763,6 +1714,26 @@ async fn take_down_canary(
     {
         Ok(_) => Ok(()),
         Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(peer("registry")(status)),
+    }
+}
+
+/// The version an alias of a model points at; None when the model or alias does not exist.
+async fn alias_holder(
+    registry: &mut RegistryServiceClient<Channel>,
+    model: &str,
+    alias: &str,
+) -> Result<Option<ModelVersion>, ApiError> {
+    match registry
+        .get_model_version(GetModelVersionRequest {
+            model_name: model.to_string(),
+            version: 0,
+            alias: alias.to_string(),
+        })
+        .await
+    {
+        Ok(version) => Ok(Some(version.into_inner())),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
         Err(status) => Err(peer("registry")(status)),
     }
 }
@@ -1815,10 +1786,8 @@ const STEP_LOG_LINES: usize = 200;
 
 /// Appends a line to the step's log, stamped with the UTC time.
 fn log(step: &mut StepState, line: String) {
-    let when = chrono::DateTime::from_timestamp_millis(now_ms()).map_or_else(String::new, |t| {
-        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-    });
-    step.log.push(format!("{when} {line}"));
+    step.log
+        .push(format!("{} {line}", mlops_core::utc_text(now_ms())));
     if step.log.len() > STEP_LOG_LINES {
         let excess = step.log.len() - STEP_LOG_LINES;
         step.log.drain(..excess);

@@ -242,10 +242,7 @@ impl Triggers {
     /// live inputs drifted from the training profile reached `share`.
     async fn drift(&self, pipeline: &Pipeline, share: f64) -> Result<Option<String>, ApiError> {
         let model = &pipeline.register.model;
-        let alias = pipeline
-            .promote
-            .as_ref()
-            .map_or("champion", |p| p.alias.as_str());
+        let alias = pipeline.champion_alias();
         // Nothing served yet: nothing can drift.
         let Some(served) = self.runner.alias_holder(model, alias).await? else {
             return Ok(None);
