@@ -166,13 +166,20 @@ pub enum Data {
 }
 
 impl Data {
-    fn empty(ty: ColumnType, nulls: usize) -> Self {
+    /// `nulls` missing values, with room for `capacity` values in all (a chunk's rows: the
+    /// vector is not regrown value by value).
+    fn empty(ty: ColumnType, nulls: usize, capacity: usize) -> Self {
+        fn nones<T: Clone>(nulls: usize, capacity: usize) -> Vec<Option<T>> {
+            let mut values = Vec::with_capacity(capacity.max(nulls));
+            values.resize(nulls, None);
+            values
+        }
         match ty {
-            ColumnType::Int64 => Data::Int(vec![None; nulls]),
-            ColumnType::Float64 => Data::Float(vec![None; nulls]),
-            ColumnType::Bool => Data::Bool(vec![None; nulls]),
-            ColumnType::String => Data::Str(vec![None; nulls]),
-            ColumnType::Timestamp => Data::Time(vec![None; nulls]),
+            ColumnType::Int64 => Data::Int(nones(nulls, capacity)),
+            ColumnType::Float64 => Data::Float(nones(nulls, capacity)),
+            ColumnType::Bool => Data::Bool(nones(nulls, capacity)),
+            ColumnType::String => Data::Str(nones(nulls, capacity)),
+            ColumnType::Timestamp => Data::Time(nones(nulls, capacity)),
         }
     }
 
@@ -290,7 +297,13 @@ impl ParsedTable {
         let mut hints = Vec::new();
         loop {
             let mut columns: Vec<ParsedColumn> = Vec::new();
-            let mut keep = |chunk: Vec<ParsedColumn>| {
+            let mut tally = Tallier::new(&hints, dir.path());
+            let mut keep = |work: Work| {
+                let Chunk {
+                    columns: chunk,
+                    meta,
+                } = work.parse()?;
+                tally.add(meta)?;
                 if columns.is_empty() {
                     columns = chunk;
                 } else {
@@ -300,9 +313,8 @@ impl ParsedTable {
                 }
                 Ok(())
             };
-            let mut out = Output::new(limits, chunk_values, &hints, dir.path(), &mut keep);
-            let result = source(&mut out).and_then(|()| out.finish());
-            match result {
+            let result = source(&mut Output::new(limits, chunk_values, &hints, &mut keep));
+            match result.and_then(|()| tally.finish()) {
                 Err(CsvError::Retype(new)) => hints = new,
                 Err(e) => return Err(e),
                 Ok(tally) => return Ok(Self { columns, tally }),
@@ -322,6 +334,7 @@ impl ParsedTable {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Builder {
     name: String,
     declared: Option<ColumnType>,
@@ -330,6 +343,8 @@ pub(crate) struct Builder {
     /// None until the first non-missing value decides an inferred column's type.
     data: Option<Data>,
     pending_nulls: usize,
+    /// Rows per chunk, to size the column once.
+    capacity: usize,
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -462,6 +477,7 @@ impl Builder {
         name: String,
         declared: Option<ColumnType>,
         hint: Option<ColumnType>,
+        capacity: usize,
     ) -> Self {
         Self {
             name,
@@ -469,6 +485,7 @@ impl Builder {
             hint,
             data: None,
             pending_nulls: 0,
+            capacity,
         }
     }
 
@@ -502,6 +519,7 @@ impl Builder {
             Data::empty(
                 self.declared.or(self.hint).unwrap_or_else(|| infer(text)),
                 self.pending_nulls,
+                self.capacity,
             )
         });
         let declared = self.declared.is_some();
@@ -555,6 +573,7 @@ impl Builder {
             Data::empty(
                 self.declared.or(self.hint).unwrap_or(ColumnType::String),
                 self.pending_nulls,
+                0,
             )
         });
         if self.declared.is_none() && had_values {
@@ -575,9 +594,67 @@ pub(crate) type TypeErrors = (Vec<TypeErrorAt>, u64);
 pub const CHUNK_VALUES: usize = 1 << 21;
 const MAX_CHUNK_ROWS: usize = 65_536;
 
-/// Where a source's rows go: counted against the limit and for duplicates, and handed on in
-/// chunks of a fixed number of rows, the same for every source format, so the same data always
-/// gives the same Parquet bytes.
+/// Rows parsed from a source, with what the import counts about them in order.
+pub(crate) struct Chunk {
+    pub columns: Vec<ParsedColumn>,
+    pub meta: ChunkMeta,
+}
+
+/// What is tallied about a chunk's rows (before masking), in the order of the source.
+pub(crate) struct ChunkMeta {
+    pub types: Vec<ColumnType>,
+    /// One hash per row, of its values: duplicates are counted by hash.
+    pub row_hashes: Vec<u64>,
+    pub errors: TypeErrors,
+}
+
+impl Chunk {
+    fn new(columns: Vec<ParsedColumn>, row_hashes: Vec<u64>, errors: TypeErrors) -> Self {
+        let types = columns.iter().map(|c| c.data.column_type()).collect();
+        Self {
+            columns,
+            meta: ChunkMeta {
+                types,
+                row_hashes,
+                errors,
+            },
+        }
+    }
+}
+
+/// What a source hands on, in order: rows it parsed, or (CSV) whole records for a worker to
+/// parse, so the parsing of a large file is spread over the cores.
+pub(crate) enum Work {
+    Parsed(Chunk),
+    Csv {
+        block: Block,
+        layout: Arc<CsvLayout>,
+    },
+}
+
+impl Work {
+    /// The rows, parsing a CSV block first.
+    pub(crate) fn parse(self) -> Result<Chunk, CsvError> {
+        match self {
+            Work::Parsed(chunk) => Ok(chunk),
+            Work::Csv { block, layout } => {
+                let mut builders = layout.builders.clone();
+                parse_block(&block, &layout.options, &mut builders)
+            }
+        }
+    }
+}
+
+/// How every CSV block after the first is parsed: the columns' builders as the first block left
+/// them (empty, with the types it settled), and the options.
+pub(crate) struct CsvLayout {
+    builders: Vec<Builder>,
+    options: CsvOptions,
+}
+
+/// Where a source's work goes, counted against the row limit. A parsed source's rows are
+/// handed on in chunks of a fixed number of rows, the same for every format (a CSV block holds
+/// as many records), so the same data always gives the same Parquet bytes.
 pub(crate) struct Output<'a> {
     limits: CsvLimits,
     chunk_values: usize,
@@ -585,11 +662,9 @@ pub(crate) struct Output<'a> {
     hints: &'a [Option<ColumnType>],
     rows_in_chunk: usize,
     rows: u64,
-    duplicates: DuplicateCounter,
+    row_hashes: Vec<u64>,
     errors: TypeErrors,
-    /// The first chunk's types: a later chunk that differs restarts the import.
-    settled: Option<Vec<ColumnType>>,
-    emit: &'a mut dyn FnMut(Vec<ParsedColumn>) -> Result<(), CsvError>,
+    emit: &'a mut dyn FnMut(Work) -> Result<(), CsvError>,
 }
 
 /// What a source read, besides the chunks it emitted.
@@ -606,8 +681,7 @@ impl<'a> Output<'a> {
         limits: CsvLimits,
         chunk_values: usize,
         hints: &'a [Option<ColumnType>],
-        spill_dir: &std::path::Path,
-        emit: &'a mut dyn FnMut(Vec<ParsedColumn>) -> Result<(), CsvError>,
+        emit: &'a mut dyn FnMut(Work) -> Result<(), CsvError>,
     ) -> Self {
         Self {
             limits,
@@ -615,9 +689,8 @@ impl<'a> Output<'a> {
             hints,
             rows_in_chunk: 0,
             rows: 0,
-            duplicates: DuplicateCounter::new(spill_dir),
+            row_hashes: Vec::new(),
             errors: (Vec::new(), 0),
-            settled: None,
             emit,
         }
     }
@@ -637,6 +710,7 @@ impl<'a> Output<'a> {
 
     /// Builders for the columns, with their declared types and any settled ones.
     pub(crate) fn builders(&self, names: &[String], rules: &[ColumnRule]) -> Vec<Builder> {
+        let capacity = self.chunk_rows(names.len());
         names
             .iter()
             .enumerate()
@@ -645,23 +719,33 @@ impl<'a> Output<'a> {
                     .iter()
                     .find(|r| &r.name == name)
                     .and_then(|r| r.data_type);
-                Builder::new(name.clone(), declared, self.hints.get(i).copied().flatten())
+                Builder::new(
+                    name.clone(),
+                    declared,
+                    self.hints.get(i).copied().flatten(),
+                    capacity,
+                )
             })
             .collect()
     }
 
-    /// Counts a row (by the hash of its values) against the limit and for duplicates.
-    pub(crate) fn count_row(&mut self, hash: u64) -> Result<(), CsvError> {
-        self.rows += 1;
+    /// Counts rows against the limit.
+    fn add_rows(&mut self, rows: u64) -> Result<(), CsvError> {
+        self.rows += rows;
         if self.rows > self.limits.max_rows {
             return Err(CsvError::TooLarge {
                 what: "rows",
                 limit: self.limits.max_rows,
             });
         }
-        self.duplicates
-            .push(hash)
-            .map_err(|e| CsvError::Io(e.to_string()))
+        Ok(())
+    }
+
+    /// Counts a row (by the hash of its values) against the limit and for duplicates.
+    pub(crate) fn count_row(&mut self, hash: u64) -> Result<(), CsvError> {
+        self.add_rows(1)?;
+        self.row_hashes.push(hash);
+        Ok(())
     }
 
     /// Ends a row pushed into the builders; a full chunk is handed on.
@@ -683,16 +767,47 @@ impl<'a> Output<'a> {
         self.emit_chunk(builders.iter_mut().map(Builder::take_chunk).collect())
     }
 
+    /// Hands on parsed columns: the rows counted since the last chunk.
     pub(crate) fn emit_chunk(&mut self, columns: Vec<ParsedColumn>) -> Result<(), CsvError> {
-        let types: Vec<ColumnType> = columns.iter().map(|c| c.data.column_type()).collect();
+        let row_hashes = std::mem::take(&mut self.row_hashes);
+        let errors = std::mem::take(&mut self.errors);
+        (self.emit)(Work::Parsed(Chunk::new(columns, row_hashes, errors)))
+    }
+}
+
+/// Tallies the chunks of one attempt in the source's order: rows, duplicate rows, type
+/// errors, and the column types, which the first chunk settles.
+pub(crate) struct Tallier {
+    /// The attempt's hints, by column position.
+    hints: Vec<Option<ColumnType>>,
+    settled: Option<Vec<ColumnType>>,
+    rows: u64,
+    duplicates: DuplicateCounter,
+    errors: TypeErrors,
+}
+
+impl Tallier {
+    pub(crate) fn new(hints: &[Option<ColumnType>], spill_dir: &std::path::Path) -> Self {
+        Self {
+            hints: hints.to_vec(),
+            settled: None,
+            rows: 0,
+            duplicates: DuplicateCounter::new(spill_dir),
+            errors: (Vec::new(), 0),
+        }
+    }
+
+    /// The next chunk. A chunk whose types differ from the first's restarts the import
+    /// (`Retype`) with the wider types.
+    pub(crate) fn add(&mut self, meta: ChunkMeta) -> Result<(), CsvError> {
         match &self.settled {
-            None => self.settled = Some(types),
-            Some(settled) if *settled != types => {
+            None => self.settled = Some(meta.types),
+            Some(settled) if *settled != meta.types => {
                 // An integer column met a number, or a column missing throughout the first
                 // chunk met its first value: start over with the wider types.
                 let hints = settled
                     .iter()
-                    .zip(&types)
+                    .zip(&meta.types)
                     .enumerate()
                     .map(|(i, (old, new))| {
                         if old == new {
@@ -706,7 +821,17 @@ impl<'a> Output<'a> {
             }
             Some(_) => {}
         }
-        (self.emit)(columns)
+        self.rows += meta.row_hashes.len() as u64;
+        for hash in meta.row_hashes {
+            self.duplicates
+                .push(hash)
+                .map_err(|e| CsvError::Io(e.to_string()))?;
+        }
+        let (kept, count) = meta.errors;
+        let room = MAX_TYPE_ERRORS.saturating_sub(self.errors.0.len());
+        self.errors.0.extend(kept.into_iter().take(room));
+        self.errors.1 += count;
+        Ok(())
     }
 
     pub(crate) fn finish(self) -> Result<Tally, CsvError> {
@@ -731,42 +856,282 @@ pub(crate) fn row_hasher() -> impl Hasher {
     foldhash::quality::FixedState::with_seed(0x006d_6c6f_7073).build_hasher()
 }
 
+/// Whole CSV records, cut from the input without parsing their fields.
+pub(crate) struct Block {
+    bytes: Vec<u8>,
+    /// The line the block starts on.
+    first_line: u64,
+    records: usize,
+}
+
+/// Cuts CSV text into blocks of whole records. While no quote character has appeared, a record
+/// is a line that is not blank (found with memchr, far faster than parsing); from the first
+/// quote on, csv_core finds the records, since a quoted field may hold line breaks. Blank lines
+/// are no records, as for csv_core.
+struct Splitter<R> {
+    input: R,
+    delimiter: u8,
+    quote: u8,
+    /// Set once quoting may occur.
+    core: Option<csv_core::Reader>,
+    /// Fields csv_core writes, which the splitter does not need.
+    scratch: (Vec<u8>, Vec<usize>),
+    /// The current line's length so far (across reads) and its first byte.
+    line_length: usize,
+    line_first: u8,
+    /// The line of the next byte.
+    line: u64,
+    /// The last block's size: the next one is allocated at once (not regrown while read).
+    last_block: usize,
+}
+
+impl<R: std::io::BufRead> Splitter<R> {
+    fn new(input: R, options: &CsvOptions) -> Self {
+        Self {
+            input,
+            delimiter: options.delimiter,
+            quote: options.quote,
+            core: None,
+            scratch: (vec![0; 1 << 16], vec![0; 1 << 10]),
+            line_length: 0,
+            line_first: 0,
+            line: 1,
+            last_block: 0,
+        }
+    }
+
+    /// The next `records` records, or fewer at the end of the input; None when no record is
+    /// left.
+    fn next_block(&mut self, records: usize) -> Result<Option<Block>, CsvError> {
+        let first_line = self.line;
+        let mut bytes = Vec::with_capacity(self.last_block + self.last_block / 8);
+        // Where the record in progress starts in `bytes`.
+        let mut record_start = 0;
+        let mut found = 0;
+        while found < records {
+            let line = self.line;
+            let buffer = self.input.fill_buf().map_err(|e| CsvError::Malformed {
+                line,
+                message: e.to_string(),
+            })?;
+            if buffer.is_empty() {
+                found += usize::from(self.last_record());
+                break;
+            }
+            if self.core.is_none() && memchr::memchr(self.quote, buffer).is_some() {
+                // Quoting starts: csv_core first reads the record in progress.
+                let mut core = csv_core::ReaderBuilder::new()
+                    .delimiter(self.delimiter)
+                    .quote(self.quote)
+                    .build();
+                let (scratch, ends) = &mut self.scratch;
+                scan_records(&mut core, scratch, ends, &bytes[record_start..], usize::MAX);
+                self.core = Some(core);
+            }
+            let (used, more, end) = match &mut self.core {
+                Some(core) => {
+                    let (scratch, ends) = &mut self.scratch;
+                    scan_records(core, scratch, ends, buffer, records - found)
+                }
+                None => scan_lines(
+                    &mut self.line_length,
+                    &mut self.line_first,
+                    buffer,
+                    records - found,
+                ),
+            };
+            if let Some(end) = end {
+                record_start = bytes.len() + end;
+            }
+            bytes.extend_from_slice(&buffer[..used]);
+            self.line += memchr::memchr_iter(b'\n', &buffer[..used]).count() as u64;
+            self.input.consume(used);
+            found += more;
+        }
+        self.last_block = bytes.len();
+        Ok((found > 0).then_some(Block {
+            bytes,
+            first_line,
+            records: found,
+        }))
+    }
+
+    /// At the end of the input: whether a last record lacks its line break.
+    fn last_record(&mut self) -> bool {
+        match &mut self.core {
+            Some(core) => {
+                let (scratch, ends) = &mut self.scratch;
+                scan_records(core, scratch, ends, &[], 1).1 == 1
+            }
+            None => {
+                let blank =
+                    self.line_length == 0 || (self.line_length == 1 && self.line_first == b'\r');
+                self.line_length = 0;
+                !blank
+            }
+        }
+    }
+}
+
+/// Up to `want` non-blank lines of `buffer`: the bytes used, the lines found, and where the
+/// last one ends.
+fn scan_lines(
+    line_length: &mut usize,
+    line_first: &mut u8,
+    buffer: &[u8],
+    want: usize,
+) -> (usize, usize, Option<usize>) {
+    let (mut start, mut found, mut end) = (0, 0, None);
+    for newline in memchr::memchr_iter(b'\n', buffer) {
+        let length = *line_length + (newline - start);
+        let first = if *line_length > 0 {
+            *line_first
+        } else {
+            buffer[start]
+        };
+        *line_length = 0;
+        start = newline + 1;
+        if length > 1 || (length == 1 && first != b'\r') {
+            found += 1;
+            end = Some(start);
+            if found == want {
+                return (start, found, end);
+            }
+        }
+    }
+    if start < buffer.len() {
+        if *line_length == 0 {
+            *line_first = buffer[start];
+        }
+        *line_length += buffer.len() - start;
+    }
+    (buffer.len(), found, end)
+}
+
+/// Up to `want` records of `buffer` by csv_core (an empty buffer ends the input): the bytes
+/// used, the records found, and where the last one ends.
+fn scan_records(
+    core: &mut csv_core::Reader,
+    scratch: &mut [u8],
+    ends: &mut [usize],
+    buffer: &[u8],
+    want: usize,
+) -> (usize, usize, Option<usize>) {
+    let (mut used, mut found, mut end) = (0, 0, None);
+    loop {
+        let (result, read, _, _) = core.read_record(&buffer[used..], scratch, ends);
+        used += read;
+        match result {
+            csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => {
+                return (used, found, end);
+            }
+            // The fields are not kept: the same buffers take the rest.
+            csv_core::ReadRecordResult::OutputFull | csv_core::ReadRecordResult::OutputEndsFull => {
+            }
+            csv_core::ReadRecordResult::Record => {
+                found += 1;
+                end = Some(used);
+                if found == want {
+                    return (used, found, end);
+                }
+            }
+        }
+    }
+}
+
+/// Fields are trimmed where they are used (`str::trim`): the csv crate's own trimming copies
+/// every record.
+fn csv_reader<R: Read>(input: R, options: &CsvOptions) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(options.delimiter)
+        .quote(options.quote)
+        .from_reader(input)
+}
+
+/// Parses a block's records into the builders' columns.
+fn parse_block(
+    block: &Block,
+    options: &CsvOptions,
+    builders: &mut [Builder],
+) -> Result<Chunk, CsvError> {
+    let mut reader = csv_reader(&block.bytes[..], options);
+    let absolute = |line: u64| block.first_line + line - 1;
+    let mut record = csv::StringRecord::new();
+    let mut row_hashes = Vec::with_capacity(block.records);
+    let mut errors = (Vec::new(), 0);
+    loop {
+        let line = absolute(reader.position().line());
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(malformed(line, &e, absolute)),
+        }
+        let line = record.position().map_or(line, |p| absolute(p.line()));
+        // A line of blanks is not a row.
+        if record.len() == 1 && record[0].trim().is_empty() && builders.len() > 1 {
+            continue;
+        }
+        if record.len() != builders.len() {
+            return Err(CsvError::Ragged {
+                line,
+                found: record.len(),
+                expected: builders.len(),
+            });
+        }
+        let mut hasher = row_hasher();
+        for (builder, value) in builders.iter_mut().zip(record.iter()) {
+            let value = value.trim();
+            value.hash(&mut hasher);
+            builder.push(value, line, options, &mut errors)?;
+        }
+        row_hashes.push(hasher.finish());
+    }
+    Ok(Chunk::new(
+        builders.iter_mut().map(Builder::take_chunk).collect(),
+        row_hashes,
+        errors,
+    ))
+}
+
 /// Reads a CSV into typed, nullable columns. A column's type is declared, or inferred from
 /// its first non-missing value (booleans, integers, numbers, timestamps, else text); integers
 /// widen to numbers, but a later value of another type is an error naming the line.
+///
+/// The first block of records is parsed here, and settles the types the others start from;
+/// the rest are handed on whole, to be parsed in parallel.
 pub(crate) fn read_csv(
-    input: impl Read,
+    input: impl std::io::BufRead,
     options: &CsvOptions,
     rules: &[ColumnRule],
     out: &mut Output,
 ) -> Result<(), CsvError> {
     let limits = out.limits();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(options.delimiter)
-        .quote(options.quote)
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let mut record = csv::StringRecord::new();
-    let first = match reader.read_record(&mut record) {
-        Ok(true) => record.clone(),
-        Ok(false) => return Err(CsvError::NoHeader),
-        Err(e) => return Err(malformed(1, &e)),
+    let mut splitter = Splitter::new(input, options);
+    let Some(head) = splitter.next_block(1)? else {
+        return Err(CsvError::NoHeader);
     };
-    if first.is_empty() || (first.len() == 1 && first[0].is_empty()) {
+    let mut record = csv::StringRecord::new();
+    let header_line = head.first_line;
+    match csv_reader(&head.bytes[..], options).read_record(&mut record) {
+        Ok(true) => {}
+        Ok(false) => return Err(CsvError::NoHeader),
+        Err(e) => return Err(malformed(header_line, &e, |_| header_line)),
+    }
+    if record.is_empty() || (record.len() == 1 && record[0].trim().is_empty()) {
         return Err(CsvError::NoHeader);
     }
-    if first.len() > limits.max_columns {
+    if record.len() > limits.max_columns {
         return Err(CsvError::TooLarge {
             what: "columns",
             limit: limits.max_columns as u64,
         });
     }
     let names: Vec<String> = if options.has_header {
-        first.iter().map(String::from).collect()
+        record.iter().map(|name| name.trim().to_string()).collect()
     } else {
-        (1..=first.len()).map(|i| format!("c{i}")).collect()
+        (1..=record.len()).map(|i| format!("c{i}")).collect()
     };
     let mut seen = HashSet::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
@@ -785,50 +1150,54 @@ pub(crate) fn read_csv(
         )));
     }
     let mut builders = out.builders(&names, rules);
-
-    let take = |record: &csv::StringRecord,
-                line: u64,
-                builders: &mut Vec<Builder>,
-                out: &mut Output|
-     -> Result<(), CsvError> {
-        if record.len() != builders.len() {
-            return Err(CsvError::Ragged {
-                line,
-                found: record.len(),
-                expected: builders.len(),
-            });
+    let chunk_rows = out.chunk_rows(names.len());
+    let first = if options.has_header {
+        splitter.next_block(chunk_rows)?
+    } else {
+        // Without a header, the first line is the first row.
+        let mut first = head;
+        if let Some(rest) = splitter.next_block(chunk_rows - 1)? {
+            first.bytes.extend_from_slice(&rest.bytes);
+            first.records += rest.records;
         }
-        let mut hasher = row_hasher();
-        for (builder, value) in builders.iter_mut().zip(record.iter()) {
-            value.hash(&mut hasher);
-            builder.push(value, line, options, out.errors())?;
-        }
-        out.end_row(hasher.finish(), builders)
+        Some(first)
     };
-    if !options.has_header {
-        take(&first, 1, &mut builders, out)?;
+    let Some(first) = first else {
+        return Ok(());
+    };
+    out.add_rows(first.records as u64)?;
+    let chunk = parse_block(&first, options, &mut builders)?;
+    (out.emit)(Work::Parsed(chunk))?;
+    let layout = Arc::new(CsvLayout {
+        builders,
+        options: options.clone(),
+    });
+    while let Some(block) = splitter.next_block(chunk_rows)? {
+        out.add_rows(block.records as u64)?;
+        (out.emit)(Work::Csv {
+            block,
+            layout: layout.clone(),
+        })?;
     }
-    loop {
-        let line = reader.position().line();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(malformed(line, &e)),
-        }
-        let line = record.position().map_or(line, |p| p.line());
-        // A blank line is not a row.
-        if record.len() == 1 && record[0].is_empty() && builders.len() > 1 {
-            continue;
-        }
-        take(&record, line, &mut builders, out)?;
-    }
-    out.flush(&mut builders)
+    Ok(())
 }
 
-fn malformed(line: u64, error: &csv::Error) -> CsvError {
-    CsvError::Malformed {
-        line,
-        message: error.to_string(),
+/// The csv crate's error, with the line counted from the start of the input (`absolute` turns
+/// a line of the block it read into one of the input).
+fn malformed(line: u64, error: &csv::Error, absolute: impl Fn(u64) -> u64) -> CsvError {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { pos, err } => CsvError::Malformed {
+            line: pos.as_ref().map_or(line, |p| absolute(p.line())),
+            message: format!("field {} is not valid UTF-8", err.field() + 1),
+        },
+        csv::ErrorKind::Io(e) => CsvError::Malformed {
+            line,
+            message: e.to_string(),
+        },
+        _ => CsvError::Malformed {
+            line,
+            message: error.to_string(),
+        },
     }
 }
 
@@ -962,6 +1331,88 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The CSV read through a buffer of `buffer` bytes, in chunks of `chunk_values` values.
+    fn read_through(
+        text: &str,
+        options: &CsvOptions,
+        chunk_values: usize,
+        buffer: usize,
+    ) -> Result<ParsedTable, CsvError> {
+        ParsedTable::read(chunk_values, CsvLimits::default(), |out| {
+            let input = std::io::BufReader::with_capacity(buffer, text.as_bytes());
+            read_csv(input, options, &[], out)
+        })
+    }
+
+    #[test]
+    fn blocks_hold_whole_records_however_the_input_arrives() {
+        // Quotes appear late (lines are cut by memchr until then, by csv_core after), quoted
+        // fields hold line breaks and delimiters; CRLF endings, blank lines, no last line break.
+        let mut text = String::from("id,note,x\r\n");
+        for i in 0..40 {
+            if i == 17 {
+                text.push_str("\r\n\n");
+            }
+            if i >= 25 && i % 3 == 0 {
+                text.push_str(&format!("{i},\"two\nlines, {i}\",{i}.5\r\n"));
+            } else {
+                text.push_str(&format!("{i},plain {i},{i}.5\r\n"));
+            }
+        }
+        text.push_str("40,last,1");
+        let options = CsvOptions::default();
+        let whole = read_through(&text, &options, CHUNK_VALUES, 1 << 16).unwrap();
+        assert_eq!(whole.tally.rows, 41);
+        assert_eq!(
+            whole.columns[1].data.text(27),
+            Some("two\nlines, 27".to_string())
+        );
+        assert_eq!(whole.columns[2].data.number(40), Some(1.0));
+        for (rows_per_chunk, buffer) in [(3, 7), (2, 1), (5, 64), (1, 3)] {
+            let split = read_through(&text, &options, rows_per_chunk * 3, buffer).unwrap();
+            assert_eq!(
+                split, whole,
+                "{rows_per_chunk} rows per chunk, {buffer} byte reads"
+            );
+        }
+        // Lines are the file's, past multi-line records and blocks: a ragged row at the end.
+        let ragged = format!("{text}\n41,short\n");
+        let line = ragged.matches('\n').count() as u64;
+        for (chunk_values, buffer) in [(CHUNK_VALUES, 1 << 16), (6, 5)] {
+            assert_eq!(
+                read_through(&ragged, &options, chunk_values, buffer).unwrap_err(),
+                CsvError::Ragged {
+                    line,
+                    found: 2,
+                    expected: 3
+                }
+            );
+        }
+        // Without a header the first line is a row, in the first block as in one.
+        let headless = CsvOptions {
+            has_header: false,
+            ..Default::default()
+        };
+        let text = "1,a\n2,\"b\nc\"\n3,d\n4,e\n5,f\n";
+        let whole = read_through(text, &headless, CHUNK_VALUES, 1 << 16).unwrap();
+        assert_eq!(whole.tally.rows, 5);
+        assert_eq!(read_through(text, &headless, 4, 2).unwrap(), whole);
+        // Invalid UTF-8 is named by its line, not the block's.
+        let mut bytes = b"a,b\n1,2\n3,4\n5,".to_vec();
+        bytes.extend([0xff, b'\n']);
+        let error = ParsedTable::read(4, CsvLimits::default(), |out| {
+            read_csv(&bytes[..], &options, &[], out)
+        })
+        .unwrap_err();
+        assert_eq!(
+            error,
+            CsvError::Malformed {
+                line: 4,
+                message: "field 2 is not valid UTF-8".into()
+            }
+        );
     }
 
     #[test]

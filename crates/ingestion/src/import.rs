@@ -1,7 +1,8 @@
-//! One import, streamed: the source is read in chunks on one thread while a second masks,
-//! checks, profiles and writes each chunk as a Parquet row group to a spool file, hashing it
-//! as it goes. Memory stays flat whatever the size of the data; nothing reaches the store
-//! until the whole import has succeeded.
+//! One import, streamed: the source is cut into chunks on one thread, workers (one per core)
+//! parse, check, mask and profile chunks in parallel, and a writer takes them in order and
+//! writes each as a Parquet row group to a spool file, hashing it as it goes. Memory stays flat
+//! whatever the size of the data; nothing reaches the store until the whole import has
+//! succeeded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::csv_import::{
-    ColumnRule, ColumnType, CsvError, CsvLimits, CsvOptions, Output, ParsedColumn, read_csv,
+    Chunk, ChunkMeta, ColumnRule, ColumnType, CsvError, CsvLimits, CsvOptions, Output,
+    ParsedColumn, Tallier, Work, read_csv,
 };
-use crate::quality::{self, ProfileBuilder, ReportBuilder};
+use crate::quality::{self, ProfileBuilder, ReportBuilder, ReportPart};
 use crate::sources::{Format, read_jsonl, read_parquet};
 
 /// What an import needs besides the data.
@@ -92,6 +94,18 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Chunks of work in flight at once (read, being parsed or prepared, or waiting to be written
+/// in order), per worker: what bounds an import's memory.
+const IN_FLIGHT_PER_WORKER: usize = 2;
+
+/// Threads that parse and prepare chunks: one per core the process may use.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// One pass over the source. The reader (this thread) splits the source into chunks of work;
+/// workers parse, check, mask and profile them in parallel; the writer tallies, merges and
+/// writes them in the source's order, so the result does not depend on the timing.
 fn attempt(
     path: &Path,
     spec: &ImportSpec,
@@ -112,56 +126,82 @@ fn attempt(
         Ok(head) => Format::pick(&spec.format, head)?,
         Err(e) => return Err(Failure::Api(unreadable(&e, &exceeded, spec))),
     };
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<ParsedColumn>>(2);
-    let (read, written) = std::thread::scope(|scope| {
-        let sink = scope.spawn(move || Sink::run(receiver, spec));
+    let workers = workers();
+    let in_flight = workers * IN_FLIGHT_PER_WORKER;
+    let (work_sender, work) = std::sync::mpsc::sync_channel::<(u64, Work)>(workers);
+    let work = std::sync::Mutex::new(work);
+    let (done_sender, done) = std::sync::mpsc::sync_channel(in_flight);
+    // A token per chunk in flight: the reader takes one per chunk, the writer gives it back.
+    let (token_sender, tokens) = std::sync::mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        token_sender.send(()).expect("room for every token");
+    }
+    let (read, written, panicked) = std::thread::scope(|scope| {
+        let pool: Vec<_> = (0..workers)
+            .map(|_| {
+                let done_sender = done_sender.clone();
+                let work = &work;
+                scope.spawn(move || {
+                    loop {
+                        let next = work.lock().map(|work| work.recv());
+                        let Ok(Ok((seq, chunk))) = next else { break };
+                        if done_sender.send((seq, prepare(chunk, spec))).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(done_sender);
+        let writer = scope.spawn(move || assemble(done, token_sender, spec, hints));
         let read = {
-            let mut emit = |chunk: Vec<ParsedColumn>| {
-                // A closed channel means the sink failed; its error is the one reported.
-                sender
-                    .send(chunk)
-                    .map_err(|_| CsvError::Io("the writer stopped".into()))
+            let mut seq = 0u64;
+            let stopped = || CsvError::Io("the writer stopped".into());
+            let mut emit = |chunk: Work| {
+                // A closed channel means the writer stopped; its error is the one reported.
+                tokens.recv().map_err(|_| stopped())?;
+                work_sender.send((seq, chunk)).map_err(|_| stopped())?;
+                seq += 1;
+                Ok(())
             };
-            let mut out = Output::new(
-                spec.limits,
-                spec.chunk_values,
-                hints,
-                &spec.tmp_dir,
-                &mut emit,
-            );
-            let read = match format {
+            let mut out = Output::new(spec.limits, spec.chunk_values, hints, &mut emit);
+            match format {
                 Format::Csv => read_csv(&mut reader, &spec.options, &spec.rules, &mut out),
                 Format::JsonLines => read_jsonl(&mut reader, &spec.rules, &mut out),
                 Format::Parquet => parquet_file(reader, path, compression != "none", &spec.tmp_dir)
                     .and_then(|file| read_parquet(file, &spec.rules, &mut out)),
-            };
-            read.and_then(|()| out.finish())
+            }
         };
-        drop(sender);
-        let written = sink.join().unwrap_or_else(|_| {
-            Err(ApiError::internal(
+        drop(work_sender);
+        let panicked = pool.into_iter().any(|worker| worker.join().is_err());
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(Failure::Api(ApiError::internal(
                 "the Parquet writer panicked".to_string(),
-            ))
+            )))
         });
-        (read, written)
+        (read, written, panicked)
     });
     if exceeded.load(Ordering::Relaxed) {
         return Err(Failure::Api(bomb(spec)));
     }
-    let (tally, written) = match (read, written) {
-        // The reader stopped because the writer failed: the writer's error is the cause.
-        (Err(CsvError::Io(_)), Err(sink_error)) => return Err(Failure::Api(sink_error)),
-        (Err(read_error), _) => return Err(read_error.into()),
-        (Ok(_), Err(sink_error)) => return Err(Failure::Api(sink_error)),
-        (Ok(_), Ok(None)) => return Err(CsvError::NoRows.into()),
-        (Ok(tally), Ok(Some(written))) => (tally, written),
+    if panicked {
+        return Err(Failure::Api(ApiError::internal(
+            "an import worker panicked".to_string(),
+        )));
+    }
+    // The writer's error comes from earlier in the data than anything the reader met after it
+    // (or is why the reader stopped).
+    let (tally, report, written) = written?;
+    read?;
+    let tally = tally.finish()?;
+    let (Some(report), Some(written)) = (report, written) else {
+        return Err(CsvError::NoRows.into());
     };
     let Written {
         parquet,
         digest,
         size_bytes,
         columns,
-        report,
         profile,
     } = written;
     let report = report.finish(&tally, &spec.masking)?;
@@ -187,6 +227,81 @@ fn attempt(
             }),
         },
     })
+}
+
+/// A chunk parsed, counted for the report, masked and profiled: ready to be written in order.
+struct Prepared {
+    meta: ChunkMeta,
+    /// The columns before masking, for the report.
+    names: Vec<String>,
+    report: ReportPart,
+    profile: ProfileBuilder,
+    masked: Vec<ParsedColumn>,
+}
+
+/// A worker's share: everything that needs only the chunk itself. The report sees the values
+/// before masking (it holds counts, never values of masked columns); the profile and the file
+/// see them after.
+fn prepare(work: Work, spec: &ImportSpec) -> Result<Prepared, Failure> {
+    let Chunk { mut columns, meta } = work.parse()?;
+    let names = columns.iter().map(|c| c.name.clone()).collect();
+    let report = ReportPart::of(&columns, &spec.rules);
+    quality::apply_masking(&spec.masking, &mut columns, spec.masking_key.as_bytes())?;
+    let mut profile = ProfileBuilder::new(&columns);
+    profile.add(&columns);
+    Ok(Prepared {
+        meta,
+        names,
+        report,
+        profile,
+        masked: columns,
+    })
+}
+
+type Assembled = (Tallier, Option<ReportBuilder>, Option<Written>);
+
+/// The writer: takes prepared chunks as they come and handles them in the source's order
+/// (tally, report, profile, one Parquet row group each), giving a token back for each.
+fn assemble(
+    done: std::sync::mpsc::Receiver<(u64, Result<Prepared, Failure>)>,
+    tokens: std::sync::mpsc::SyncSender<()>,
+    spec: &ImportSpec,
+    hints: &[Option<ColumnType>],
+) -> Result<Assembled, Failure> {
+    let mut tally = Tallier::new(hints, &spec.tmp_dir);
+    let mut report: Option<ReportBuilder> = None;
+    let mut sink: Option<Sink> = None;
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, prepared) in done {
+        waiting.insert(seq, prepared);
+        while let Some(prepared) = waiting.remove(&next) {
+            next += 1;
+            let Prepared {
+                meta,
+                names,
+                report: part,
+                profile,
+                masked,
+            } = prepared?;
+            tally.add(meta)?;
+            report
+                .get_or_insert_with(|| {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    ReportBuilder::new(&names, &spec.rules, &spec.tmp_dir)
+                })
+                .add(part)?;
+            match &mut sink {
+                Some(sink) => sink.profile.merge(profile),
+                None => sink = Some(Sink::start(&masked, profile, &spec.tmp_dir)?),
+            }
+            sink.as_mut().expect("started above").write(masked)?;
+            // The reader may have finished: a token nobody takes is fine.
+            let _ = tokens.try_send(());
+        }
+    }
+    let written = sink.map(Sink::close).transpose()?;
+    Ok((tally, report, written))
 }
 
 fn bomb(spec: &ImportSpec) -> ApiError {
@@ -233,13 +348,12 @@ fn parquet_file(
     Ok(file)
 }
 
-/// What the writer thread produced.
+/// What the writer produced.
 struct Written {
     parquet: tempfile::NamedTempFile,
     digest: String,
     size_bytes: u64,
     columns: Vec<Column>,
-    report: ReportBuilder,
     profile: ProfileBuilder,
 }
 
@@ -248,44 +362,13 @@ struct Sink {
     schema: Arc<Schema>,
     parquet: tempfile::NamedTempFile,
     columns: Vec<Column>,
-    report: ReportBuilder,
     profile: ProfileBuilder,
 }
 
 impl Sink {
-    /// Receives chunks until the reader is done: checks, masks, profiles and writes each.
-    fn run(
-        chunks: std::sync::mpsc::Receiver<Vec<ParsedColumn>>,
-        spec: &ImportSpec,
-    ) -> Result<Option<Written>, ApiError> {
-        let key = spec.masking_key.as_bytes();
-        let mut sink: Option<Sink> = None;
-        for mut chunk in chunks {
-            // The report sees the values before masking (it holds counts, never values of
-            // masked columns); the profile and the file see them after.
-            let mut first_report = None;
-            match &mut sink {
-                Some(sink) => sink.report.add(&chunk)?,
-                None => {
-                    quality::check_masking(&spec.masking, &chunk, key)?;
-                    let names: Vec<&str> = chunk.iter().map(|c| c.name.as_str()).collect();
-                    let mut report = ReportBuilder::new(&names, &spec.rules, &spec.tmp_dir);
-                    report.add(&chunk)?;
-                    first_report = Some(report);
-                }
-            }
-            quality::apply_masking(&spec.masking, &mut chunk, key)?;
-            if let Some(report) = first_report {
-                sink = Some(Sink::start(&chunk, report, &spec.tmp_dir)?);
-            }
-            sink.as_mut().expect("started above").write(chunk)?;
-        }
-        sink.map(Sink::close).transpose()
-    }
-
     fn start(
         masked: &[ParsedColumn],
-        report: ReportBuilder,
+        profile: ProfileBuilder,
         tmp_dir: &Path,
     ) -> Result<Self, ApiError> {
         if masked.is_empty() {
@@ -330,14 +413,12 @@ impl Sink {
                     data_type: quality::data_type(c.data.column_type()) as i32,
                 })
                 .collect(),
-            report,
-            profile: ProfileBuilder::new(masked),
+            profile,
         })
     }
 
     /// One chunk, one row group: the same chunks always give the same bytes.
     fn write(&mut self, masked: Vec<ParsedColumn>) -> Result<(), ApiError> {
-        self.profile.add(&masked);
         let batch = RecordBatch::try_new(
             self.schema.clone(),
             masked.into_iter().map(|c| c.data.into_array()).collect(),
@@ -360,7 +441,6 @@ impl Sink {
             digest: hex::encode(out.hasher.finalize()),
             size_bytes: out.written,
             columns: self.columns,
-            report: self.report,
             profile: self.profile,
         })
     }

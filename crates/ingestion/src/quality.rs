@@ -192,6 +192,68 @@ struct ColumnCounts {
     values: Option<DuplicateCounter>,
 }
 
+/// A chunk's counts for the report, taken before masking (so anywhere, in parallel) and added
+/// in order.
+pub struct ReportPart {
+    columns: Vec<ColumnPart>,
+}
+
+#[derive(Default)]
+struct ColumnPart {
+    null_count: u64,
+    out_of_range: u64,
+    not_allowed: u64,
+    /// Hashes of a `unique` column's values.
+    value_hashes: Vec<u64>,
+}
+
+impl ReportPart {
+    pub fn of(chunk: &[ParsedColumn], rules: &[ColumnRule]) -> Self {
+        let columns = chunk
+            .iter()
+            .map(|column| {
+                let data = &column.data;
+                let rows = data.len();
+                let mut part = ColumnPart {
+                    null_count: (0..rows).filter(|&r| data.is_null(r)).count() as u64,
+                    ..Default::default()
+                };
+                let Some(rule) = rules.iter().find(|r| r.name == column.name) else {
+                    return part;
+                };
+                if rule.min.is_some() || rule.max.is_some() {
+                    let (lo, hi) = (
+                        rule.min.unwrap_or(f64::NEG_INFINITY),
+                        rule.max.unwrap_or(f64::INFINITY),
+                    );
+                    part.out_of_range = (0..rows)
+                        .filter_map(|r| data.number(r))
+                        .filter(|x| *x < lo || *x > hi)
+                        .count() as u64;
+                }
+                if !rule.allowed.is_empty() {
+                    part.not_allowed = (0..rows)
+                        .filter_map(|r| data.text(r))
+                        .filter(|t| !rule.allowed.contains(t))
+                        .count() as u64;
+                }
+                if rule.unique {
+                    part.value_hashes = (0..rows)
+                        .filter_map(|r| data.text(r))
+                        .map(|text| {
+                            let mut hasher = row_hasher();
+                            text.hash(&mut hasher);
+                            hasher.finish()
+                        })
+                        .collect();
+                }
+                part
+            })
+            .collect();
+        Self { columns }
+    }
+}
+
 /// The validation report of the parsed (not yet masked) data, built one chunk at a time.
 /// Values of masked columns never appear in it.
 pub struct ReportBuilder {
@@ -220,35 +282,15 @@ impl ReportBuilder {
         Self { columns }
     }
 
-    pub fn add(&mut self, chunk: &[ParsedColumn]) -> Result<(), ApiError> {
-        for (counts, column) in self.columns.iter_mut().zip(chunk) {
-            let data = &column.data;
-            let rows = data.len();
-            counts.entry.null_count += (0..rows).filter(|&r| data.is_null(r)).count() as u64;
-            let Some(rule) = &counts.rule else {
-                continue;
-            };
-            if rule.min.is_some() || rule.max.is_some() {
-                let (lo, hi) = (
-                    rule.min.unwrap_or(f64::NEG_INFINITY),
-                    rule.max.unwrap_or(f64::INFINITY),
-                );
-                counts.entry.out_of_range += (0..rows)
-                    .filter_map(|r| data.number(r))
-                    .filter(|x| *x < lo || *x > hi)
-                    .count() as u64;
-            }
-            if !rule.allowed.is_empty() {
-                counts.entry.not_allowed += (0..rows)
-                    .filter_map(|r| data.text(r))
-                    .filter(|t| !rule.allowed.contains(t))
-                    .count() as u64;
-            }
+    /// Adds a chunk's counts, in the order of the data.
+    pub fn add(&mut self, part: ReportPart) -> Result<(), ApiError> {
+        for (counts, part) in self.columns.iter_mut().zip(part.columns) {
+            counts.entry.null_count += part.null_count;
+            counts.entry.out_of_range += part.out_of_range;
+            counts.entry.not_allowed += part.not_allowed;
             if let Some(values) = &mut counts.values {
-                for text in (0..rows).filter_map(|r| data.text(r)) {
-                    let mut hasher = row_hasher();
-                    text.hash(&mut hasher);
-                    values.push(hasher.finish())?;
+                for hash in part.value_hashes {
+                    values.push(hash)?;
                 }
             }
         }
@@ -355,6 +397,17 @@ impl ProfileBuilder {
         Self { columns }
     }
 
+    /// Adds a profile of a later chunk of the same columns.
+    pub fn merge(&mut self, other: ProfileBuilder) {
+        for ((_, summary), (_, more)) in self.columns.iter_mut().zip(other.columns) {
+            match (summary, more) {
+                (Summary::Numeric(s), Summary::Numeric(more)) => s.merge(more),
+                (Summary::Categorical(s), Summary::Categorical(more)) => s.merge(more),
+                _ => unreachable!("a column keeps its type"),
+            }
+        }
+    }
+
     pub fn add(&mut self, chunk: &[ParsedColumn]) {
         for ((_, summary), column) in self.columns.iter_mut().zip(chunk) {
             match (summary, &column.data) {
@@ -362,10 +415,14 @@ impl ProfileBuilder {
                     v.iter().for_each(|x| s.push(x.as_deref()));
                 }
                 (Summary::Numeric(s), Data::Float(v)) => {
-                    v.iter().for_each(|x| s.push(x.unwrap_or(f64::NAN)));
+                    let values: Vec<f64> = v.iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+                    s.push_batch(&values);
                 }
                 (Summary::Numeric(s), data) => {
-                    (0..data.len()).for_each(|r| s.push(data.number(r).unwrap_or(f64::NAN)));
+                    let values: Vec<f64> = (0..data.len())
+                        .map(|r| data.number(r).unwrap_or(f64::NAN))
+                        .collect();
+                    s.push_batch(&values);
                 }
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
             }
@@ -450,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
         let mut builder = ReportBuilder::new(&names, rules, dir.path());
-        builder.add(&table.columns).unwrap();
+        builder.add(ReportPart::of(&table.columns, rules)).unwrap();
         builder.finish(&table.tally, &[]).unwrap()
     }
 
