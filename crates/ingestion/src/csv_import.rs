@@ -1056,43 +1056,117 @@ fn parse_block(
     options: &CsvOptions,
     builders: &mut [Builder],
 ) -> Result<Chunk, CsvError> {
-    let mut reader = csv_reader(&block.bytes[..], options);
-    let absolute = |line: u64| block.first_line + line - 1;
-    let mut record = csv::StringRecord::new();
-    let mut row_hashes = Vec::with_capacity(block.records);
-    let mut errors = (Vec::new(), 0);
-    loop {
-        let line = absolute(reader.position().line());
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(malformed(line, &e, absolute)),
+    let mut rows = Rows {
+        builders,
+        options,
+        row_hashes: Vec::with_capacity(block.records),
+        errors: (Vec::new(), 0),
+    };
+    if is_plain(&block.bytes, options) {
+        parse_plain(block, options.delimiter as char, &mut rows)?;
+    } else {
+        let mut reader = csv_reader(&block.bytes[..], options);
+        let absolute = |line: u64| block.first_line + line - 1;
+        let mut record = csv::StringRecord::new();
+        loop {
+            let line = absolute(reader.position().line());
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Err(malformed(line, &e, absolute)),
+            }
+            let line = record.position().map_or(line, |p| absolute(p.line()));
+            rows.take(line, record.len(), record.iter())?;
         }
-        let line = record.position().map_or(line, |p| absolute(p.line()));
-        // A line of blanks is not a row.
-        if record.len() == 1 && record[0].trim().is_empty() && builders.len() > 1 {
-            continue;
-        }
-        if record.len() != builders.len() {
-            return Err(CsvError::Ragged {
-                line,
-                found: record.len(),
-                expected: builders.len(),
-            });
-        }
-        let mut hasher = row_hasher();
-        for (builder, value) in builders.iter_mut().zip(record.iter()) {
-            let value = value.trim();
-            value.hash(&mut hasher);
-            builder.push(value, line, options, &mut errors)?;
-        }
-        row_hashes.push(hasher.finish());
     }
+    let Rows {
+        builders,
+        row_hashes,
+        errors,
+        ..
+    } = rows;
     Ok(Chunk::new(
         builders.iter_mut().map(Builder::take_chunk).collect(),
         row_hashes,
         errors,
     ))
+}
+
+/// Whether a block can be split into fields by its delimiters alone: no quote character, no
+/// line break but `\n` (or `\r\n`), an ASCII delimiter. Then csv_core's reading and copying is
+/// not needed, and the result is the same.
+fn is_plain(bytes: &[u8], options: &CsvOptions) -> bool {
+    options.delimiter.is_ascii()
+        && memchr::memchr(options.quote, bytes).is_none()
+        && memchr::memchr_iter(b'\r', bytes).all(|at| bytes.get(at + 1) == Some(&b'\n'))
+}
+
+/// A plain block's records: one per line that is not empty, fields between delimiters.
+fn parse_plain(block: &Block, delimiter: char, rows: &mut Rows) -> Result<(), CsvError> {
+    let mut fields: Vec<&str> = Vec::with_capacity(rows.builders.len());
+    let mut start = 0;
+    let bytes = &block.bytes[..];
+    let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+    for (line, end) in (block.first_line..).zip(ends) {
+        let raw = &bytes[start..end];
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if !raw.is_empty() {
+            let text = std::str::from_utf8(raw).map_err(|e| {
+                let field =
+                    1 + memchr::memchr_iter(delimiter as u8, &raw[..e.valid_up_to()]).count();
+                CsvError::Malformed {
+                    line,
+                    message: format!("field {field} is not valid UTF-8"),
+                }
+            })?;
+            fields.clear();
+            fields.extend(text.split(delimiter));
+            rows.take(line, fields.len(), fields.iter().copied())?;
+        }
+        start = end + 1;
+    }
+    Ok(())
+}
+
+/// Rows going into the builders, with their hashes and type errors.
+struct Rows<'a> {
+    builders: &'a mut [Builder],
+    options: &'a CsvOptions,
+    row_hashes: Vec<u64>,
+    errors: TypeErrors,
+}
+
+impl Rows<'_> {
+    fn take<'f>(
+        &mut self,
+        line: u64,
+        count: usize,
+        fields: impl Iterator<Item = &'f str>,
+    ) -> Result<(), CsvError> {
+        let mut fields = fields.peekable();
+        // A line of blanks is not a row.
+        if count == 1
+            && self.builders.len() > 1
+            && fields.peek().is_some_and(|f| f.trim().is_empty())
+        {
+            return Ok(());
+        }
+        if count != self.builders.len() {
+            return Err(CsvError::Ragged {
+                line,
+                found: count,
+                expected: self.builders.len(),
+            });
+        }
+        let mut hasher = row_hasher();
+        for (builder, value) in self.builders.iter_mut().zip(fields) {
+            let value = value.trim();
+            value.hash(&mut hasher);
+            builder.push(value, line, self.options, &mut self.errors)?;
+        }
+        self.row_hashes.push(hasher.finish());
+        Ok(())
+    }
 }
 
 /// Reads a CSV into typed, nullable columns. A column's type is declared, or inferred from
