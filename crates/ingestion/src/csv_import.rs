@@ -1063,7 +1063,7 @@ fn parse_block(
         errors: (Vec::new(), 0),
     };
     if is_plain(&block.bytes, options) {
-        parse_plain(block, options.delimiter as char, &mut rows)?;
+        parse_plain(block, options.delimiter, &mut rows)?;
     } else {
         let mut reader = csv_reader(&block.bytes[..], options);
         let absolute = |line: u64| block.first_line + line - 1;
@@ -1097,34 +1097,65 @@ fn parse_block(
 /// not needed, and the result is the same.
 fn is_plain(bytes: &[u8], options: &CsvOptions) -> bool {
     options.delimiter.is_ascii()
+        && !matches!(options.delimiter, b'\n' | b'\r')
         && memchr::memchr(options.quote, bytes).is_none()
         && memchr::memchr_iter(b'\r', bytes).all(|at| bytes.get(at + 1) == Some(&b'\n'))
 }
 
-/// A plain block's records: one per line that is not empty, fields between delimiters.
-fn parse_plain(block: &Block, delimiter: char, rows: &mut Rows) -> Result<(), CsvError> {
-    let mut fields: Vec<&str> = Vec::with_capacity(rows.builders.len());
-    let mut start = 0;
+/// A plain block's records: one per line that is not empty, fields between delimiters, found in
+/// one pass over the block.
+fn parse_plain(block: &Block, delimiter: u8, rows: &mut Rows) -> Result<(), CsvError> {
     let bytes = &block.bytes[..];
-    let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
-    for (line, end) in (block.first_line..).zip(ends) {
-        let raw = &bytes[start..end];
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if !raw.is_empty() {
-            let text = std::str::from_utf8(raw).map_err(|e| {
-                let field =
-                    1 + memchr::memchr_iter(delimiter as u8, &raw[..e.valid_up_to()]).count();
-                CsvError::Malformed {
-                    line,
-                    message: format!("field {field} is not valid UTF-8"),
-                }
-            })?;
-            fields.clear();
-            fields.extend(text.split(delimiter));
-            rows.take(line, fields.len(), fields.iter().copied())?;
+    // Invalid UTF-8 is reported after the rows before its line, as a reader going line by
+    // line would.
+    let (text, invalid) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let bad = e.valid_up_to();
+            let line_start = memchr::memrchr(b'\n', &bytes[..bad]).map_or(0, |at| at + 1);
+            let line = block.first_line + memchr::memchr_iter(b'\n', &bytes[..bad]).count() as u64;
+            let field = 1 + memchr::memchr_iter(delimiter, &bytes[line_start..bad]).count();
+            let valid = std::str::from_utf8(&bytes[..line_start]).expect("valid up to here");
+            let error = CsvError::Malformed {
+                line,
+                message: format!("field {field} is not valid UTF-8"),
+            };
+            (valid, Some(error))
         }
-        start = end + 1;
+    };
+    let bytes = text.as_bytes();
+    let mut fields: Vec<&str> = Vec::with_capacity(rows.builders.len());
+    let mut line = block.first_line;
+    let mut field_start = 0;
+    for at in memchr::memchr2_iter(delimiter, b'\n', bytes) {
+        if bytes[at] == delimiter {
+            fields.push(&text[field_start..at]);
+        } else {
+            end_line(rows, &mut fields, &text[field_start..at], line)?;
+            line += 1;
+        }
+        field_start = at + 1;
     }
+    if field_start < bytes.len() || !fields.is_empty() {
+        end_line(rows, &mut fields, &text[field_start..], line)?;
+    }
+    invalid.map_or(Ok(()), Err)
+}
+
+/// Ends a plain line: its last field (without a `\r`) completes the record.
+fn end_line<'t>(
+    rows: &mut Rows,
+    fields: &mut Vec<&'t str>,
+    last: &'t str,
+    line: u64,
+) -> Result<(), CsvError> {
+    let last = last.strip_suffix('\r').unwrap_or(last);
+    // An empty line is no record.
+    if !(fields.is_empty() && last.is_empty()) {
+        fields.push(last);
+        rows.take(line, fields.len(), fields.iter().copied())?;
+    }
+    fields.clear();
     Ok(())
 }
 
