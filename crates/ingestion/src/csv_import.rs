@@ -202,6 +202,33 @@ impl Data {
         }
     }
 
+    pub fn null_count(&self) -> usize {
+        fn nones<T>(values: &[Option<T>]) -> usize {
+            values.iter().filter(|x| x.is_none()).count()
+        }
+        match self {
+            Data::Int(v) | Data::Time(v) => nones(v),
+            Data::Float(v) => nones(v),
+            Data::Bool(v) => nones(v),
+            Data::Str(v) => nones(v),
+        }
+    }
+
+    /// Every value as a number (NaN: missing), for a numeric column.
+    pub fn numbers(&self) -> Vec<f64> {
+        match self {
+            Data::Int(v) | Data::Time(v) => {
+                v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect()
+            }
+            Data::Float(v) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+            Data::Bool(v) => v
+                .iter()
+                .map(|x| x.map_or(f64::NAN, |b| f64::from(u8::from(b))))
+                .collect(),
+            Data::Str(v) => vec![f64::NAN; v.len()],
+        }
+    }
+
     pub fn is_null(&self, row: usize) -> bool {
         match self {
             Data::Int(v) | Data::Time(v) => v[row].is_none(),
@@ -928,10 +955,13 @@ impl<R: std::io::BufRead> Splitter<R> {
                 scan_records(&mut core, scratch, ends, &bytes[record_start..], usize::MAX);
                 self.core = Some(core);
             }
-            let (used, more, end) = match &mut self.core {
+            let (used, more, end, lines) = match &mut self.core {
                 Some(core) => {
                     let (scratch, ends) = &mut self.scratch;
-                    scan_records(core, scratch, ends, buffer, records - found)
+                    let (used, more, end) =
+                        scan_records(core, scratch, ends, buffer, records - found);
+                    let lines = memchr::memchr_iter(b'\n', &buffer[..used]).count();
+                    (used, more, end, lines)
                 }
                 None => scan_lines(
                     &mut self.line_length,
@@ -944,7 +974,7 @@ impl<R: std::io::BufRead> Splitter<R> {
                 record_start = bytes.len() + end;
             }
             bytes.extend_from_slice(&buffer[..used]);
-            self.line += memchr::memchr_iter(b'\n', &buffer[..used]).count() as u64;
+            self.line += lines as u64;
             self.input.consume(used);
             found += more;
         }
@@ -973,16 +1003,17 @@ impl<R: std::io::BufRead> Splitter<R> {
     }
 }
 
-/// Up to `want` non-blank lines of `buffer`: the bytes used, the lines found, and where the
-/// last one ends.
+/// Up to `want` non-blank lines of `buffer`: the bytes used, the lines found, where the last
+/// one ends, and the line breaks passed (blank lines included).
 fn scan_lines(
     line_length: &mut usize,
     line_first: &mut u8,
     buffer: &[u8],
     want: usize,
-) -> (usize, usize, Option<usize>) {
-    let (mut start, mut found, mut end) = (0, 0, None);
-    for newline in memchr::memchr_iter(b'\n', buffer) {
+) -> (usize, usize, Option<usize>, usize) {
+    let (mut start, mut found, mut end, mut passed) = (0, 0, None, 0);
+    for (index, newline) in memchr::memchr_iter(b'\n', buffer).enumerate() {
+        passed = index + 1;
         let length = *line_length + (newline - start);
         let first = if *line_length > 0 {
             *line_first
@@ -995,7 +1026,7 @@ fn scan_lines(
             found += 1;
             end = Some(start);
             if found == want {
-                return (start, found, end);
+                return (start, found, end, passed);
             }
         }
     }
@@ -1005,7 +1036,7 @@ fn scan_lines(
         }
         *line_length += buffer.len() - start;
     }
-    (buffer.len(), found, end)
+    (buffer.len(), found, end, passed)
 }
 
 /// Up to `want` records of `buffer` by csv_core (an empty buffer ends the input): the bytes

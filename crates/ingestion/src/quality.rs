@@ -215,7 +215,7 @@ impl ReportPart {
                 let data = &column.data;
                 let rows = data.len();
                 let mut part = ColumnPart {
-                    null_count: (0..rows).filter(|&r| data.is_null(r)).count() as u64,
+                    null_count: data.null_count() as u64,
                     ..Default::default()
                 };
                 let Some(rule) = rules.iter().find(|r| r.name == column.name) else {
@@ -414,16 +414,7 @@ impl ProfileBuilder {
                 (Summary::Categorical(s), Data::Str(v)) => {
                     v.iter().for_each(|x| s.push(x.as_deref()));
                 }
-                (Summary::Numeric(s), Data::Float(v)) => {
-                    let values: Vec<f64> = v.iter().map(|x| x.unwrap_or(f64::NAN)).collect();
-                    s.push_batch(&values);
-                }
-                (Summary::Numeric(s), data) => {
-                    let values: Vec<f64> = (0..data.len())
-                        .map(|r| data.number(r).unwrap_or(f64::NAN))
-                        .collect();
-                    s.push_batch(&values);
-                }
+                (Summary::Numeric(s), data) => s.push_batch(&data.numbers()),
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
             }
         }
