@@ -324,7 +324,7 @@ impl ParsedTable {
         let mut hints = Vec::new();
         loop {
             let mut columns: Vec<ParsedColumn> = Vec::new();
-            let mut tally = Tallier::new(&hints, dir.path());
+            let mut tally = Tallier::new(&hints, limits.max_rows, dir.path());
             let mut keep = |work: Work| {
                 let Chunk {
                     columns: chunk,
@@ -688,7 +688,6 @@ pub(crate) struct Output<'a> {
     /// Types settled by an earlier attempt, by column position.
     hints: &'a [Option<ColumnType>],
     rows_in_chunk: usize,
-    rows: u64,
     row_hashes: Vec<u64>,
     errors: TypeErrors,
     emit: &'a mut dyn FnMut(Work) -> Result<(), CsvError>,
@@ -715,7 +714,6 @@ impl<'a> Output<'a> {
             chunk_values,
             hints,
             rows_in_chunk: 0,
-            rows: 0,
             row_hashes: Vec::new(),
             errors: (Vec::new(), 0),
             emit,
@@ -756,28 +754,14 @@ impl<'a> Output<'a> {
             .collect()
     }
 
-    /// Counts rows against the limit.
-    fn add_rows(&mut self, rows: u64) -> Result<(), CsvError> {
-        self.rows += rows;
-        if self.rows > self.limits.max_rows {
-            return Err(CsvError::TooLarge {
-                what: "rows",
-                limit: self.limits.max_rows,
-            });
-        }
-        Ok(())
-    }
-
-    /// Counts a row (by the hash of its values) against the limit and for duplicates.
-    pub(crate) fn count_row(&mut self, hash: u64) -> Result<(), CsvError> {
-        self.add_rows(1)?;
+    /// Counts a row (by the hash of its values) for duplicates and the row limit.
+    pub(crate) fn count_row(&mut self, hash: u64) {
         self.row_hashes.push(hash);
-        Ok(())
     }
 
     /// Ends a row pushed into the builders; a full chunk is handed on.
     pub(crate) fn end_row(&mut self, hash: u64, builders: &mut [Builder]) -> Result<(), CsvError> {
-        self.count_row(hash)?;
+        self.count_row(hash);
         self.rows_in_chunk += 1;
         if self.rows_in_chunk == self.chunk_rows(builders.len()) {
             self.flush(builders)?;
@@ -809,16 +793,22 @@ pub(crate) struct Tallier {
     hints: Vec<Option<ColumnType>>,
     settled: Option<Vec<ColumnType>>,
     rows: u64,
+    max_rows: u64,
     duplicates: DuplicateCounter,
     errors: TypeErrors,
 }
 
 impl Tallier {
-    pub(crate) fn new(hints: &[Option<ColumnType>], spill_dir: &std::path::Path) -> Self {
+    pub(crate) fn new(
+        hints: &[Option<ColumnType>],
+        max_rows: u64,
+        spill_dir: &std::path::Path,
+    ) -> Self {
         Self {
             hints: hints.to_vec(),
             settled: None,
             rows: 0,
+            max_rows,
             duplicates: DuplicateCounter::new(spill_dir),
             errors: (Vec::new(), 0),
         }
@@ -849,6 +839,14 @@ impl Tallier {
             Some(_) => {}
         }
         self.rows += meta.row_hashes.len() as u64;
+        // Counted here, in order, so an error in earlier rows is the one reported; a reader
+        // stops one chunk later at most (the writer's error stops it).
+        if self.rows > self.max_rows {
+            return Err(CsvError::TooLarge {
+                what: "rows",
+                limit: self.max_rows,
+            });
+        }
         for hash in meta.row_hashes {
             self.duplicates
                 .push(hash)
@@ -910,6 +908,8 @@ struct Splitter<R> {
     line: u64,
     /// The last block's size: the next one is allocated at once (not regrown while read).
     last_block: usize,
+    /// Whether the input's first bytes were looked at (for a byte order mark).
+    started: bool,
 }
 
 impl<R: std::io::BufRead> Splitter<R> {
@@ -924,6 +924,7 @@ impl<R: std::io::BufRead> Splitter<R> {
             line_first: 0,
             line: 1,
             last_block: 0,
+            started: false,
         }
     }
 
@@ -945,8 +946,19 @@ impl<R: std::io::BufRead> Splitter<R> {
                 found += usize::from(self.last_record());
                 break;
             }
-            if self.core.is_none() && memchr::memchr(self.quote, buffer).is_some() {
-                // Quoting starts: csv_core first reads the record in progress.
+            if !self.started {
+                self.started = true;
+                if buffer.starts_with(BOM) {
+                    // As the csv crate does: a byte order mark starting the input is not data.
+                    self.input.consume(BOM.len());
+                    continue;
+                }
+            }
+            if self.core.is_none()
+                && (memchr::memchr(self.quote, buffer).is_some() || has_lone_cr(buffer))
+            {
+                // Quoting starts (or a lone \r, which ends a record too): csv_core first reads
+                // the record in progress.
                 let mut core = csv_core::ReaderBuilder::new()
                     .delimiter(self.delimiter)
                     .quote(self.quote)
@@ -1001,6 +1013,14 @@ impl<R: std::io::BufRead> Splitter<R> {
             }
         }
     }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether a `\r` is not followed by `\n` (one ending the buffer counts: what follows is
+/// unknown).
+fn has_lone_cr(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', bytes).any(|at| bytes.get(at + 1) != Some(&b'\n'))
 }
 
 /// Up to `want` non-blank lines of `buffer`: the bytes used, the lines found, where the last
@@ -1096,8 +1116,17 @@ fn parse_block(
     if is_plain(&block.bytes, options) {
         parse_plain(block, options.delimiter, &mut rows)?;
     } else {
-        let mut reader = csv_reader(&block.bytes[..], options);
-        let absolute = |line: u64| block.first_line + line - 1;
+        // The csv crate takes a byte order mark starting its input for one; past the input's
+        // start it is data (the splitter drops the input's own), so an empty line goes first.
+        let prefixed: Vec<u8>;
+        let (bytes, first_line) = if block.bytes.starts_with(BOM) {
+            prefixed = [b"\n".as_slice(), &block.bytes].concat();
+            (&prefixed[..], block.first_line - 1)
+        } else {
+            (&block.bytes[..], block.first_line)
+        };
+        let mut reader = csv_reader(bytes, options);
+        let absolute = |line: u64| first_line + line - 1;
         let mut record = csv::StringRecord::new();
         loop {
             let line = absolute(reader.position().line());
@@ -1130,7 +1159,7 @@ fn is_plain(bytes: &[u8], options: &CsvOptions) -> bool {
     options.delimiter.is_ascii()
         && !matches!(options.delimiter, b'\n' | b'\r')
         && memchr::memchr(options.quote, bytes).is_none()
-        && memchr::memchr_iter(b'\r', bytes).all(|at| bytes.get(at + 1) == Some(&b'\n'))
+        && !has_lone_cr(bytes.strip_suffix(b"\r").unwrap_or(bytes))
 }
 
 /// A plain block's records: one per line that is not empty, fields between delimiters, found in
@@ -1301,7 +1330,6 @@ pub(crate) fn read_csv(
     let Some(first) = first else {
         return Ok(());
     };
-    out.add_rows(first.records as u64)?;
     let chunk = parse_block(&first, options, &mut builders)?;
     (out.emit)(Work::Parsed(chunk))?;
     let layout = Arc::new(CsvLayout {
@@ -1309,7 +1337,6 @@ pub(crate) fn read_csv(
         options: options.clone(),
     });
     while let Some(block) = splitter.next_block(chunk_rows)? {
-        out.add_rows(block.records as u64)?;
         (out.emit)(Work::Csv {
             block,
             layout: layout.clone(),
@@ -1549,6 +1576,51 @@ mod tests {
                 message: "field 2 is not valid UTF-8".into()
             }
         );
+    }
+
+    #[test]
+    fn lone_carriage_returns_byte_order_marks_and_the_row_limit_read_as_the_csv_crate_does() {
+        let options = CsvOptions::default();
+        for text in [
+            "a,b\r1,2\r3,4\r",
+            "a,b\r1,2\n3,4\n",
+            "\u{feff}a,b\n1,2\r\n3,4",
+        ] {
+            for (chunk_values, buffer) in [(CHUNK_VALUES, 1 << 16), (2, 3)] {
+                let table = read_through(text, &options, chunk_values, buffer).unwrap();
+                assert_eq!(table.tally.rows, 2, "{text:?}");
+                assert_eq!(table.columns[0].name, "a");
+                assert_eq!(table.columns[1].data.number(1), Some(4.0), "{text:?}");
+            }
+        }
+        let headless = CsvOptions {
+            has_header: false,
+            ..Default::default()
+        };
+        let table = read_through("\u{feff}1,2\n3,4\n", &headless, CHUNK_VALUES, 64).unwrap();
+        assert_eq!(types(&table), vec![ColumnType::Int64, ColumnType::Int64]);
+        // A mark past the start is data.
+        let table = read_through("a,b\n1,x\n2,\u{feff}y\n", &options, 4, 64).unwrap();
+        assert_eq!(table.columns[1].data.text(1), Some("\u{feff}y".to_string()));
+        // The limit counts rows, not lines, after the errors of earlier rows.
+        let one = CsvLimits {
+            max_rows: 1,
+            ..Default::default()
+        };
+        let read = |text: &str| {
+            ParsedTable::read(CHUNK_VALUES, one, |out| {
+                read_csv(text.as_bytes(), &options, &[], out)
+            })
+        };
+        assert_eq!(read("a,b\n1,2\n \n").unwrap().tally.rows, 1);
+        assert!(matches!(
+            read("a,b\n1,2\n3\n"),
+            Err(CsvError::Ragged { line: 3, .. })
+        ));
+        assert!(matches!(
+            read("a,b\n1,2\n3,4\n"),
+            Err(CsvError::TooLarge { what: "rows", .. })
+        ));
     }
 
     #[test]

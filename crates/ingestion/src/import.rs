@@ -5,6 +5,7 @@
 //! succeeded.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,7 +137,7 @@ fn attempt(
     for _ in 0..in_flight {
         token_sender.send(()).expect("room for every token");
     }
-    let (read, written, panicked) = std::thread::scope(|scope| {
+    let (read, written) = std::thread::scope(|scope| {
         let pool: Vec<_> = (0..workers)
             .map(|_| {
                 let done_sender = done_sender.clone();
@@ -145,7 +146,15 @@ fn attempt(
                     loop {
                         let next = work.lock().map(|work| work.recv());
                         let Ok(Ok((seq, chunk))) = next else { break };
-                        if done_sender.send((seq, prepare(chunk, spec))).is_err() {
+                        // A panic is this chunk's error: the writer waits for every chunk.
+                        let prepared =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| prepare(chunk, spec)))
+                                .unwrap_or_else(|_| {
+                                    Err(Failure::Api(ApiError::internal(
+                                        "an import worker panicked".to_string(),
+                                    )))
+                                });
+                        if done_sender.send((seq, prepared)).is_err() {
                             break;
                         }
                     }
@@ -173,21 +182,19 @@ fn attempt(
             }
         };
         drop(work_sender);
-        let panicked = pool.into_iter().any(|worker| worker.join().is_err());
+        for worker in pool {
+            // Panics are caught per chunk, above.
+            let _ = worker.join();
+        }
         let written = writer.join().unwrap_or_else(|_| {
             Err(Failure::Api(ApiError::internal(
                 "the Parquet writer panicked".to_string(),
             )))
         });
-        (read, written, panicked)
+        (read, written)
     });
     if exceeded.load(Ordering::Relaxed) {
         return Err(Failure::Api(bomb(spec)));
-    }
-    if panicked {
-        return Err(Failure::Api(ApiError::internal(
-            "an import worker panicked".to_string(),
-        )));
     }
     // The writer's error comes from earlier in the data than anything the reader met after it
     // (or is why the reader stopped).
@@ -268,7 +275,7 @@ fn assemble(
     spec: &ImportSpec,
     hints: &[Option<ColumnType>],
 ) -> Result<Assembled, Failure> {
-    let mut tally = Tallier::new(hints, &spec.tmp_dir);
+    let mut tally = Tallier::new(hints, spec.limits.max_rows, &spec.tmp_dir);
     let mut report: Option<ReportBuilder> = None;
     let mut sink: Option<Sink> = None;
     let mut waiting = std::collections::BTreeMap::new();

@@ -232,7 +232,8 @@ impl NumericSummary {
         keys.sort_unstable();
         let value = |k: i64| f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64);
         let count = keys.len() as f64;
-        let mean = keys.iter().map(|&k| value(k)).sum::<f64>() / count;
+        // Each term divided first: a sum of large values would overflow.
+        let mean = keys.iter().map(|&k| value(k) / count).sum::<f64>();
         batch.count = keys.len() as u64;
         batch.mean = mean;
         batch.m2 = keys.iter().map(|&k| (value(k) - mean).powi(2)).sum();
