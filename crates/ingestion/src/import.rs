@@ -95,9 +95,9 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-/// Chunks of work in flight at once (read, being parsed or prepared, or waiting to be written
-/// in order), per worker: what bounds an import's memory.
-const IN_FLIGHT_PER_WORKER: usize = 2;
+/// Chunks of work in flight at once beyond one per worker (read, being parsed or prepared, or
+/// waiting to be written in order): what bounds an import's memory.
+const IN_FLIGHT_SPARE: usize = 1;
 
 /// Threads that parse and prepare chunks: one per core the process may use.
 fn workers() -> usize {
@@ -128,7 +128,7 @@ fn attempt(
         Err(e) => return Err(Failure::Api(unreadable(&e, &exceeded, spec))),
     };
     let workers = workers();
-    let in_flight = workers * IN_FLIGHT_PER_WORKER;
+    let in_flight = workers + IN_FLIGHT_SPARE;
     let (work_sender, work) = std::sync::mpsc::sync_channel::<(u64, Work)>(workers);
     let work = std::sync::Mutex::new(work);
     let (done_sender, done) = std::sync::mpsc::sync_channel(in_flight);
