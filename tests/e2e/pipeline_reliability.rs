@@ -242,7 +242,12 @@ async fn runs_survive_retries_resumes_and_kill_9_without_registering_twice() {
     // 1. The orchestrator is given a registry address where nothing answers: the evaluate
     // step (which gates against the champion in the registry) is retried with backoff, then
     // the run fails naming the cause.
-    let nowhere = free_port();
+    // The port stays this test's, so no other test's server can take it over while the run
+    // retries (one did: its answer, UNIMPLEMENTED, is not worth a retry); every connection is
+    // dropped at once.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = refusing.local_addr().unwrap().port();
+    std::thread::spawn(move || refusing.incoming().for_each(drop));
     services.start("mlops-orchestrator", nowhere).await;
     let first = services.start_run().await;
     let failed = services.finished(&first.id).await;

@@ -94,7 +94,7 @@ train:
   preprocessing:
     - kind: standard_scale
   params:
-    learning_rate: 0.0005
+    learning_rate: 0.00005
     epochs: 800
     batch_size: 1
     tol: 0
@@ -171,8 +171,9 @@ async fn registered_pipelines_run_on_new_dataset_versions_and_on_a_schedule() {
     assert_eq!(state[0].seen_dataset_version, 2);
     assert_eq!(runs_of(&cluster, "on-new-data").await.len(), 2);
 
-    // Every second, for runs that take longer (uncached gradient descent): firings while one
-    // is active are skipped, never run at once.
+    // Every second, for runs that take several (uncached gradient descent, its rate so small
+    // that every epoch still improves, so it never stops early): firings while one is active
+    // are skipped, never run at once.
     let every_second = TICKING.to_string();
     let ticking = register(&cluster, &every_second).await.unwrap();
     assert!(ticking.next_scheduled_at_ms > ticking.registered_at_ms);

@@ -910,6 +910,8 @@ struct Splitter<R> {
     last_block: usize,
     /// Whether the input's first bytes were looked at (for a byte order mark).
     started: bool,
+    /// Whether the last read ended with a \r (lone unless the next starts with \n).
+    pending_cr: bool,
 }
 
 impl<R: std::io::BufRead> Splitter<R> {
@@ -925,6 +927,7 @@ impl<R: std::io::BufRead> Splitter<R> {
             line: 1,
             last_block: 0,
             started: false,
+            pending_cr: false,
         }
     }
 
@@ -954,18 +957,25 @@ impl<R: std::io::BufRead> Splitter<R> {
                     continue;
                 }
             }
-            if self.core.is_none()
-                && (memchr::memchr(self.quote, buffer).is_some() || has_lone_cr(buffer))
-            {
+            // A \r ending the buffer is lone only if the next one does not start with \n.
+            let lone_cr = (self.pending_cr && !buffer.starts_with(b"\n"))
+                || has_lone_cr(buffer.strip_suffix(b"\r").unwrap_or(buffer));
+            if self.core.is_none() && (lone_cr || memchr::memchr(self.quote, buffer).is_some()) {
                 // Quoting starts (or a lone \r, which ends a record too): csv_core first reads
-                // the record in progress.
+                // the record in progress, which a lone \r ending the last read may have ended.
                 let mut core = csv_core::ReaderBuilder::new()
                     .delimiter(self.delimiter)
                     .quote(self.quote)
                     .build();
                 let (scratch, ends) = &mut self.scratch;
-                scan_records(&mut core, scratch, ends, &bytes[record_start..], usize::MAX);
+                let (_, ended, _) =
+                    scan_records(&mut core, scratch, ends, &bytes[record_start..], usize::MAX);
                 self.core = Some(core);
+                if ended > 0 {
+                    found += ended;
+                    record_start = bytes.len();
+                    continue;
+                }
             }
             let (used, more, end, lines) = match &mut self.core {
                 Some(core) => {
@@ -985,6 +995,7 @@ impl<R: std::io::BufRead> Splitter<R> {
             if let Some(end) = end {
                 record_start = bytes.len() + end;
             }
+            self.pending_cr = used == buffer.len() && buffer.ends_with(b"\r");
             bytes.extend_from_slice(&buffer[..used]);
             self.line += lines as u64;
             self.input.consume(used);
@@ -1090,15 +1101,21 @@ fn scan_records(
     }
 }
 
-/// Fields are trimmed where they are used (`str::trim`): the csv crate's own trimming copies
-/// every record.
-fn csv_reader<R: Read>(input: R, options: &CsvOptions) -> csv::Reader<R> {
+/// A csv reader of records cut from the input. Fields are trimmed where they are used
+/// (`str::trim`): the csv crate's own trimming copies every record. The crate takes a byte
+/// order mark starting what it reads for one and drops it, but only the input's start may have
+/// one (the splitter drops it): a first read shorter than a mark keeps any other as data.
+fn csv_reader<'b>(
+    bytes: &'b [u8],
+    options: &CsvOptions,
+) -> csv::Reader<std::io::Chain<&'b [u8], &'b [u8]>> {
+    let (head, rest) = bytes.split_at(bytes.len().min(2));
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(options.delimiter)
         .quote(options.quote)
-        .from_reader(input)
+        .from_reader(head.chain(rest))
 }
 
 /// Parses a block's records into the builders' columns.
@@ -1116,17 +1133,8 @@ fn parse_block(
     if is_plain(&block.bytes, options) {
         parse_plain(block, options.delimiter, &mut rows)?;
     } else {
-        // The csv crate takes a byte order mark starting its input for one; past the input's
-        // start it is data (the splitter drops the input's own), so an empty line goes first.
-        let prefixed: Vec<u8>;
-        let (bytes, first_line) = if block.bytes.starts_with(BOM) {
-            prefixed = [b"\n".as_slice(), &block.bytes].concat();
-            (&prefixed[..], block.first_line - 1)
-        } else {
-            (&block.bytes[..], block.first_line)
-        };
-        let mut reader = csv_reader(bytes, options);
-        let absolute = |line: u64| first_line + line - 1;
+        let mut reader = csv_reader(&block.bytes, options);
+        let absolute = |line: u64| block.first_line + line - 1;
         let mut record = csv::StringRecord::new();
         loop {
             let line = absolute(reader.position().line());
@@ -1279,7 +1287,7 @@ pub(crate) fn read_csv(
     };
     let mut record = csv::StringRecord::new();
     let header_line = head.first_line;
-    match csv_reader(&head.bytes[..], options).read_record(&mut record) {
+    match csv_reader(&head.bytes, options).read_record(&mut record) {
         Ok(true) => {}
         Ok(false) => return Err(CsvError::NoHeader),
         Err(e) => return Err(malformed(header_line, &e, |_| header_line)),
@@ -1599,9 +1607,27 @@ mod tests {
         };
         let table = read_through("\u{feff}1,2\n3,4\n", &headless, CHUNK_VALUES, 64).unwrap();
         assert_eq!(types(&table), vec![ColumnType::Int64, ColumnType::Int64]);
-        // A mark past the start is data.
+        // A mark past the start is data, also starting a block, and lines stay the file's.
         let table = read_through("a,b\n1,x\n2,\u{feff}y\n", &options, 4, 64).unwrap();
         assert_eq!(table.columns[1].data.text(1), Some("\u{feff}y".to_string()));
+        let text = "a,b\nx,1\n\u{feff}\"y\",2\nz,3\n";
+        let table = read_through(text, &options, 2, 64).unwrap();
+        assert_eq!(
+            table.columns[0].data.text(1),
+            Some("\u{feff}\"y\"".to_string())
+        );
+        assert!(matches!(
+            read_through("a,b\n1,2\n\u{feff}x,\"y\",z\n", &options, 2, 64),
+            Err(CsvError::Ragged { line: 3, .. })
+        ));
+        // CRLF read in pieces that split \r from \n stays on the fast path.
+        for buffer in [1, 2, 3, 5] {
+            let text = "a,b\r\n1,2\r\n3,4\r\n";
+            let input = std::io::BufReader::with_capacity(buffer, text.as_bytes());
+            let mut splitter = Splitter::new(input, &options);
+            assert_eq!(splitter.next_block(10).unwrap().unwrap().records, 3);
+            assert!(splitter.core.is_none(), "{buffer} byte reads");
+        }
         // The limit counts rows, not lines, after the errors of earlier rows.
         let one = CsvLimits {
             max_rows: 1,

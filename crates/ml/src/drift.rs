@@ -268,7 +268,9 @@ impl NumericSummary {
         }
         let total = self.count + other.count;
         let delta = other.mean - self.mean;
-        self.mean += delta * other.count as f64 / total as f64;
+        // Weighted, not `mean + delta * share`: the difference of large means overflows.
+        self.mean = self.mean * (self.count as f64 / total as f64)
+            + other.mean * (other.count as f64 / total as f64);
         self.m2 +=
             other.m2 + delta * delta * (self.count as f64 * other.count as f64) / total as f64;
         self.count = total;
