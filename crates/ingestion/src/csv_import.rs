@@ -1017,10 +1017,9 @@ impl<R: std::io::BufRead> Splitter<R> {
                 scan_records(core, scratch, ends, &[], 1).1 == 1
             }
             None => {
-                let blank =
-                    self.line_length == 0 || (self.line_length == 1 && self.line_first == b'\r');
+                let record = holds_record(self.line_length, self.line_first);
                 self.line_length = 0;
-                !blank
+                record
             }
         }
     }
@@ -1032,6 +1031,12 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// unknown).
 fn has_lone_cr(bytes: &[u8]) -> bool {
     memchr::memchr_iter(b'\r', bytes).any(|at| bytes.get(at + 1) != Some(&b'\n'))
+}
+
+/// Whether a line (without its \n) of this length and first byte is a record: an empty one,
+/// or a lone \r of a CRLF, is not.
+fn holds_record(length: usize, first: u8) -> bool {
+    length > 1 || (length == 1 && first != b'\r')
 }
 
 /// Up to `want` non-blank lines of `buffer`: the bytes used, the lines found, where the last
@@ -1053,7 +1058,7 @@ fn scan_lines(
         };
         *line_length = 0;
         start = newline + 1;
-        if length > 1 || (length == 1 && first != b'\r') {
+        if holds_record(length, first) {
             found += 1;
             end = Some(start);
             if found == want {

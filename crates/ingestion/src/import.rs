@@ -254,8 +254,7 @@ fn prepare(work: Work, spec: &ImportSpec) -> Result<Prepared, Failure> {
     let names = columns.iter().map(|c| c.name.clone()).collect();
     let report = ReportPart::of(&columns, &spec.rules);
     quality::apply_masking(&spec.masking, &mut columns, spec.masking_key.as_bytes())?;
-    let mut profile = ProfileBuilder::new(&columns);
-    profile.add(&columns);
+    let profile = ProfileBuilder::of(&columns);
     Ok(Prepared {
         meta,
         names,

@@ -383,7 +383,8 @@ pub struct ProfileBuilder {
 }
 
 impl ProfileBuilder {
-    pub fn new(chunk: &[ParsedColumn]) -> Self {
+    /// The profile of one chunk, to merge with the next ones'.
+    pub fn of(chunk: &[ParsedColumn]) -> Self {
         let columns = chunk
             .iter()
             .map(|c| {
@@ -394,7 +395,9 @@ impl ProfileBuilder {
                 (c.name.clone(), summary)
             })
             .collect();
-        Self { columns }
+        let mut profile = Self { columns };
+        profile.add(chunk);
+        profile
     }
 
     /// Adds a profile of a later chunk of the same columns.
@@ -408,7 +411,7 @@ impl ProfileBuilder {
         }
     }
 
-    pub fn add(&mut self, chunk: &[ParsedColumn]) {
+    fn add(&mut self, chunk: &[ParsedColumn]) {
         for ((_, summary), column) in self.columns.iter_mut().zip(chunk) {
             match (summary, &column.data) {
                 (Summary::Categorical(s), Data::Str(v)) => {

@@ -212,15 +212,13 @@ impl NumericSummary {
             values.iter().for_each(|&x| self.push(x));
             return;
         }
-        // f64::total_cmp's order, as integers.
-        let key = |x: f64| {
-            let bits = x.to_bits() as i64;
-            bits ^ (((bits >> 63) as u64) >> 1) as i64
-        };
+        // f64::total_cmp's order, as integers: negative numbers' magnitude bits flipped (its
+        // own inverse, so the same turns a key back into the number's bits).
+        let flip = |bits: i64| bits ^ (((bits >> 63) as u64) >> 1) as i64;
         let mut keys: Vec<i64> = values
             .iter()
             .filter(|x| !x.is_nan())
-            .map(|&x| key(x))
+            .map(|&x| flip(x.to_bits() as i64))
             .collect();
         let mut batch = NumericSummary {
             missing: (values.len() - keys.len()) as u64,
@@ -230,7 +228,7 @@ impl NumericSummary {
             return self.merge(batch);
         }
         keys.sort_unstable();
-        let value = |k: i64| f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64);
+        let value = |k: i64| f64::from_bits(flip(k) as u64);
         let count = keys.len() as f64;
         // Each term divided first: a sum of large values would overflow.
         let mean = keys.iter().map(|&k| value(k) / count).sum::<f64>();
