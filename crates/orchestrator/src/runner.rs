@@ -160,14 +160,20 @@ impl Runner {
             run.dataset_version = dataset_version;
         }
         run.set_state(JobState::Pending);
-        self.store.create(&run, pipeline_yaml).await?;
-        self.launch(run.clone(), pipeline);
+        // Live before it is stored: whoever lists it from the store can then watch it to its
+        // end, never only its stored Pending state.
+        let sender = self.make_live(&run);
+        if let Err(error) = self.store.create(&run, pipeline_yaml).await {
+            self.live.lock().expect("runs lock").remove(&run.id);
+            return Err(error);
+        }
+        self.spawn(sender, pipeline);
         metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
         Ok(run)
     }
 
-    /// Makes the run watchable and executes it from its first step that has not succeeded.
-    fn launch(&self, run: PipelineRun, pipeline: Pipeline) {
+    /// Makes the run watchable; `spawn` then executes it.
+    fn make_live(&self, run: &PipelineRun) -> watch::Sender<PipelineRun> {
         let (sender, _) = watch::channel(run.clone());
         let mut live = self.live.lock().expect("runs lock");
         // Finished runs nobody watches are served from the store: forget them here.
@@ -179,10 +185,10 @@ impl Runner {
                 )
         });
         live.insert(run.id.clone(), sender.clone());
-        drop(live);
-        self.spawn(sender, pipeline);
+        sender
     }
 
+    /// Executes the run from its first step that has not succeeded.
     fn spawn(&self, sender: watch::Sender<PipelineRun>, pipeline: Pipeline) {
         let runner = self.clone();
         tokio::spawn(async move { runner.execute(sender, pipeline).await });
@@ -212,7 +218,8 @@ impl Runner {
             };
             run.resumes += 1;
             tracing::info!(run = %run.id, pipeline = %run.pipeline, "continuing a run interrupted by a restart");
-            self.launch(run, pipeline);
+            let sender = self.make_live(&run);
+            self.spawn(sender, pipeline);
         }
         Ok(count)
     }
@@ -1791,5 +1798,61 @@ fn log(step: &mut StepState, line: String) {
     if step.log.len() > STEP_LOG_LINES {
         let excess = step.log.len() - STEP_LOG_LINES;
         step.log.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlops_core::client::{self, ClientOptions};
+    use mlops_core::db::Location;
+
+    /// Peers that never answer: the runs here need only be started, not executed.
+    fn unreachable_clients() -> Clients {
+        let channel = || client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
+        Clients {
+            ingestion: IngestionServiceClient::new(channel()),
+            training: TrainingServiceClient::new(channel()),
+            registry: RegistryServiceClient::new(channel()),
+            inference: GrpcInferenceServiceClient::new(channel()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_listed_from_the_store_is_already_watchable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("diabetes.csv"), "x,target\n1,2\n").unwrap();
+        let store = Store::open(&Location::Sqlite(dir.path().join("orchestrator.db")))
+            .await
+            .unwrap();
+        let runner = Runner::new(store, unreachable_clients(), dir.path().to_path_buf());
+        let yaml = include_str!("../../../examples/pipelines/quickstart.yaml");
+        for _ in 0..5 {
+            // Looks as soon as the store holds a run it has not seen: a watcher listing it
+            // then must get its changes, not only the state it was stored in.
+            let watcher = {
+                let runner = runner.clone();
+                let known: Vec<String> = runner
+                    .store()
+                    .list()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                tokio::spawn(async move {
+                    loop {
+                        let runs = runner.store().list().await.unwrap();
+                        if let Some(new) = runs.iter().find(|r| !known.contains(&r.id)) {
+                            return runner.subscribe(&new.id).is_some();
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            let pipeline = Pipeline::parse(yaml).unwrap();
+            runner.start(pipeline, yaml, "", 0).await.unwrap();
+            assert!(watcher.await.unwrap(), "a stored run was not live");
+        }
     }
 }

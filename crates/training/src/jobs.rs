@@ -69,12 +69,17 @@ impl Jobs {
 
     /// Records the pending job and starts it in the background.
     pub async fn start(&self, job: TrainingJob) -> Result<TrainingJob, ApiError> {
-        self.store.save(&job).await?;
+        // Live before it is stored: whoever lists it from the store can then watch it to its
+        // end, never only its stored Pending state.
         let (sender, _) = watch::channel(job.clone());
         self.live
             .lock()
             .expect("jobs lock")
             .insert(job.id.clone(), sender.clone());
+        if let Err(error) = self.store.save(&job).await {
+            self.live.lock().expect("jobs lock").remove(&job.id);
+            return Err(error);
+        }
         let runner = self.clone();
         tokio::spawn(async move { runner.run(sender).await });
         metrics::counter!("mlops_training_jobs_submitted_total").increment(1);
@@ -306,5 +311,56 @@ impl Jobs {
             .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlops_core::client::{self, ClientOptions};
+    use mlops_core::db::Location;
+    use mlops_core::ids::new_id;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_listed_from_the_store_is_already_watchable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::Sqlite(dir.path().join("training.db")))
+            .await
+            .unwrap();
+        let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
+        // A registry that never answers: the jobs here need only be started.
+        let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
+        let jobs = Jobs::new(store, artifacts, registry, 1);
+        for _ in 0..5 {
+            let watcher = {
+                let jobs = jobs.clone();
+                let known: Vec<String> = jobs
+                    .store()
+                    .list()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect();
+                tokio::spawn(async move {
+                    loop {
+                        let listed = jobs.store().list().await.unwrap();
+                        if let Some(new) = listed.iter().find(|j| !known.contains(&j.id)) {
+                            return jobs.subscribe(&new.id).is_some();
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            let mut job = TrainingJob {
+                id: new_id(),
+                dataset: "absent".into(),
+                created_at_ms: now_ms(),
+                ..Default::default()
+            };
+            job.set_state(JobState::Pending);
+            jobs.start(job).await.unwrap();
+            assert!(watcher.await.unwrap(), "a stored job was not live");
+        }
     }
 }
