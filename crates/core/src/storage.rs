@@ -19,6 +19,8 @@ pub use cipher::{Cipher, EncryptionSettings};
 #[derive(Clone)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is a local directory: finished files are linked into it.
+    local: Option<Arc<LocalFileSystem>>,
     cipher: Option<Arc<Cipher>>,
 }
 
@@ -106,6 +108,31 @@ fn named_key(key: &str) -> Result<StorePath, ApiError> {
     }
 }
 
+/// Links the finished file at `path` into the local store under `key`: true when it is there
+/// (linked now, or already stored: the key is the content's digest), false when it cannot be
+/// linked (another filesystem) and must be copied.
+async fn link_into(
+    local: &LocalFileSystem,
+    key: &StorePath,
+    path: &Path,
+) -> Result<bool, ApiError> {
+    let target = local.path_to_filesystem(key)?;
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    match tokio::fs::hard_link(path, &target).await {
+        Ok(()) => {
+            // A temporary file is private to its creator; a blob is read by every service.
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).await?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+        // Another filesystem, or one without hard links: the copy reports any real problem.
+        Err(_) => Ok(false),
+    }
+}
+
 fn key(digest: &str) -> StorePath {
     StorePath::from(format!("blobs/sha256/{}/{digest}", &digest[..2]))
 }
@@ -120,6 +147,7 @@ impl ArtifactStore {
         }
         Ok(Self {
             store: s3(settings)?,
+            local: None,
             cipher,
         })
     }
@@ -127,9 +155,10 @@ impl ArtifactStore {
     /// A store in a local directory (created if needed).
     pub fn local(dir: &Path, cipher: Option<Arc<Cipher>>) -> Result<Self, ApiError> {
         std::fs::create_dir_all(dir)?;
-        let store = LocalFileSystem::new_with_prefix(dir)?;
+        let store = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
         Ok(Self {
-            store: Arc::new(store),
+            store: store.clone(),
+            local: Some(store),
             cipher,
         })
     }
@@ -170,11 +199,18 @@ impl ArtifactStore {
 
     /// Stores `data` under a key this server built (e.g. a prediction log file), encrypted like
     /// every blob. Keys are checked: segments of letters, digits, `.`, `_`, `-`, never `..`.
-    /// Stores the file at `path`, whose plaintext sha256 the caller computed while writing it,
-    /// streaming it in parts so that its size never sits in memory. Encrypted stores seal the
-    /// file as one blob, so it is read whole there.
+    /// Stores the file at `path`, whose plaintext sha256 the caller computed while writing it
+    /// and which nobody changes afterwards. A local store links it into place when it is on the
+    /// same filesystem (no copy); otherwise it is streamed in parts, so that its size never sits
+    /// in memory. Encrypted stores seal the file as one blob, so it is read whole there.
     pub async fn put_file(&self, digest: &str, path: &Path) -> Result<(), ApiError> {
         validate_digest("digest", digest)?;
+        if self.cipher.is_none()
+            && let Some(local) = &self.local
+            && link_into(local, &key(digest), path).await?
+        {
+            return Ok(());
+        }
         if self.cipher.is_some() {
             // `put` hashes what it seals; a file that is not what the caller hashed is our bug.
             let stored = self.put(tokio::fs::read(path).await?.into()).await?;
@@ -333,6 +369,34 @@ mod tests {
         assert_eq!(
             store.get("../../etc/passwd").await.unwrap_err().kind,
             crate::ErrorKind::InvalidArgument
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_file_is_linked_into_a_local_store_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
+        let written = dir.path().join("finished.parquet");
+        std::fs::write(&written, b"rows").unwrap();
+        let digest = sha256_hex(b"rows");
+        store.put_file(&digest, &written).await.unwrap();
+        // Stored again (another import of the same data): still one blob, nothing copied.
+        store.put_file(&digest, &written).await.unwrap();
+        let blob = dir
+            .path()
+            .join(format!("artifacts/blobs/sha256/{}/{digest}", &digest[..2]));
+        let (file, stored) = (
+            std::fs::metadata(&written).unwrap(),
+            std::fs::metadata(&blob).unwrap(),
+        );
+        assert_eq!((file.ino(), file.nlink()), (stored.ino(), 2));
+        assert_eq!(stored.mode() & 0o777, 0o644);
+        // The caller's file goes away; the blob stays.
+        std::fs::remove_file(&written).unwrap();
+        assert_eq!(
+            store.get(&digest).await.unwrap(),
+            Bytes::from_static(b"rows")
         );
     }
 
