@@ -379,7 +379,8 @@ const CATEGORY_CAPACITY: usize = 20_000;
 /// A categorical profile built one value at a time.
 #[derive(Debug, Clone, Default)]
 pub struct CategoricalSummary {
-    counts: std::collections::HashMap<String, u64>,
+    /// Hashed fast (the order of the map never shows: `finish` ranks by count, then name).
+    counts: foldhash::HashMap<String, u64>,
     missing: u64,
     present: u64,
     /// Categories dropped to stay within `CATEGORY_CAPACITY`.
