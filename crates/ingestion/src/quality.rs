@@ -415,7 +415,7 @@ impl ProfileBuilder {
         for ((_, summary), column) in self.columns.iter_mut().zip(chunk) {
             match (summary, &column.data) {
                 (Summary::Categorical(s), Data::Str(v)) => {
-                    v.iter().for_each(|x| s.push(x.as_deref()));
+                    v.iter().for_each(|x| s.push(x));
                 }
                 (Summary::Numeric(s), data) => s.push_batch(&data.numbers()),
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),

@@ -194,19 +194,11 @@ fn column_data(name: &str, array: &ArrayRef) -> Result<Data, CsvError> {
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
-            Data::Str(
-                (0..n)
-                    .map(|i| valid(i).then(|| a.value(i).to_string()))
-                    .collect(),
-            )
+            Data::Str((0..n).map(|i| valid(i).then(|| a.value(i))).collect())
         }
         DataType::LargeUtf8 => {
             let a = array.as_string::<i64>();
-            Data::Str(
-                (0..n)
-                    .map(|i| valid(i).then(|| a.value(i).to_string()))
-                    .collect(),
-            )
+            Data::Str((0..n).map(|i| valid(i).then(|| a.value(i))).collect())
         }
         DataType::Date32 => {
             let a = array.as_primitive::<Date32Type>();
