@@ -163,13 +163,36 @@ impl Runner {
         // Live before it is stored: whoever lists it from the store can then watch it to its
         // end, never only its stored Pending state.
         let sender = self.make_live(&run);
-        if let Err(error) = self.store.create(&run, pipeline_yaml).await {
-            self.live.lock().expect("runs lock").remove(&run.id);
-            return Err(error);
-        }
-        self.spawn(sender, pipeline);
+        let (store, stored, yaml) = (self.store.clone(), run.clone(), pipeline_yaml.to_string());
+        self.store_and_spawn(sender, pipeline, async move {
+            store.create(&stored, &yaml).await
+        })
+        .await?;
         metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
         Ok(run)
+    }
+
+    /// Runs `store` (the write of a run made live), then executes the run, in a task of its own:
+    /// a caller that goes away meanwhile (its deadline passed) must not leave a run live, or
+    /// stored, that never executes. A run not stored is not live either.
+    async fn store_and_spawn(
+        &self,
+        sender: watch::Sender<PipelineRun>,
+        pipeline: Pipeline,
+        store: impl Future<Output = Result<(), ApiError>> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.await {
+                let id = sender.borrow().id.clone();
+                runner.live.lock().expect("runs lock").remove(&id);
+                return Err(error);
+            }
+            runner.spawn(sender, pipeline);
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("starting a run: {e}")))?
     }
 
     /// Makes the run watchable; `spawn` then executes it.
@@ -263,15 +286,12 @@ impl Runner {
             live.insert(run.id.clone(), sender.clone());
             sender
         };
-        {
-            let _saving = self.saving.lock().await;
-            if let Err(error) = self.store.save(&run).await {
-                // Not resumed after all: no pending entry may stay behind and block the run.
-                self.live.lock().expect("runs lock").remove(id);
-                return Err(error);
-            }
-        }
-        self.spawn(sender, pipeline);
+        let (runner, stored) = (self.clone(), run.clone());
+        self.store_and_spawn(sender, pipeline, async move {
+            let _saving = runner.saving.lock().await;
+            runner.store.save(&stored).await
+        })
+        .await?;
         tracing::info!(run = %id, "run resumed");
         Ok(run)
     }
@@ -1853,6 +1873,47 @@ mod tests {
             let pipeline = Pipeline::parse(yaml).unwrap();
             runner.start(pipeline, yaml, "", 0).await.unwrap();
             assert!(watcher.await.unwrap(), "a stored run was not live");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_cut_short_by_its_deadline_leaves_no_run_that_never_executes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("diabetes.csv"), "x,target\n1,2\n").unwrap();
+        let store = Store::open(&Location::Sqlite(dir.path().join("orchestrator.db")))
+            .await
+            .unwrap();
+        let runner = Runner::new(store, unreachable_clients(), dir.path().to_path_buf());
+        let yaml = include_str!("../../../examples/pipelines/quickstart.yaml");
+        // Deadlines that end the call at every point of a start, the store's write included.
+        for micros in (0..12_000).step_by(300) {
+            let pipeline = Pipeline::parse(yaml).unwrap();
+            let start = runner.start(pipeline, yaml, "", 0);
+            let _ = tokio::time::timeout(Duration::from_micros(micros), start).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stored = runner.store().list().await.unwrap();
+        let live: Vec<PipelineRun> = runner
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|sender| sender.borrow().clone())
+            .collect();
+        for run in &live {
+            assert_ne!(run.state(), JobState::Pending, "never executes: {run:?}");
+            assert!(
+                stored.iter().any(|s| s.id == run.id),
+                "not stored: {}",
+                run.id
+            );
+        }
+        // Finished runs leave the live ones; every other stored run is executing.
+        for run in stored.iter().filter(|s| !live.iter().any(|l| l.id == s.id)) {
+            assert!(
+                matches!(run.state(), JobState::Succeeded | JobState::Failed),
+                "stored but not executing: {run:?}"
+            );
         }
     }
 }

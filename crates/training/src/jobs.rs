@@ -76,12 +76,19 @@ impl Jobs {
             .lock()
             .expect("jobs lock")
             .insert(job.id.clone(), sender.clone());
-        if let Err(error) = self.store.save(&job).await {
-            self.live.lock().expect("jobs lock").remove(&job.id);
-            return Err(error);
-        }
-        let runner = self.clone();
-        tokio::spawn(async move { runner.run(sender).await });
+        // Stored and started in a task of its own: a caller that goes away meanwhile (its
+        // deadline passed) must not leave a job live, or stored, that never runs.
+        let (runner, stored) = (self.clone(), job.clone());
+        tokio::spawn(async move {
+            if let Err(error) = runner.store.save(&stored).await {
+                runner.live.lock().expect("jobs lock").remove(&stored.id);
+                return Err(error);
+            }
+            tokio::spawn(async move { runner.run(sender).await });
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("starting a job: {e}")))??;
         metrics::counter!("mlops_training_jobs_submitted_total").increment(1);
         Ok(job)
     }
@@ -361,6 +368,42 @@ mod tests {
             job.set_state(JobState::Pending);
             jobs.start(job).await.unwrap();
             assert!(watcher.await.unwrap(), "a stored job was not live");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_cut_short_by_its_deadline_leaves_no_job_that_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::Sqlite(dir.path().join("training.db")))
+            .await
+            .unwrap();
+        let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
+        let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
+        let jobs = Jobs::new(store, artifacts, registry, 64);
+        // Deadlines that end the call at every point of a start, the store's write included.
+        for micros in (0..12_000).step_by(300) {
+            let mut job = TrainingJob {
+                id: new_id(),
+                dataset: "absent".into(),
+                created_at_ms: now_ms(),
+                ..Default::default()
+            };
+            job.set_state(JobState::Pending);
+            let _ = tokio::time::timeout(Duration::from_micros(micros), jobs.start(job)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stored = jobs.store().list().await.unwrap();
+        let live: Vec<TrainingJob> = jobs
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|sender| sender.borrow().clone())
+            .collect();
+        // Each job ran (and failed: its dataset is absent), live and stored alike.
+        assert_eq!(live.len(), stored.len());
+        for job in live.iter().chain(&stored) {
+            assert_eq!(job.state(), JobState::Failed, "{job:?}");
         }
     }
 }
