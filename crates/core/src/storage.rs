@@ -108,29 +108,30 @@ fn named_key(key: &str) -> Result<StorePath, ApiError> {
     }
 }
 
-/// Links the finished file at `path` into the local store under `key`: true when it is there
-/// (linked now, or already stored: the key is the content's digest), false when it cannot be
-/// linked (another filesystem) and must be copied.
+/// Links the finished file at `path` into the local store under `key`, keeping its mode:
+/// true when it is there, false when it cannot be linked (another filesystem) and must be
+/// copied. As a copy would, it replaces what was stored under the key (a blob damaged on disk
+/// is mended by storing the data again), atomically: linked under a fresh name, renamed over.
 async fn link_into(
     local: &LocalFileSystem,
     key: &StorePath,
     path: &Path,
 ) -> Result<bool, ApiError> {
     let target = local.path_to_filesystem(key)?;
-    if let Some(parent) = target.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+    let Some(parent) = target.parent() else {
+        return Ok(false);
+    };
+    tokio::fs::create_dir_all(parent).await?;
+    let staged = parent.join(format!(".link-{}", crate::ids::new_id()));
+    // Another filesystem, or one without hard links: the copy reports any real problem.
+    if tokio::fs::hard_link(path, &staged).await.is_err() {
+        return Ok(false);
     }
-    match tokio::fs::hard_link(path, &target).await {
-        Ok(()) => {
-            // A temporary file is private to its creator; a blob is read by every service.
-            use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).await?;
-            Ok(true)
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
-        // Another filesystem, or one without hard links: the copy reports any real problem.
-        Err(_) => Ok(false),
-    }
+    let renamed = tokio::fs::rename(&staged, &target).await;
+    // Gone when renamed, unless the blob already was this very file: then rename does nothing.
+    let _ = tokio::fs::remove_file(&staged).await;
+    renamed?;
+    Ok(true)
 }
 
 fn key(digest: &str) -> StorePath {
@@ -201,8 +202,9 @@ impl ArtifactStore {
     /// every blob. Keys are checked: segments of letters, digits, `.`, `_`, `-`, never `..`.
     /// Stores the file at `path`, whose plaintext sha256 the caller computed while writing it
     /// and which nobody changes afterwards. A local store links it into place when it is on the
-    /// same filesystem (no copy); otherwise it is streamed in parts, so that its size never sits
-    /// in memory. Encrypted stores seal the file as one blob, so it is read whole there.
+    /// same filesystem (no copy; the blob keeps the file's mode, so create it as readable as a
+    /// blob should be); otherwise it is streamed in parts, so that its size never sits in
+    /// memory. Encrypted stores seal the file as one blob, so it is read whole there.
     pub async fn put_file(&self, digest: &str, path: &Path) -> Result<(), ApiError> {
         validate_digest("digest", digest)?;
         if self.cipher.is_none()
@@ -374,24 +376,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_file_is_linked_into_a_local_store_not_copied() {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
         let written = dir.path().join("finished.parquet");
         std::fs::write(&written, b"rows").unwrap();
+        std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o640)).unwrap();
         let digest = sha256_hex(b"rows");
-        store.put_file(&digest, &written).await.unwrap();
-        // Stored again (another import of the same data): still one blob, nothing copied.
-        store.put_file(&digest, &written).await.unwrap();
         let blob = dir
             .path()
             .join(format!("artifacts/blobs/sha256/{}/{digest}", &digest[..2]));
+        // A blob damaged on disk is replaced when the same data is stored again.
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::write(&blob, b"").unwrap();
+        store.put_file(&digest, &written).await.unwrap();
         let (file, stored) = (
             std::fs::metadata(&written).unwrap(),
             std::fs::metadata(&blob).unwrap(),
         );
-        assert_eq!((file.ino(), file.nlink()), (stored.ino(), 2));
-        assert_eq!(stored.mode() & 0o777, 0o644);
+        assert_eq!((file.ino(), file.nlink()), (stored.ino(), 2), "not linked");
+        assert_eq!(stored.mode() & 0o777, 0o640);
+        // Stored again (another import of the same data): still one blob, nothing left over.
+        store.put_file(&digest, &written).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(blob.parent().unwrap()).unwrap().count(),
+            1
+        );
         // The caller's file goes away; the blob stays.
         std::fs::remove_file(&written).unwrap();
         assert_eq!(

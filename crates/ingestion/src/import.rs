@@ -388,7 +388,10 @@ impl Sink {
                 .map(|c| Field::new(&c.name, c.data.column_type().arrow(), true))
                 .collect::<Vec<_>>(),
         ));
-        let parquet = tempfile::NamedTempFile::new_in(tmp_dir)?;
+        // Created as a blob would be (0666 less the umask), since the store links it into place.
+        let parquet = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(tmp_dir)?;
         let out = HashingWriter {
             inner: std::io::BufWriter::with_capacity(1 << 20, parquet.reopen()?),
             hasher: Sha256::new(),
