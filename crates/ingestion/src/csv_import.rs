@@ -214,21 +214,6 @@ impl Data {
         }
     }
 
-    /// Every value as a number (NaN: missing), for a numeric column.
-    pub fn numbers(&self) -> Vec<f64> {
-        match self {
-            Data::Int(v) | Data::Time(v) => {
-                v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect()
-            }
-            Data::Float(v) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
-            Data::Bool(v) => v
-                .iter()
-                .map(|x| x.map_or(f64::NAN, |b| f64::from(u8::from(b))))
-                .collect(),
-            Data::Str(v) => vec![f64::NAN; v.len()],
-        }
-    }
-
     pub fn is_null(&self, row: usize) -> bool {
         match self {
             Data::Int(v) | Data::Time(v) => v[row].is_none(),

@@ -417,7 +417,9 @@ impl ProfileBuilder {
                 (Summary::Categorical(s), Data::Str(v)) => {
                     v.iter().for_each(|x| s.push(x));
                 }
-                (Summary::Numeric(s), data) => s.push_batch(&data.numbers()),
+                (Summary::Numeric(s), data) => {
+                    s.push_batch((0..data.len()).map(|row| data.number(row).unwrap_or(f64::NAN)));
+                }
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
             }
         }

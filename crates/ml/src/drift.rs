@@ -97,7 +97,7 @@ impl FeatureProfile {
     /// The profile of numbers (NaN: missing).
     pub fn numeric(v: &[f64]) -> Self {
         let mut summary = NumericSummary::default();
-        summary.push_batch(v);
+        summary.push_batch(v.iter().copied());
         summary.finish()
     }
 
@@ -207,28 +207,30 @@ impl NumericSummary {
     /// Adds many values at once (NaN: missing). A large batch is sorted once and halved down to
     /// the sketch's capacity, as compacting it value by value would, at a fraction of the cost:
     /// one sort of integer keys instead of a sort at every compaction.
-    pub fn push_batch(&mut self, values: &[f64]) {
-        if values.len() <= SKETCH_CAPACITY {
-            values.iter().for_each(|&x| self.push(x));
-            return;
-        }
+    pub fn push_batch(&mut self, values: impl IntoIterator<Item = f64>) {
         // f64::total_cmp's order, as integers: negative numbers' magnitude bits flipped (its
         // own inverse, so the same turns a key back into the number's bits).
         let flip = |bits: i64| bits ^ (((bits >> 63) as u64) >> 1) as i64;
+        let value = |k: i64| f64::from_bits(flip(k) as u64);
+        let mut missing = 0;
         let mut keys: Vec<i64> = values
-            .iter()
-            .filter(|x| !x.is_nan())
-            .map(|&x| flip(x.to_bits() as i64))
+            .into_iter()
+            .filter(|x| {
+                missing += u64::from(x.is_nan());
+                !x.is_nan()
+            })
+            .map(|x| flip(x.to_bits() as i64))
             .collect();
+        if keys.len() <= SKETCH_CAPACITY {
+            self.missing += missing;
+            keys.into_iter().for_each(|k| self.push(value(k)));
+            return;
+        }
         let mut batch = NumericSummary {
-            missing: (values.len() - keys.len()) as u64,
+            missing,
             ..Default::default()
         };
-        if keys.is_empty() {
-            return self.merge(batch);
-        }
         keys.sort_unstable();
-        let value = |k: i64| f64::from_bits(flip(k) as u64);
         let count = keys.len() as f64;
         // Each term divided first: a sum of large values would overflow.
         let mean = keys.iter().map(|&k| value(k) / count).sum::<f64>();
@@ -840,7 +842,7 @@ mod tests {
             if i % 2 == 0 {
                 part.iter().for_each(|&x| summary.push(x));
             } else {
-                summary.push_batch(part);
+                summary.push_batch(part.iter().copied());
             }
             merged.merge(summary);
         }
