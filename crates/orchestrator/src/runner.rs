@@ -1827,51 +1827,52 @@ mod tests {
     use mlops_core::client::{self, ClientOptions};
     use mlops_core::db::Location;
 
-    /// Peers that never answer: the runs here need only be started, not executed.
-    fn unreachable_clients() -> Clients {
+    const QUICKSTART: &str = include_str!("../../../examples/pipelines/quickstart.yaml");
+
+    /// A runner whose peers never answer (the runs here need only be started, not executed),
+    /// with the quickstart's source file.
+    async fn runner(dir: &std::path::Path) -> Runner {
+        std::fs::write(dir.join("diabetes.csv"), "x,target\n1,2\n").unwrap();
+        let store = Store::open(&Location::Sqlite(dir.join("orchestrator.db")))
+            .await
+            .unwrap();
         let channel = || client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
-        Clients {
+        let clients = Clients {
             ingestion: IngestionServiceClient::new(channel()),
             training: TrainingServiceClient::new(channel()),
             registry: RegistryServiceClient::new(channel()),
             inference: GrpcInferenceServiceClient::new(channel()),
-        }
+        };
+        Runner::new(store, clients, dir.to_path_buf())
+    }
+
+    async fn start_quickstart(runner: &Runner) -> Result<PipelineRun, ApiError> {
+        let pipeline = Pipeline::parse(QUICKSTART).unwrap();
+        runner.start(pipeline, QUICKSTART, "", 0).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_listed_from_the_store_is_already_watchable() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("diabetes.csv"), "x,target\n1,2\n").unwrap();
-        let store = Store::open(&Location::Sqlite(dir.path().join("orchestrator.db")))
-            .await
-            .unwrap();
-        let runner = Runner::new(store, unreachable_clients(), dir.path().to_path_buf());
-        let yaml = include_str!("../../../examples/pipelines/quickstart.yaml");
+        let runner = runner(dir.path()).await;
         for _ in 0..5 {
             // Looks as soon as the store holds a run it has not seen: a watcher listing it
             // then must get its changes, not only the state it was stored in.
             let watcher = {
                 let runner = runner.clone();
-                let known: Vec<String> = runner
-                    .store()
-                    .list()
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.id)
-                    .collect();
+                let known = runner.store().list().await.unwrap();
                 tokio::spawn(async move {
                     loop {
                         let runs = runner.store().list().await.unwrap();
-                        if let Some(new) = runs.iter().find(|r| !known.contains(&r.id)) {
+                        if let Some(new) = runs.iter().find(|r| !known.iter().any(|k| k.id == r.id))
+                        {
                             return runner.subscribe(&new.id).is_some();
                         }
                         tokio::task::yield_now().await;
                     }
                 })
             };
-            let pipeline = Pipeline::parse(yaml).unwrap();
-            runner.start(pipeline, yaml, "", 0).await.unwrap();
+            start_quickstart(&runner).await.unwrap();
             assert!(watcher.await.unwrap(), "a stored run was not live");
         }
     }
@@ -1879,16 +1880,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_cut_short_by_its_deadline_leaves_no_run_that_never_executes() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("diabetes.csv"), "x,target\n1,2\n").unwrap();
-        let store = Store::open(&Location::Sqlite(dir.path().join("orchestrator.db")))
-            .await
-            .unwrap();
-        let runner = Runner::new(store, unreachable_clients(), dir.path().to_path_buf());
-        let yaml = include_str!("../../../examples/pipelines/quickstart.yaml");
+        let runner = runner(dir.path()).await;
         // Deadlines that end the call at every point of a start, the store's write included.
         for micros in (0..12_000).step_by(300) {
-            let pipeline = Pipeline::parse(yaml).unwrap();
-            let start = runner.start(pipeline, yaml, "", 0);
+            let start = start_quickstart(&runner);
             let _ = tokio::time::timeout(Duration::from_micros(micros), start).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

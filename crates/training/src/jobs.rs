@@ -328,45 +328,49 @@ mod tests {
     use mlops_core::db::Location;
     use mlops_core::ids::new_id;
 
+    /// Jobs whose registry never answers (the jobs here need only be started).
+    async fn jobs(dir: &std::path::Path, slots: usize) -> Jobs {
+        let store = Store::open(&Location::Sqlite(dir.join("training.db")))
+            .await
+            .unwrap();
+        let artifacts = ArtifactStore::local(&dir.join("artifacts"), None).unwrap();
+        let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
+        Jobs::new(store, artifacts, registry, slots)
+    }
+
+    /// A pending job on a dataset that does not exist: it fails as soon as it runs.
+    fn doomed_job() -> TrainingJob {
+        let mut job = TrainingJob {
+            id: new_id(),
+            dataset: "absent".into(),
+            created_at_ms: now_ms(),
+            ..Default::default()
+        };
+        job.set_state(JobState::Pending);
+        job
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_listed_from_the_store_is_already_watchable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Location::Sqlite(dir.path().join("training.db")))
-            .await
-            .unwrap();
-        let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
-        // A registry that never answers: the jobs here need only be started.
-        let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
-        let jobs = Jobs::new(store, artifacts, registry, 1);
+        let jobs = jobs(dir.path(), 1).await;
         for _ in 0..5 {
             let watcher = {
                 let jobs = jobs.clone();
-                let known: Vec<String> = jobs
-                    .store()
-                    .list()
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|j| j.id)
-                    .collect();
+                let known = jobs.store().list().await.unwrap();
                 tokio::spawn(async move {
                     loop {
                         let listed = jobs.store().list().await.unwrap();
-                        if let Some(new) = listed.iter().find(|j| !known.contains(&j.id)) {
+                        if let Some(new) =
+                            listed.iter().find(|j| !known.iter().any(|k| k.id == j.id))
+                        {
                             return jobs.subscribe(&new.id).is_some();
                         }
                         tokio::task::yield_now().await;
                     }
                 })
             };
-            let mut job = TrainingJob {
-                id: new_id(),
-                dataset: "absent".into(),
-                created_at_ms: now_ms(),
-                ..Default::default()
-            };
-            job.set_state(JobState::Pending);
-            jobs.start(job).await.unwrap();
+            jobs.start(doomed_job()).await.unwrap();
             assert!(watcher.await.unwrap(), "a stored job was not live");
         }
     }
@@ -374,22 +378,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_cut_short_by_its_deadline_leaves_no_job_that_never_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Location::Sqlite(dir.path().join("training.db")))
-            .await
-            .unwrap();
-        let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), None).unwrap();
-        let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
-        let jobs = Jobs::new(store, artifacts, registry, 64);
+        let jobs = jobs(dir.path(), 64).await;
         // Deadlines that end the call at every point of a start, the store's write included.
         for micros in (0..12_000).step_by(300) {
-            let mut job = TrainingJob {
-                id: new_id(),
-                dataset: "absent".into(),
-                created_at_ms: now_ms(),
-                ..Default::default()
-            };
-            job.set_state(JobState::Pending);
-            let _ = tokio::time::timeout(Duration::from_micros(micros), jobs.start(job)).await;
+            let start = jobs.start(doomed_job());
+            let _ = tokio::time::timeout(Duration::from_micros(micros), start).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stored = jobs.store().list().await.unwrap();
