@@ -120,8 +120,20 @@ async fn a_version_carries_its_report_profile_and_masking_and_never_the_private_
     assert_eq!((tier.kind.as_str(), tier.distinct), ("categorical", 3));
     assert_eq!(v.masking.len(), 3);
 
+    // Imports write their plaintext in a private scratch directory; the stored file is linked
+    // from there, and nothing staged is left beside it.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = std::fs::metadata(cluster.data_dir().join("tmp")).unwrap();
+    assert_eq!(tmp.permissions().mode() & 0o777, 0o700);
+    let path = blob_path(cluster.data_dir(), &v.digest);
+    let staged: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
     // The stored file holds the keyed hashes, never an address.
-    let blob = std::fs::read(blob_path(cluster.data_dir(), &v.digest)).unwrap();
+    let blob = std::fs::read(&path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(blob))
         .unwrap()
         .build()

@@ -118,20 +118,28 @@ async fn link_into(
     path: &Path,
 ) -> Result<bool, ApiError> {
     let target = local.path_to_filesystem(key)?;
-    let Some(parent) = target.parent() else {
-        return Ok(false);
-    };
-    tokio::fs::create_dir_all(parent).await?;
-    let staged = parent.join(format!(".link-{}", crate::ids::new_id()));
-    // Another filesystem, or one without hard links: the copy reports any real problem.
-    if tokio::fs::hard_link(path, &staged).await.is_err() {
-        return Ok(false);
-    }
-    let renamed = tokio::fs::rename(&staged, &target).await;
-    // Gone when renamed, unless the blob already was this very file: then rename does nothing.
-    let _ = tokio::fs::remove_file(&staged).await;
-    renamed?;
-    Ok(true)
+    let path = path.to_path_buf();
+    // One blocking task from link to rename: a caller that goes away meanwhile (a deadline)
+    // cannot leave the staged name behind.
+    tokio::task::spawn_blocking(move || {
+        let Some(parent) = target.parent() else {
+            return Ok(false);
+        };
+        std::fs::create_dir_all(parent)?;
+        let staged = parent.join(format!(".link-{}", crate::ids::new_id()));
+        // Another filesystem, or one without hard links: the copy reports any real problem.
+        if std::fs::hard_link(&path, &staged).is_err() {
+            return Ok(false);
+        }
+        let renamed = std::fs::rename(&staged, &target);
+        // Gone when renamed, unless the blob already was this very file: then rename does
+        // nothing.
+        let _ = std::fs::remove_file(&staged);
+        renamed?;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("linking into the artifact store: {e}")))?
 }
 
 fn key(digest: &str) -> StorePath {

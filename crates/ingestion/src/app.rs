@@ -29,7 +29,12 @@ impl Application {
         )
         .await?;
         let storage = &settings.storage;
-        tokio::fs::create_dir_all(storage.tmp_dir()).await?;
+        // Private: imports write plaintext there (a Parquet file is linked into a local
+        // store, 0666 less the umask, as a blob would be created).
+        let tmp_dir = storage.tmp_dir();
+        tokio::fs::create_dir_all(&tmp_dir).await?;
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&tmp_dir, std::fs::Permissions::from_mode(0o700)).await?;
         let store = Store::open(&storage.database("ingestion")).await?;
         let artifacts = ArtifactStore::open(storage)?;
         let listener = server::bind(settings.ingestion.listen).await?;

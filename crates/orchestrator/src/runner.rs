@@ -164,35 +164,44 @@ impl Runner {
         // end, never only its stored Pending state.
         let sender = self.make_live(&run);
         let (store, stored, yaml) = (self.store.clone(), run.clone(), pipeline_yaml.to_string());
-        self.store_and_spawn(sender, pipeline, async move {
-            store.create(&stored, &yaml).await
-        })
+        self.store_and_spawn(
+            sender,
+            pipeline,
+            async move { store.create(&stored, &yaml).await },
+            || metrics::counter!("mlops_pipeline_runs_started_total").increment(1),
+        )
         .await?;
-        metrics::counter!("mlops_pipeline_runs_started_total").increment(1);
         Ok(run)
     }
 
-    /// Runs `store` (the write of a run made live), then executes the run, in a task of its own:
-    /// a caller that goes away meanwhile (its deadline passed) must not leave a run live, or
-    /// stored, that never executes. A run not stored is not live either.
+    /// Runs `store` (the write of a run made live), then executes the run and reports it
+    /// `started`, in a task of its own: a caller that goes away meanwhile (its deadline passed)
+    /// must not leave a run live, or stored, that never executes. A run not stored is not live
+    /// either.
     async fn store_and_spawn(
         &self,
         sender: watch::Sender<PipelineRun>,
         pipeline: Pipeline,
         store: impl Future<Output = Result<(), ApiError>> + Send + 'static,
+        started: impl FnOnce() + Send + 'static,
     ) -> Result<(), ApiError> {
-        let runner = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = store.await {
-                let id = sender.borrow().id.clone();
-                runner.live.lock().expect("runs lock").remove(&id);
-                return Err(error);
-            }
-            runner.spawn(sender, pipeline);
-            Ok(())
+        let (runner, id) = (self.clone(), sender.borrow().id.clone());
+        let task = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.await {
+                    runner.live.lock().expect("runs lock").remove(&id);
+                    return Err(error);
+                }
+                runner.spawn(sender, pipeline);
+                started();
+                Ok(())
+            })
+        };
+        task.await.unwrap_or_else(|e| {
+            self.live.lock().expect("runs lock").remove(&id);
+            Err(ApiError::internal(format!("starting a run: {e}")))
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("starting a run: {e}")))?
     }
 
     /// Makes the run watchable; `spawn` then executes it.
@@ -286,13 +295,17 @@ impl Runner {
             live.insert(run.id.clone(), sender.clone());
             sender
         };
-        let (runner, stored) = (self.clone(), run.clone());
-        self.store_and_spawn(sender, pipeline, async move {
-            let _saving = runner.saving.lock().await;
-            runner.store.save(&stored).await
-        })
+        let (runner, stored, resumed) = (self.clone(), run.clone(), id.to_string());
+        self.store_and_spawn(
+            sender,
+            pipeline,
+            async move {
+                let _saving = runner.saving.lock().await;
+                runner.store.save(&stored).await
+            },
+            move || tracing::info!(run = %resumed, "run resumed"),
+        )
         .await?;
-        tracing::info!(run = %id, "run resumed");
         Ok(run)
     }
 

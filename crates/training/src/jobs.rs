@@ -79,17 +79,19 @@ impl Jobs {
         // Stored and started in a task of its own: a caller that goes away meanwhile (its
         // deadline passed) must not leave a job live, or stored, that never runs.
         let (runner, stored) = (self.clone(), job.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(error) = runner.store.save(&stored).await {
                 runner.live.lock().expect("jobs lock").remove(&stored.id);
                 return Err(error);
             }
             tokio::spawn(async move { runner.run(sender).await });
+            metrics::counter!("mlops_training_jobs_submitted_total").increment(1);
             Ok(())
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("starting a job: {e}")))??;
-        metrics::counter!("mlops_training_jobs_submitted_total").increment(1);
+        });
+        task.await.unwrap_or_else(|e| {
+            self.live.lock().expect("jobs lock").remove(&job.id);
+            Err(ApiError::internal(format!("starting a job: {e}")))
+        })?;
         Ok(job)
     }
 
