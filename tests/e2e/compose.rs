@@ -90,12 +90,17 @@ async fn compose_stack_runs_the_quickstart() {
         name: format!("mlopse2e{}", std::process::id()),
         env,
     };
-    let up = project.run(&["up", "-d", "--scale", "inference=3"]);
-    assert!(
-        up.status.success(),
-        "compose up failed: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    // One replica more at a time: docker races when several containers of a service take
+    // ports from one published range at once (docker/compose#7188).
+    for replicas in 1..=3 {
+        let scale = format!("inference={replicas}");
+        let up = project.run(&["up", "-d", "--no-recreate", "--scale", &scale]);
+        assert!(
+            up.status.success(),
+            "compose up ({scale}) failed: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
 
     let url = |name: &str| {
         format!(
