@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 
 use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
@@ -33,7 +34,6 @@ impl Application {
         // store, 0666 less the umask, as a blob would be created).
         let tmp_dir = storage.tmp_dir();
         tokio::fs::create_dir_all(&tmp_dir).await?;
-        use std::os::unix::fs::PermissionsExt;
         tokio::fs::set_permissions(&tmp_dir, std::fs::Permissions::from_mode(0o700)).await?;
         let store = Store::open(&storage.database("ingestion")).await?;
         let artifacts = ArtifactStore::open(storage)?;

@@ -178,7 +178,7 @@ impl Data {
             ColumnType::Int64 => Data::Int(nones(nulls, capacity)),
             ColumnType::Float64 => Data::Float(nones(nulls, capacity)),
             ColumnType::Bool => Data::Bool(nones(nulls, capacity)),
-            ColumnType::String => Data::Str(Texts::missing(nulls, capacity)),
+            ColumnType::String => Data::Str(Texts::with_nulls(nulls, capacity)),
             ColumnType::Timestamp => Data::Time(nones(nulls, capacity)),
         }
     }
@@ -282,7 +282,7 @@ pub struct Texts {
 
 impl Texts {
     /// `nulls` missing values, with room for `capacity` values in all.
-    fn missing(nulls: usize, capacity: usize) -> Self {
+    fn with_nulls(nulls: usize, capacity: usize) -> Self {
         let mut texts = Self {
             text: String::new(),
             ends: Vec::with_capacity(capacity.max(nulls)),
@@ -1325,7 +1325,7 @@ impl Rows<'_> {
         // A line of blanks is not a row.
         if count == 1
             && self.builders.len() > 1
-            && fields.peek().is_some_and(|f| f.trim().is_empty())
+            && fields.peek().is_some_and(|f| trim(f).is_empty())
         {
             return Ok(());
         }
