@@ -147,22 +147,16 @@ pub fn apply_masking(
             Mask::Round(digits) => {
                 let scale = 10f64.powi(digits);
                 match &mut column.data {
-                    Data::Float(v) => v
-                        .iter_mut()
-                        .flatten()
-                        .for_each(|x| *x = (*x * scale).round() / scale),
-                    Data::Int(v) if digits < 0 => v
-                        .iter_mut()
-                        .flatten()
-                        .for_each(|x| *x = ((*x as f64 * scale).round() / scale) as i64),
+                    Data::Float(v) => v.update(|x| *x = (*x * scale).round() / scale),
+                    Data::Int(v) if digits < 0 => {
+                        v.update(|x| *x = ((*x as f64 * scale).round() / scale) as i64)
+                    }
                     _ => {}
                 }
             }
             Mask::TruncateDate(unit) => {
                 if let Data::Time(v) = &mut column.data {
-                    for t in v.iter_mut().flatten() {
-                        *t = truncate(*t, unit);
-                    }
+                    v.update(|t| *t = truncate(*t, unit));
                 }
             }
         }
@@ -418,7 +412,7 @@ impl ProfileBuilder {
                     v.iter().for_each(|x| s.push(x));
                 }
                 (Summary::Numeric(s), data) => {
-                    s.push_batch((0..data.len()).map(|row| data.number(row).unwrap_or(f64::NAN)));
+                    s.push_batch(data.numbers().expect("a numeric column"));
                 }
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
             }

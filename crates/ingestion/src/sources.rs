@@ -227,12 +227,16 @@ fn column_data(name: &str, array: &ArrayRef) -> Result<Data, CsvError> {
                     (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
                 }
             };
-            Data::Time(match unit {
-                TimeUnit::Second => millis(raw, 1000, true),
-                TimeUnit::Millisecond => raw,
-                TimeUnit::Microsecond => millis(raw, 1000, false),
-                TimeUnit::Nanosecond => millis(raw, 1_000_000, false),
-            })
+            Data::Time(
+                match unit {
+                    TimeUnit::Second => millis(raw, 1000, true),
+                    TimeUnit::Millisecond => raw,
+                    TimeUnit::Microsecond => millis(raw, 1000, false),
+                    TimeUnit::Nanosecond => millis(raw, 1_000_000, false),
+                }
+                .into_iter()
+                .collect(),
+            )
         }
         other => {
             return Err(CsvError::Spec(format!(
