@@ -203,7 +203,7 @@ impl Data {
             Data::Int(v) | Data::Time(v) => v.null_count(),
             Data::Float(v) => v.null_count(),
             Data::Bool(v) => v.null_count(),
-            Data::Str(v) => v.missing.iter().filter(|&&m| m).count(),
+            Data::Str(v) => v.null_count(),
         }
     }
 
@@ -212,7 +212,7 @@ impl Data {
             Data::Int(v) | Data::Time(v) => v.get(row).is_none(),
             Data::Float(v) => v.get(row).is_none(),
             Data::Bool(v) => v.get(row).is_none(),
-            Data::Str(v) => v.missing[row],
+            Data::Str(v) => v.get(row).is_none(),
         }
     }
 
@@ -291,14 +291,48 @@ impl Data {
     }
 }
 
+/// Which values of a column are missing: nothing is kept until one is (the usual case), then
+/// a flag per value.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Missing(Vec<bool>);
+
+impl Missing {
+    /// Records whether the value after the first `len` is missing.
+    fn push(&mut self, len: usize, missing: bool) {
+        if !self.0.is_empty() {
+            self.0.push(missing);
+        } else if missing {
+            self.0.resize(len, false);
+            self.0.push(true);
+        }
+    }
+
+    fn get(&self, row: usize) -> bool {
+        self.0.get(row).copied().unwrap_or(false)
+    }
+
+    fn count(&self) -> usize {
+        self.0.iter().filter(|&&m| m).count()
+    }
+
+    /// A flag per value, for as many values as the column holds.
+    fn iter(&self) -> impl Iterator<Item = bool> + '_ {
+        self.0.iter().copied().chain(std::iter::repeat(false))
+    }
+
+    /// Arrow's validity bitmap, if any value is missing.
+    fn validity(&self) -> Option<NullBuffer> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(|&m| !m).collect())
+    }
+}
+
 /// Values of one type, and which of them are missing, as Arrow keeps them: the values end to
 /// end (a default where one is missing) and the missing flags apart, so a chunk becomes an
 /// Arrow array without a copy, at half the memory of `Vec<Option<f64>>`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Nullable<T> {
     values: Vec<T>,
-    /// Empty while no value is missing (the usual case); else a flag per value.
-    missing: Vec<bool>,
+    missing: Missing,
 }
 
 impl<T: Copy + Default> Nullable<T> {
@@ -306,29 +340,15 @@ impl<T: Copy + Default> Nullable<T> {
     fn with_nulls(nulls: usize, capacity: usize) -> Self {
         let mut column = Self {
             values: Vec::with_capacity(capacity.max(nulls)),
-            missing: Vec::new(),
+            missing: Missing::default(),
         };
         (0..nulls).for_each(|_| column.push(None));
         column
     }
 
     pub fn push(&mut self, value: Option<T>) {
-        match value {
-            Some(x) => {
-                self.values.push(x);
-                if !self.missing.is_empty() {
-                    self.missing.push(false);
-                }
-            }
-            None => {
-                if self.missing.is_empty() {
-                    self.missing.reserve(self.values.capacity());
-                    self.missing.resize(self.values.len(), false);
-                }
-                self.values.push(T::default());
-                self.missing.push(true);
-            }
-        }
+        self.missing.push(self.values.len(), value.is_none());
+        self.values.push(value.unwrap_or_default());
     }
 
     pub fn len(&self) -> usize {
@@ -337,25 +357,24 @@ impl<T: Copy + Default> Nullable<T> {
 
     pub fn get(&self, row: usize) -> Option<T> {
         let value = self.values[row];
-        (!self.missing.get(row).copied().unwrap_or(false)).then_some(value)
+        (!self.missing.get(row)).then_some(value)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Option<T>> + '_ {
-        let missing = self.missing.iter().copied().chain(std::iter::repeat(false));
         self.values
             .iter()
-            .zip(missing)
+            .zip(self.missing.iter())
             .map(|(&x, m)| (!m).then_some(x))
     }
 
     pub fn null_count(&self) -> usize {
-        self.missing.iter().filter(|&&m| m).count()
+        self.missing.count()
     }
 
     /// Changes every value that is there, in place.
     pub fn update(&mut self, mut change: impl FnMut(&mut T)) {
-        for (row, value) in self.values.iter_mut().enumerate() {
-            if !self.missing.get(row).copied().unwrap_or(false) {
+        for (value, missing) in self.values.iter_mut().zip(self.missing.iter()) {
+            if !missing {
                 change(value);
             }
         }
@@ -371,8 +390,7 @@ impl<T: Copy + Default> Nullable<T> {
 
     /// The values and, if any is missing, Arrow's validity bitmap.
     fn into_parts(self) -> (Vec<T>, Option<NullBuffer>) {
-        let nulls = (!self.missing.is_empty())
-            .then(|| self.missing.iter().map(|&m| !m).collect::<NullBuffer>());
+        let nulls = self.missing.validity();
         (self.values, nulls)
     }
 }
@@ -392,7 +410,7 @@ pub struct Texts {
     text: String,
     /// Where each value ends in `text`.
     ends: Vec<usize>,
-    missing: Vec<bool>,
+    missing: Missing,
 }
 
 impl Texts {
@@ -401,16 +419,16 @@ impl Texts {
         let mut texts = Self {
             text: String::new(),
             ends: Vec::with_capacity(capacity.max(nulls)),
-            missing: Vec::with_capacity(capacity.max(nulls)),
+            missing: Missing::default(),
         };
         (0..nulls).for_each(|_| texts.push(None));
         texts
     }
 
     pub fn push(&mut self, value: Option<&str>) {
+        self.missing.push(self.ends.len(), value.is_none());
         self.text.push_str(value.unwrap_or_default());
         self.ends.push(self.text.len());
-        self.missing.push(value.is_none());
     }
 
     pub fn len(&self) -> usize {
@@ -419,7 +437,12 @@ impl Texts {
 
     pub fn get(&self, row: usize) -> Option<&str> {
         let start = row.checked_sub(1).map_or(0, |before| self.ends[before]);
-        (!self.missing[row]).then(|| &self.text[start..self.ends[row]])
+        let end = self.ends[row];
+        (!self.missing.get(row)).then(|| &self.text[start..end])
+    }
+
+    pub fn null_count(&self) -> usize {
+        self.missing.count()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Option<&str>> {

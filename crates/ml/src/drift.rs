@@ -99,7 +99,7 @@ impl FeatureProfile {
     /// The profile of numbers (NaN: missing).
     pub fn numeric(v: &[f64]) -> Self {
         let mut summary = NumericSummary::default();
-        summary.push_batch(v.iter().copied());
+        summary.push_batch(v.to_vec());
         summary.finish()
     }
 
@@ -215,15 +215,10 @@ impl NumericSummary {
     /// sketch's capacity. Sorting the whole batch was most of the profile's cost; a sample of 16
     /// times the capacity keeps the sampler's rank error within the compactions' own (eight
     /// times gave 0.7% on a million values, 16 times 0.2%).
-    pub fn push_batch(&mut self, values: impl IntoIterator<Item = f64>) {
-        let mut missing = 0;
-        let values: Vec<f64> = values
-            .into_iter()
-            .filter(|x| {
-                missing += u64::from(x.is_nan());
-                !x.is_nan()
-            })
-            .collect();
+    pub fn push_batch(&mut self, mut values: Vec<f64>) {
+        let given = values.len();
+        values.retain(|x| !x.is_nan());
+        let missing = (given - values.len()) as u64;
         if values.len() <= SKETCH_CAPACITY {
             self.missing += missing;
             values.into_iter().for_each(|x| self.push(x));
@@ -872,7 +867,7 @@ mod tests {
             if i % 2 == 0 {
                 part.iter().for_each(|&x| summary.push(x));
             } else {
-                summary.push_batch(part.iter().copied());
+                summary.push_batch(part.to_vec());
             }
             merged.merge(summary);
         }
@@ -925,10 +920,10 @@ mod tests {
         let sorted: Vec<f64> = (0..n).map(|i| i as f64).collect();
         for values in [&scrambled, &sorted] {
             let mut summary = NumericSummary::default();
-            summary.push_batch(values.iter().copied().chain([f64::NAN]));
+            summary.push_batch([values.as_slice(), &[f64::NAN]].concat());
             assert!(summary.retained() <= 2 * SKETCH_CAPACITY);
             let mut again = NumericSummary::default();
-            again.push_batch(values.iter().copied().chain([f64::NAN]));
+            again.push_batch([values.as_slice(), &[f64::NAN]].concat());
             let profile = summary.finish();
             assert_eq!(profile, again.finish(), "the same values, the same profile");
             let FeatureProfile::Numeric {
