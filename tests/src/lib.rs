@@ -432,13 +432,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, drawn below the kernel's ephemeral range (32768 and
+/// up by default). A port `bind(0)` hands out comes from that range, where any outgoing
+/// connection's local end can take it before the server binds it: a CI run failed on a
+/// registry that found its port in use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    const PORTS: std::ops::Range<u16> = 10_000..32_000;
+    loop {
+        // A fresh random key per call: a random number without a dependency.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = PORTS.start + (random % u64::from(PORTS.end - PORTS.start)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `n` consecutive free ports (for a published port range).
