@@ -21,7 +21,7 @@ use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::csv_import::{
-    Chunk, ChunkMeta, ColumnRule, ColumnType, CsvError, CsvLimits, CsvOptions, Output,
+    Chunk, ChunkMeta, ColumnRule, ColumnType, CsvError, CsvLimits, CsvOptions, Data, Output,
     ParsedColumn, Tallier, Work, read_csv,
 };
 use crate::quality::{self, ProfileBuilder, ReportBuilder, ReportPart};
@@ -403,9 +403,12 @@ impl Sink {
             .set_compression(Compression::SNAPPY)
             .set_dictionary_enabled(false);
         for column in masked {
-            if matches!(column.data, crate::csv_import::Data::Str(_)) {
-                props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(column.name.as_str()), true);
+            let path = || ColumnPath::from(column.name.as_str());
+            if matches!(column.data, Data::Str(_)) {
+                props = props.set_column_dictionary_enabled(path(), true);
+            }
+            if !snappy_pays(&column.data) {
+                props = props.set_column_compression(path(), Compression::UNCOMPRESSED);
             }
         }
         let props = props.build();
@@ -452,6 +455,31 @@ impl Sink {
             columns: self.columns,
             profile: self.profile,
         })
+    }
+}
+
+/// Whether Snappy shrinks a column's values by at least an eighth, judged on the first chunk's
+/// first values (the same data always decides the same). Measurements and ids written in full
+/// precision hardly compress, and compressing them anyway cost a twentieth of an import.
+fn snappy_pays(data: &Data) -> bool {
+    const SAMPLE: usize = 8192;
+    let bytes: Vec<u8> = match data {
+        Data::Int(v) | Data::Time(v) => v
+            .iter()
+            .take(SAMPLE)
+            .flat_map(|x| x.unwrap_or_default().to_le_bytes())
+            .collect(),
+        Data::Float(v) => v
+            .iter()
+            .take(SAMPLE)
+            .flat_map(|x| x.unwrap_or_default().to_le_bytes())
+            .collect(),
+        // Booleans are bits already; text is dictionary encoded, and its indices compress.
+        Data::Bool(_) | Data::Str(_) => return true,
+    };
+    match snap::raw::Encoder::new().compress_vec(&bytes) {
+        Ok(compressed) => compressed.len() < bytes.len() - bytes.len() / 8,
+        Err(_) => true,
     }
 }
 
@@ -716,6 +744,37 @@ mod tests {
         let a = &first.details.profile[0];
         assert_eq!(a.count, 1000);
         assert_eq!(a.histogram_counts.iter().sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn only_columns_that_snappy_shrinks_are_compressed() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("noise,code,city\n");
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
+            csv.push_str(&format!("{noise},{},c{}\n", i % 5, i % 3));
+        }
+        let path = file(dir.path(), "x.csv", csv.as_bytes());
+        let imported = import(&path, &spec(dir.path(), CHUNK_VALUES)).unwrap();
+        let reader = SerializedFileReader::new(imported.parquet.reopen().unwrap()).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let compression: Vec<Compression> = (0..3)
+            .map(|i| row_group.column(i).compression())
+            .collect();
+        assert_eq!(
+            compression,
+            [
+                Compression::UNCOMPRESSED,
+                Compression::SNAPPY,
+                Compression::SNAPPY
+            ]
+        );
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 5000);
     }
 
     #[test]
