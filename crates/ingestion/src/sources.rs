@@ -14,7 +14,7 @@ use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::csv_import::{
-    Builder, ColumnRule, CsvError, CsvOptions, Data, Output, ParsedColumn, row_hasher,
+    Builder, ColumnRule, CsvError, CsvOptions, Data, NullMarkers, Output, ParsedColumn, row_hasher,
 };
 
 /// The formats an upload may be in.
@@ -71,7 +71,7 @@ pub(crate) fn read_jsonl(
     rules: &[ColumnRule],
     out: &mut Output,
 ) -> Result<(), CsvError> {
-    let options = CsvOptions::default();
+    let nulls = NullMarkers::new(&CsvOptions::default().null_markers);
     let limits = out.limits();
     let reader = std::io::BufReader::new(input);
     let mut builders: Vec<Builder> = Vec::new();
@@ -134,7 +134,7 @@ pub(crate) fn read_jsonl(
                         other => other.to_string(),
                     };
                     text.hash(&mut hasher);
-                    builder.push(&text, line_number, &options, out.errors())?;
+                    builder.push(&text, line_number, &nulls, out.errors())?;
                 }
             }
         }
