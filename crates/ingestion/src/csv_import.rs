@@ -863,9 +863,15 @@ impl Chunk {
 /// parse, so the parsing of a large file is spread over the cores.
 pub(crate) enum Work {
     Parsed(Chunk),
+    /// The first block, which settles the columns' types for the others.
+    FirstCsv {
+        block: Block,
+        builders: Vec<Builder>,
+        layout: Arc<Layout>,
+    },
     Csv {
         block: Block,
-        layout: Arc<CsvLayout>,
+        layout: Arc<Layout>,
     },
 }
 
@@ -874,8 +880,27 @@ impl Work {
     pub(crate) fn parse(self) -> Result<Chunk, CsvError> {
         match self {
             Work::Parsed(chunk) => Ok(chunk),
+            Work::FirstCsv {
+                block,
+                mut builders,
+                layout,
+            } => {
+                // Settled however this ends (a panic included), so no block waits forever.
+                let settle = Settle(&layout);
+                let chunk = parse_block(&block, &layout.options, &mut builders);
+                if chunk.is_ok() {
+                    let _ = layout.settled.set(Some(builders));
+                }
+                drop(settle);
+                layout.spares.give(block.bytes);
+                chunk
+            }
             Work::Csv { block, layout } => {
-                let mut builders = layout.builders.clone();
+                // The import fails on the first block's error, which comes first in order.
+                let settled = layout.settled.wait().as_ref();
+                let mut builders = settled
+                    .ok_or_else(|| CsvError::Io("the first block was not parsed".into()))?
+                    .clone();
                 let chunk = parse_block(&block, &layout.options, &mut builders);
                 layout.spares.give(block.bytes);
                 chunk
@@ -884,12 +909,23 @@ impl Work {
     }
 }
 
-/// How every CSV block after the first is parsed: the columns' builders as the first block left
-/// them (empty, with the types it settled), and the options.
-pub(crate) struct CsvLayout {
-    builders: Vec<Builder>,
+/// How the CSV blocks are parsed: every block after the first starts from the columns'
+/// builders as the first left them (empty, with the types it settled), which the first
+/// block's worker sets while the reader cuts the next blocks.
+pub(crate) struct Layout {
+    /// None if the first block failed.
+    settled: std::sync::OnceLock<Option<Vec<Builder>>>,
     options: CsvOptions,
     spares: Arc<Spares>,
+}
+
+/// Settles a layout as failed unless it was settled before this is dropped.
+struct Settle<'a>(&'a Layout);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.settled.set(None);
+    }
 }
 
 /// Block buffers whose records were parsed, for the splitter to fill again: filling a fresh
@@ -1626,7 +1662,7 @@ pub(crate) fn read_csv(
             names.join(", ")
         )));
     }
-    let mut builders = out.builders(&names, rules);
+    let builders = out.builders(&names, rules);
     let chunk_rows = out.chunk_rows(names.len());
     let first = if options.has_header {
         splitter.next_block(chunk_rows)?
@@ -1642,13 +1678,16 @@ pub(crate) fn read_csv(
     let Some(first) = first else {
         return Ok(());
     };
-    let chunk = parse_block(&first, options, &mut builders)?;
-    (out.emit)(Work::Parsed(chunk))?;
-    let layout = Arc::new(CsvLayout {
-        builders,
+    let layout = Arc::new(Layout {
+        settled: std::sync::OnceLock::new(),
         options: options.clone(),
         spares: splitter.spares.clone(),
     });
+    (out.emit)(Work::FirstCsv {
+        block: first,
+        builders,
+        layout: layout.clone(),
+    })?;
     while let Some(block) = splitter.next_block(chunk_rows)? {
         (out.emit)(Work::Csv {
             block,

@@ -763,9 +763,8 @@ mod tests {
         let imported = import(&path, &spec(dir.path(), CHUNK_VALUES)).unwrap();
         let reader = SerializedFileReader::new(imported.parquet.reopen().unwrap()).unwrap();
         let row_group = reader.metadata().row_group(0);
-        let compression: Vec<Compression> = (0..3)
-            .map(|i| row_group.column(i).compression())
-            .collect();
+        let compression: Vec<Compression> =
+            (0..3).map(|i| row_group.column(i).compression()).collect();
         assert_eq!(
             compression,
             [
@@ -775,6 +774,34 @@ mod tests {
             ]
         );
         assert_eq!(reader.metadata().file_metadata().num_rows(), 5000);
+    }
+
+    #[test]
+    fn an_error_in_the_first_block_is_reported_while_later_blocks_wait_for_it() {
+        // Ten rows per block: the first block's ragged row fails the import, and the blocks
+        // the reader cut meanwhile (waiting for the types the first would settle) are let go.
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("a,b\n1,2\n3\n");
+        for i in 0..1000 {
+            csv.push_str(&format!("{i},{i}\n"));
+        }
+        let path = file(dir.path(), "ragged.csv", csv.as_bytes());
+        let error = import(&path, &spec(dir.path(), 20)).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("line 3: 1 fields, but the header has 2"),
+            "{error}"
+        );
+        // A later block's error, once the first settled the types, is the one reported.
+        csv.push_str("x,1\n");
+        let path = file(
+            dir.path(),
+            "late.csv",
+            csv.replace("\n3\n", "\n3,4\n").as_bytes(),
+        );
+        let error = import(&path, &spec(dir.path(), 20)).err().unwrap();
+        assert!(error.to_string().contains("line 1004"), "{error}");
     }
 
     #[test]
