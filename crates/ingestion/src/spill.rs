@@ -1,10 +1,8 @@
 //! Counting repeated values in bounded memory: 64-bit hashes are sorted in runs of a fixed
 //! size, spilled to temporary files in the data directory, and merged at the end.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// Hashes held in memory before a run is spilled (8 MiB).
@@ -13,7 +11,7 @@ const RUN: usize = 1 << 20;
 pub(crate) struct DuplicateCounter {
     dir: PathBuf,
     buffer: Vec<u64>,
-    runs: Vec<File>,
+    runs: Vec<Run>,
 }
 
 impl DuplicateCounter {
@@ -45,47 +43,95 @@ impl DuplicateCounter {
             writer.flush()?;
         }
         file.rewind()?;
-        self.runs.push(file);
+        self.runs.push(Run {
+            values: Vec::new(),
+            at: 0,
+            file: Some((file, self.buffer.len())),
+        });
         self.buffer.clear();
         Ok(())
     }
 
-    /// How many values equal an earlier one.
+    /// How many values equal an earlier one: the sorted runs merged, the values still in
+    /// memory as one more run. This is the end of an import, on one thread: the runs are read
+    /// a block at a time and merged by comparing their heads, not through a heap.
     pub(crate) fn duplicates(mut self) -> std::io::Result<u64> {
+        self.buffer.sort_unstable();
         if self.runs.is_empty() {
-            self.buffer.sort_unstable();
             return Ok(self.buffer.windows(2).filter(|w| w[0] == w[1]).count() as u64);
         }
-        if !self.buffer.is_empty() {
-            self.spill()?;
-        }
-        let mut readers: Vec<BufReader<File>> = self.runs.into_iter().map(BufReader::new).collect();
-        let mut heap = BinaryHeap::new();
-        for (run, reader) in readers.iter_mut().enumerate() {
-            if let Some(hash) = next(reader)? {
-                heap.push(Reverse((hash, run)));
-            }
+        let mut runs = self.runs;
+        runs.push(Run {
+            values: self.buffer,
+            at: 0,
+            file: None,
+        });
+        for run in &mut runs {
+            run.refill()?;
         }
         let (mut previous, mut duplicates) = (None, 0u64);
-        while let Some(Reverse((hash, run))) = heap.pop() {
-            if previous == Some(hash) {
+        loop {
+            let smallest = runs
+                .iter()
+                .enumerate()
+                .filter_map(|(index, run)| run.head().map(|value| (value, index)))
+                .min();
+            let Some((value, index)) = smallest else {
+                return Ok(duplicates);
+            };
+            if previous == Some(value) {
                 duplicates += 1;
             }
-            previous = Some(hash);
-            if let Some(hash) = next(&mut readers[run])? {
-                heap.push(Reverse((hash, run)));
-            }
+            previous = Some(value);
+            runs[index].advance()?;
         }
-        Ok(duplicates)
     }
 }
 
-fn next(reader: &mut BufReader<File>) -> std::io::Result<Option<u64>> {
-    let mut bytes = [0u8; 8];
-    match reader.read_exact(&mut bytes) {
-        Ok(()) => Ok(Some(u64::from_le_bytes(bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e),
+/// Values read back one block after another for merging: the block in memory, and the file
+/// with the count of values it has left.
+struct Run {
+    values: Vec<u64>,
+    at: usize,
+    file: Option<(File, usize)>,
+}
+
+/// Values read from a run's file at once (64 KiB).
+const READ_VALUES: usize = 8192;
+
+impl Run {
+    fn head(&self) -> Option<u64> {
+        self.values.get(self.at).copied()
+    }
+
+    fn advance(&mut self) -> std::io::Result<()> {
+        self.at += 1;
+        if self.at == self.values.len() {
+            self.refill()?;
+        }
+        Ok(())
+    }
+
+    /// The next block of the file, once the one in memory is used up.
+    fn refill(&mut self) -> std::io::Result<()> {
+        let Some((file, left)) = &mut self.file else {
+            return Ok(());
+        };
+        if self.at < self.values.len() || *left == 0 {
+            return Ok(());
+        }
+        let count = (*left).min(READ_VALUES);
+        let mut bytes = vec![0u8; count * 8];
+        file.read_exact(&mut bytes)?;
+        *left -= count;
+        self.values.clear();
+        self.values.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        );
+        self.at = 0;
+        Ok(())
     }
 }
 
