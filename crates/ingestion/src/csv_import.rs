@@ -11,7 +11,7 @@ use crate::spill::DuplicateCounter;
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, TimeUnit};
 use mlops_core::ApiError;
 
@@ -258,8 +258,10 @@ impl Data {
         }
     }
 
-    pub(crate) fn into_array(self) -> ArrayRef {
-        match self {
+    /// The column as an Arrow array; None if its text is more than Arrow's 32-bit offsets
+    /// reach (2 GiB).
+    pub(crate) fn into_array(self) -> Option<ArrayRef> {
+        let array: ArrayRef = match self {
             Data::Int(v) => {
                 let (values, nulls) = v.into_parts();
                 Arc::new(Int64Array::new(values.into(), nulls))
@@ -269,12 +271,13 @@ impl Data {
                 Arc::new(Float64Array::new(values.into(), nulls))
             }
             Data::Bool(v) => Arc::new(v.iter().collect::<BooleanArray>()),
-            Data::Str(v) => Arc::new(v.iter().collect::<StringArray>()),
+            Data::Str(v) => Arc::new(v.into_array()?),
             Data::Time(v) => {
                 let (values, nulls) = v.into_parts();
                 Arc::new(TimestampMillisecondArray::new(values.into(), nulls).with_timezone("UTC"))
             }
-        }
+        };
+        Some(array)
     }
 
     /// Appends a chunk of the same type.
@@ -452,6 +455,21 @@ impl Texts {
 
     pub fn iter(&self) -> impl Iterator<Item = Option<&str>> {
         (0..self.len()).map(|row| self.get(row))
+    }
+
+    /// Arrow's array of the same values, without copying the text; None past 2 GiB of text.
+    fn into_array(self) -> Option<StringArray> {
+        let offsets = std::iter::once(0)
+            .chain(self.ends)
+            .map(|end| i32::try_from(end).ok())
+            .collect::<Option<Vec<i32>>>()?;
+        let nulls = self.missing.validity();
+        StringArray::try_new(
+            OffsetBuffer::new(offsets.into()),
+            self.text.into_bytes().into(),
+            nulls,
+        )
+        .ok()
     }
 }
 
@@ -1737,7 +1755,7 @@ mod tests {
         let data = Data::Str(texts);
         assert_eq!(data.null_count(), 2);
         assert_eq!(data.text(3).as_deref(), Some("héllo"));
-        let array = data.into_array();
+        let array = data.into_array().unwrap();
         assert_eq!(
             array.as_ref(),
             &StringArray::from(values.to_vec()) as &dyn arrow_array::Array
@@ -1769,7 +1787,7 @@ mod tests {
                 assert_eq!(numbers[row].is_nan(), value.is_none());
             }
             assert_eq!(
-                data.into_array().as_ref(),
+                data.into_array().unwrap().as_ref(),
                 &Float64Array::from(values.to_vec()) as &dyn arrow_array::Array
             );
             // Masking changes the values that are there, and widening keeps the missing ones.
@@ -1780,7 +1798,7 @@ mod tests {
             let ints: Nullable<i64> = values.iter().map(|x| x.map(|x| x as i64)).collect();
             let widened: Vec<_> = values.iter().map(|x| x.map(|x| x as i64 as f64)).collect();
             assert_eq!(ints.map(|i| i as f64).iter().collect::<Vec<_>>(), widened);
-            let times = Data::Time(ints.clone()).into_array();
+            let times = Data::Time(ints.clone()).into_array().unwrap();
             let expected = TimestampMillisecondArray::from(ints.iter().collect::<Vec<_>>())
                 .with_timezone("UTC");
             assert_eq!(times.as_ref(), &expected as &dyn arrow_array::Array);

@@ -250,7 +250,12 @@ struct Prepared {
 /// before masking (it holds counts, never values of masked columns); the profile and the file
 /// see them after.
 fn prepare(work: Work, spec: &ImportSpec) -> Result<Prepared, Failure> {
-    let Chunk { mut columns, meta } = work.parse()?;
+    let Chunk {
+        mut columns,
+        mut meta,
+    } = work.parse()?;
+    // Duplicates are counted by sorting: sorted here, in parallel, the chunks merge quickly.
+    meta.row_hashes.sort_unstable();
     let names = columns.iter().map(|c| c.name.clone()).collect();
     let report = ReportPart::of(&columns, &spec.rules);
     quality::apply_masking(&spec.masking, &mut columns, spec.masking_key.as_bytes())?;
@@ -431,11 +436,21 @@ impl Sink {
 
     /// One chunk, one row group: the same chunks always give the same bytes.
     fn write(&mut self, masked: Vec<ParsedColumn>) -> Result<(), ApiError> {
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            masked.into_iter().map(|c| c.data.into_array()).collect(),
-        )
-        .map_err(|e| ApiError::internal(format!("building a record batch: {e}")))?;
+        let rows = masked.first().map_or(0, |c| c.data.len());
+        let arrays = masked
+            .into_iter()
+            .map(|c| {
+                c.data.into_array().ok_or_else(|| {
+                    ApiError::resource_exhausted(format!(
+                        "column {:?}: more than 2 GiB of text in {rows} rows, more than \
+                         one Parquet column chunk holds: split the long values",
+                        c.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| ApiError::internal(format!("building a record batch: {e}")))?;
         self.writer
             .write(&batch)
             .and_then(|()| self.writer.flush())

@@ -240,6 +240,8 @@ impl ReportPart {
                             hasher.finish()
                         })
                         .collect();
+                    // Sorted in the worker, as the row hashes are: the counter merges them.
+                    part.value_hashes.sort_unstable();
                 }
                 part
             })
