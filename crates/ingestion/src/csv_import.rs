@@ -1180,6 +1180,8 @@ pub(crate) struct Block {
     /// The line the block starts on.
     first_line: u64,
     records: usize,
+    /// Whether the splitter cut it at line breaks alone: it holds no quote and no lone `\r`.
+    by_lines: bool,
 }
 
 /// Cuts CSV text into blocks of whole records. While no quote character has appeared, a record
@@ -1230,6 +1232,7 @@ impl<R: std::io::BufRead> Splitter<R> {
     /// left.
     fn next_block(&mut self, records: usize) -> Result<Option<Block>, CsvError> {
         let first_line = self.line;
+        let by_lines = self.core.is_none();
         let mut bytes = self.spares.take(self.last_block + self.last_block / 8);
         // Where the record in progress starts in `bytes`.
         let mut record_start = 0;
@@ -1252,10 +1255,7 @@ impl<R: std::io::BufRead> Splitter<R> {
                     continue;
                 }
             }
-            // A \r ending the buffer is lone only if the next one does not start with \n.
-            let lone_cr = (self.pending_cr && !buffer.starts_with(b"\n"))
-                || has_lone_cr(buffer.strip_suffix(b"\r").unwrap_or(buffer));
-            if self.core.is_none() && (lone_cr || memchr::memchr(self.quote, buffer).is_some()) {
+            if self.core.is_none() && quoting_starts(buffer, self.quote, self.pending_cr) {
                 // Quoting starts (or a lone \r, which ends a record too): csv_core first reads
                 // the record in progress, which a lone \r ending the last read may have ended.
                 let mut core = csv_core::ReaderBuilder::new()
@@ -1301,6 +1301,7 @@ impl<R: std::io::BufRead> Splitter<R> {
             bytes,
             first_line,
             records: found,
+            by_lines: by_lines && self.core.is_none(),
         }))
     }
 
@@ -1321,6 +1322,17 @@ impl<R: std::io::BufRead> Splitter<R> {
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether bytes not yet cut hold a quote or a lone `\r`, in one pass. A `\r` ending them is
+/// judged with the next bytes (`pending_cr`: the last ones ended with one).
+fn quoting_starts(bytes: &[u8], quote: u8, pending_cr: bool) -> bool {
+    if pending_cr && !bytes.starts_with(b"\n") {
+        return true;
+    }
+    let judged = bytes.strip_suffix(b"\r").unwrap_or(bytes).len();
+    memchr::memchr2_iter(quote, b'\r', bytes)
+        .any(|at| bytes[at] == quote || (at < judged && bytes.get(at + 1) != Some(&b'\n')))
+}
 
 /// Whether a `\r` is not followed by `\n` (one ending the buffer counts: what follows is
 /// unknown).
@@ -1432,7 +1444,8 @@ fn parse_block(
         row_hashes: Vec::with_capacity(block.records),
         errors: (Vec::new(), 0),
     };
-    if is_plain(&block.bytes, options) {
+    // The splitter knows a block it cut by lines is plain; another may be too.
+    if (block.by_lines && plain_delimiter(options.delimiter)) || is_plain(&block.bytes, options) {
         parse_plain(block, options.delimiter, &mut rows)?;
     } else {
         let mut reader = csv_reader(&block.bytes, options);
@@ -1466,10 +1479,14 @@ fn parse_block(
 /// line break but `\n` (or `\r\n`), an ASCII delimiter. Then csv_core's reading and copying is
 /// not needed, and the result is the same.
 fn is_plain(bytes: &[u8], options: &CsvOptions) -> bool {
-    options.delimiter.is_ascii()
-        && !matches!(options.delimiter, b'\n' | b'\r')
+    plain_delimiter(options.delimiter)
         && memchr::memchr(options.quote, bytes).is_none()
         && !has_lone_cr(bytes.strip_suffix(b"\r").unwrap_or(bytes))
+}
+
+/// Whether fields can be cut at this delimiter byte in UTF-8 text without breaking a line.
+fn plain_delimiter(delimiter: u8) -> bool {
+    delimiter.is_ascii() && !matches!(delimiter, b'\n' | b'\r')
 }
 
 /// A plain block's records: one per line that is not empty, fields between delimiters, found in
@@ -1690,6 +1707,7 @@ pub(crate) fn read_csv(
         if let Some(rest) = splitter.next_block(chunk_rows - 1)? {
             first.bytes.extend_from_slice(&rest.bytes);
             first.records += rest.records;
+            first.by_lines &= rest.by_lines;
         }
         Some(first)
     };
