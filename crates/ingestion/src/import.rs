@@ -255,7 +255,7 @@ fn prepare(work: Work, spec: &ImportSpec) -> Result<Prepared, Failure> {
         mut meta,
     } = work.parse()?;
     // Duplicates are counted by sorting: sorted here, in parallel, the chunks merge quickly.
-    meta.row_hashes.sort_unstable();
+    radsort::sort(&mut meta.row_hashes);
     let names = columns.iter().map(|c| c.name.clone()).collect();
     let report = ReportPart::of(&columns, &spec.rules);
     quality::apply_masking(&spec.masking, &mut columns, spec.masking_key.as_bytes())?;

@@ -241,7 +241,7 @@ impl ReportPart {
                         })
                         .collect();
                     // Sorted in the worker, as the row hashes are: the counter merges them.
-                    part.value_hashes.sort_unstable();
+                    radsort::sort(&mut part.value_hashes);
                 }
                 part
             })

