@@ -1,6 +1,7 @@
 //! CSV -> typed, nullable columns -> (masking, report, profile) -> Parquet. Every rejection
 //! names the line and column.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
@@ -228,8 +229,10 @@ impl Data {
 
     /// Every value as a number (missing: NaN), if numeric; for a whole column at once, which
     /// `number` would look up row by row.
-    pub fn numbers(&self) -> Option<Vec<f64>> {
+    pub fn numbers(&self) -> Option<Cow<'_, [f64]>> {
         let (mut numbers, missing): (Vec<f64>, _) = match self {
+            // The values themselves, unless one is missing.
+            Data::Float(v) if v.missing.0.is_empty() => return Some(Cow::Borrowed(&v.values)),
             Data::Int(v) | Data::Time(v) => {
                 (v.values.iter().map(|&x| x as f64).collect(), &v.missing)
             }
@@ -245,7 +248,7 @@ impl Data {
                 *number = f64::NAN;
             }
         }
-        Some(numbers)
+        Some(Cow::Owned(numbers))
     }
 
     /// The value as text, as it would be written back.

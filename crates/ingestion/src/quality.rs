@@ -414,7 +414,7 @@ impl ProfileBuilder {
                     v.iter().for_each(|x| s.push(x));
                 }
                 (Summary::Numeric(s), data) => {
-                    s.push_batch(data.numbers().expect("a numeric column"));
+                    s.push_batch(&data.numbers().expect("a numeric column"));
                 }
                 (Summary::Categorical(_), _) => unreachable!("a column keeps its type"),
             }

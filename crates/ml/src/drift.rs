@@ -99,7 +99,7 @@ impl FeatureProfile {
     /// The profile of numbers (NaN: missing).
     pub fn numeric(v: &[f64]) -> Self {
         let mut summary = NumericSummary::default();
-        summary.push_batch(v.to_vec());
+        summary.push_batch(v);
         summary.finish()
     }
 
@@ -215,10 +215,10 @@ impl NumericSummary {
     /// sketch's capacity. Sorting the whole batch was most of the profile's cost; a sample of 16
     /// times the capacity keeps the sampler's rank error within the compactions' own (eight
     /// times gave 0.7% on a million values, 16 times 0.2%).
-    pub fn push_batch(&mut self, mut values: Vec<f64>) {
+    pub fn push_batch(&mut self, values: &[f64]) {
         // One pass for the missing values, the sum, min and max.
         let (mut sum, mut min, mut max, mut nans) = (0.0, f64::INFINITY, f64::NEG_INFINITY, 0);
-        for &x in &values {
+        for &x in values {
             if x.is_nan() {
                 nans += 1;
             } else {
@@ -227,12 +227,17 @@ impl NumericSummary {
                 max = max.max(x);
             }
         }
-        if nans > 0 {
-            values.retain(|x| !x.is_nan());
-        }
+        // Copied only if some are missing.
+        let present: Vec<f64>;
+        let values = if nans > 0 {
+            present = values.iter().copied().filter(|x| !x.is_nan()).collect();
+            &present[..]
+        } else {
+            values
+        };
         if values.len() <= SKETCH_CAPACITY {
             self.missing += nans;
-            values.into_iter().for_each(|x| self.push(x));
+            values.iter().for_each(|&x| self.push(x));
             return;
         }
         let count = values.len() as f64;
@@ -888,7 +893,7 @@ mod tests {
             if i % 2 == 0 {
                 part.iter().for_each(|&x| summary.push(x));
             } else {
-                summary.push_batch(part.to_vec());
+                summary.push_batch(part);
             }
             merged.merge(summary);
         }
@@ -941,10 +946,10 @@ mod tests {
         let sorted: Vec<f64> = (0..n).map(|i| i as f64).collect();
         for values in [&scrambled, &sorted] {
             let mut summary = NumericSummary::default();
-            summary.push_batch([values.as_slice(), &[f64::NAN]].concat());
+            summary.push_batch(&[values.as_slice(), &[f64::NAN]].concat());
             assert!(summary.retained() <= 2 * SKETCH_CAPACITY);
             let mut again = NumericSummary::default();
-            again.push_batch([values.as_slice(), &[f64::NAN]].concat());
+            again.push_batch(&[values.as_slice(), &[f64::NAN]].concat());
             let profile = summary.finish();
             assert_eq!(profile, again.finish(), "the same values, the same profile");
             let FeatureProfile::Numeric {
