@@ -100,7 +100,7 @@ impl From<std::io::Error> for Failure {
 const IN_FLIGHT_SPARE: usize = 1;
 
 /// Threads that parse and prepare chunks: one per core the process may use.
-fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 

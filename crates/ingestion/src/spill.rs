@@ -4,6 +4,7 @@
 //! merges sorted stretches it finds) then costs a few passes, where sorting a run from scratch
 //! was most of what an import did alone at its end.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -33,7 +34,7 @@ impl DuplicateCounter {
             dir: dir.to_path_buf(),
             buffer: Vec::new(),
             runs: Vec::new(),
-            parts: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            parts: crate::import::workers(),
         }
     }
 
@@ -111,7 +112,7 @@ fn merge_part(runs: &[Spilled], part: usize, memory: &[u64]) -> std::io::Result<
     let mut segments: Vec<Segment> = runs
         .iter()
         .map(|run| Segment {
-            values: Vec::new(),
+            values: Cow::Borrowed(&[]),
             at: 0,
             file: Some(&run.file),
             next: run.starts[part],
@@ -119,7 +120,7 @@ fn merge_part(runs: &[Spilled], part: usize, memory: &[u64]) -> std::io::Result<
         })
         .collect();
     segments.push(Segment {
-        values: memory.to_vec(),
+        values: Cow::Borrowed(memory),
         at: 0,
         file: None,
         next: 0,
@@ -149,7 +150,7 @@ fn merge_part(runs: &[Spilled], part: usize, memory: &[u64]) -> std::io::Result<
 /// One part of a run, read back a block at a time: the block in memory, and the values
 /// `next..end` of the file still to read.
 struct Segment<'a> {
-    values: Vec<u64>,
+    values: Cow<'a, [u64]>,
     at: usize,
     file: Option<&'a File>,
     next: usize,
@@ -185,12 +186,10 @@ impl Segment<'_> {
         // Read at an offset: the parts share the file.
         file.read_exact_at(&mut bytes, (self.next * 8) as u64)?;
         self.next += count;
-        self.values.clear();
-        self.values.extend(
-            bytes
-                .chunks_exact(8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-        );
+        self.values = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
         self.at = 0;
         Ok(())
     }
