@@ -622,6 +622,54 @@ async fn csv_json_lines_and_parquet_of_the_same_data_are_one_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_counted_by_value_and_noise_is_stored_uncompressed() {
+    let cluster = TestCluster::builder().start().await;
+    // Rows 2, 3 and 5 repeat row 1, spaced, quoted and with CRLF; row 4's quoted name holds
+    // the delimiter. 5,000 rows of random-looking numbers follow.
+    let mut csv = String::from(
+        "name,code,noise\np,1,0.5\n p , 1 ,0.5\n\"p\",1,0.5\n\"p,1\",0,5\np,1,0.5\r\n",
+    );
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..5000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let noise = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
+        csv.push_str(&format!("r{i},{},{noise}\n", i % 5));
+    }
+    let v = upload_bytes(&cluster, "noisy", csv.into_bytes())
+        .await
+        .unwrap()
+        .version
+        .unwrap();
+    let report = v.report.unwrap();
+    assert_eq!((report.row_count, report.duplicate_rows), (5005, 3));
+    // The stored file, as a client downloads it: Snappy where it shrinks the column.
+    let ingestion_addr = [("ingestion", format!("http://{}", cluster.addrs.ingestion))];
+    let file = cluster.data_dir().join("noisy.parquet");
+    mlops_cli(
+        &[
+            "data",
+            "download",
+            "noisy@1",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        &ingestion_addr,
+        None,
+    );
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(std::fs::read(&file).unwrap()))
+            .unwrap();
+    let row_group = reader.metadata().row_group(0);
+    let compression: Vec<String> = (0..3)
+        .map(|i| format!("{:?}", row_group.column(i).compression()))
+        .collect();
+    assert_eq!(compression, ["SNAPPY", "SNAPPY", "UNCOMPRESSED"]);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wide_files_are_read_and_overlong_lines_refused_by_number() {
     let cluster = TestCluster::builder()
         .setting("MLOPS__INGESTION__MAX_LINE_BYTES", "200000")
