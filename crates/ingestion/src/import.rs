@@ -762,36 +762,6 @@ mod tests {
     }
 
     #[test]
-    fn only_columns_that_snappy_shrinks_are_compressed() {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let dir = tempfile::tempdir().unwrap();
-        let mut csv = String::from("noise,code,city\n");
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for i in 0..5000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
-            csv.push_str(&format!("{noise},{},c{}\n", i % 5, i % 3));
-        }
-        let path = file(dir.path(), "x.csv", csv.as_bytes());
-        let imported = import(&path, &spec(dir.path(), CHUNK_VALUES)).unwrap();
-        let reader = SerializedFileReader::new(imported.parquet.reopen().unwrap()).unwrap();
-        let row_group = reader.metadata().row_group(0);
-        let compression: Vec<Compression> =
-            (0..3).map(|i| row_group.column(i).compression()).collect();
-        assert_eq!(
-            compression,
-            [
-                Compression::UNCOMPRESSED,
-                Compression::SNAPPY,
-                Compression::SNAPPY
-            ]
-        );
-        assert_eq!(reader.metadata().file_metadata().num_rows(), 5000);
-    }
-
-    #[test]
     fn an_error_in_the_first_block_is_reported_while_later_blocks_wait_for_it() {
         // Ten rows per block: the first block's ragged row fails the import, and the blocks
         // the reader cut meanwhile (waiting for the types the first would settle) are let go.
