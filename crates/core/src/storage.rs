@@ -142,6 +142,61 @@ async fn link_into(
     .map_err(|e| ApiError::internal(format!("linking into the artifact store: {e}")))?
 }
 
+/// `file` rewound, once its plaintext hashes to `digest`; a sealed file is opened into an
+/// anonymous file under `spool_dir`.
+fn verified(
+    mut file: std::fs::File,
+    digest: &str,
+    cipher: Option<&Cipher>,
+    spool_dir: &Path,
+) -> Result<std::fs::File, ApiError> {
+    use std::io::{Read, Seek, Write};
+    let mut head = Vec::with_capacity(cipher::HEADER_LEN);
+    (&mut file)
+        .take(cipher::HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    if Cipher::is_sealed(&head) {
+        let cipher = cipher.ok_or_else(|| {
+            ApiError::failed_precondition(format!(
+                "artifact {digest} is encrypted and no storage.encryption key is configured"
+            ))
+        })?;
+        file.rewind()?;
+        let mut sealed = Vec::new();
+        file.read_to_end(&mut sealed)?;
+        let plain = cipher.open(&sealed, digest.as_bytes())?;
+        drop(sealed);
+        if sha256_hex(&plain) != digest {
+            return Err(corrupted(digest));
+        }
+        let mut spool = tempfile::tempfile_in(spool_dir)?;
+        spool.write_all(&plain)?;
+        spool.rewind()?;
+        return Ok(spool);
+    }
+    file.rewind()?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    if hex::encode(hasher.finalize()) != digest {
+        return Err(corrupted(digest));
+    }
+    file.rewind()?;
+    Ok(file)
+}
+
+fn corrupted(digest: &str) -> ApiError {
+    ApiError::data_loss(format!(
+        "artifact {digest} is corrupted: its bytes no longer match the digest"
+    ))
+}
+
 fn key(digest: &str) -> StorePath {
     StorePath::from(format!("blobs/sha256/{}/{digest}", &digest[..2]))
 }
@@ -199,11 +254,52 @@ impl ArtifactStore {
         }
         // The content is its own checksum: refuse a corrupted blob rather than serve it.
         if sha256_hex(&bytes) != digest {
-            return Err(ApiError::data_loss(format!(
-                "artifact {digest} is corrupted: its bytes no longer match the digest"
-            )));
+            return Err(corrupted(digest));
         }
         Ok(bytes)
+    }
+
+    /// The blob `digest` as a file to read from, its content checked against the digest first
+    /// (reading it in 1 MiB pieces, so a blob of any size never sits in memory): the blob
+    /// itself in a local store, else a copy spooled into `spool_dir`. Copies are anonymous
+    /// files, gone when the handle is dropped or the process dies. An encrypted blob is
+    /// decrypted whole (the cipher seals one piece) into such a copy.
+    pub async fn open_file(
+        &self,
+        digest: &str,
+        spool_dir: &Path,
+    ) -> Result<std::fs::File, ApiError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        validate_digest("digest", digest)?;
+        let file = match &self.local {
+            Some(local) => {
+                let path = local.path_to_filesystem(&key(digest))?;
+                match tokio::fs::File::open(&path).await {
+                    Ok(file) => file.into_std().await,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(ApiError::not_found(format!("artifact {digest} not found")));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                let spool = tempfile::tempfile_in(spool_dir)?;
+                let mut out = tokio::fs::File::from_std(spool);
+                let mut parts = self.store.get(&key(digest)).await?.into_stream();
+                while let Some(part) = parts.next().await {
+                    out.write_all(&part?).await?;
+                }
+                out.flush().await?;
+                out.into_std().await
+            }
+        };
+        let digest = digest.to_owned();
+        let cipher = self.cipher.clone();
+        let spool_dir = spool_dir.to_owned();
+        tokio::task::spawn_blocking(move || verified(file, &digest, cipher.as_deref(), &spool_dir))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading artifact: {e}")))?
     }
 
     /// Stores `data` under a key this server built (e.g. a prediction log file), encrypted like
@@ -356,6 +452,85 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    #[tokio::test]
+    async fn blobs_open_as_checked_files_locally_remotely_and_encrypted() {
+        use std::io::Read;
+        let read = |mut file: std::fs::File| {
+            let mut text = String::new();
+            file.read_to_string(&mut text).unwrap();
+            text
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("tmp");
+        std::fs::create_dir_all(&spool).unwrap();
+        // More than one read buffer, so the hash covers every piece.
+        let content = "row,value\n".repeat(300_000);
+        let spooled = || std::fs::read_dir(&spool).unwrap().count();
+
+        let local = ArtifactStore::local(&dir.path().join("local"), None).unwrap();
+        let digest = local.put(Bytes::from(content.clone())).await.unwrap();
+        assert_eq!(
+            read(local.open_file(&digest, &spool).await.unwrap()),
+            content
+        );
+
+        let remote = ArtifactStore {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            local: None,
+            cipher: None,
+        };
+        remote.put(Bytes::from(content.clone())).await.unwrap();
+        assert_eq!(
+            read(remote.open_file(&digest, &spool).await.unwrap()),
+            content
+        );
+
+        let settings = EncryptionSettings {
+            key: cipher::generate_key(),
+            ..Default::default()
+        };
+        let sealed = ArtifactStore::local(
+            &dir.path().join("sealed"),
+            Cipher::from_settings(&settings).unwrap().map(Arc::new),
+        )
+        .unwrap();
+        sealed.put(Bytes::from(content.clone())).await.unwrap();
+        assert_eq!(
+            read(sealed.open_file(&digest, &spool).await.unwrap()),
+            content
+        );
+        let unkeyed = ArtifactStore::local(&dir.path().join("sealed"), None).unwrap();
+        assert_eq!(
+            unkeyed.open_file(&digest, &spool).await.unwrap_err().kind,
+            crate::ErrorKind::FailedPrecondition
+        );
+        // Spooled copies leave no name behind.
+        assert_eq!(spooled(), 0);
+
+        let missing = "0".repeat(64);
+        for store in [&local, &remote] {
+            assert_eq!(
+                store.open_file(&missing, &spool).await.unwrap_err().kind,
+                crate::ErrorKind::NotFound
+            );
+        }
+        assert_eq!(
+            local.open_file("../x", &spool).await.unwrap_err().kind,
+            crate::ErrorKind::InvalidArgument
+        );
+        // One byte changed on disk: refused, not served.
+        let on_disk = dir
+            .path()
+            .join(format!("local/blobs/sha256/{}/{digest}", &digest[..2]));
+        let mut damaged = std::fs::read(&on_disk).unwrap();
+        damaged[2_000_000] ^= 1;
+        std::fs::write(&on_disk, damaged).unwrap();
+        assert_eq!(
+            local.open_file(&digest, &spool).await.unwrap_err().kind,
+            crate::ErrorKind::DataLoss
+        );
     }
 
     #[tokio::test]

@@ -493,8 +493,11 @@ impl IngestionService for Ingestion {
                 &request.alias,
             )
             .await?;
-        let bytes = self.artifacts.get(&version.digest).await?;
-        let rows = tokio::task::spawn_blocking(move || crate::preview::first_rows(bytes, rows))
+        let file = self
+            .artifacts
+            .open_file(&version.digest, &self.tmp_dir)
+            .await?;
+        let rows = tokio::task::spawn_blocking(move || crate::preview::first_rows(file, rows))
             .await
             .map_err(|e| ApiError::internal(format!("preview task: {e}")))??;
         Ok(Response::new(PreviewDatasetVersionResponse {
@@ -527,17 +530,31 @@ impl IngestionService for Ingestion {
                 &request.alias,
             )
             .await?;
-        // Read (and its digest checked by the store) before the first byte goes out.
-        let bytes = self.artifacts.get(&version.digest).await?;
-        let mut messages = vec![Ok(DownloadDatasetVersionResponse {
-            part: Some(Part::Version(version)),
-        })];
-        messages.extend(bytes.chunks(CHUNK).map(|chunk| {
-            Ok(DownloadDatasetVersionResponse {
-                part: Some(Part::Chunk(chunk.to_vec())),
-            })
-        }));
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+        // Its digest checked by the store before the first byte goes out; then sent a chunk
+        // at a time from the file, so a version of any size never sits in memory.
+        let file = self
+            .artifacts
+            .open_file(&version.digest, &self.tmp_dir)
+            .await?;
+        let header =
+            futures::stream::once(futures::future::ready(Ok(DownloadDatasetVersionResponse {
+                part: Some(Part::Version(version)),
+            })));
+        let chunks =
+            futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut chunk = Vec::with_capacity(CHUNK);
+                (&mut file)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the version: {e}")))?;
+                Ok((!chunk.is_empty()).then(|| {
+                    let part = Some(Part::Chunk(chunk));
+                    (DownloadDatasetVersionResponse { part }, file)
+                }))
+            });
+        Ok(Response::new(Box::pin(header.chain(chunks))))
     }
 
     async fn set_dataset_alias(

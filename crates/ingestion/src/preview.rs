@@ -4,7 +4,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use bytes::Bytes;
 use mlops_core::ApiError;
 use mlops_proto::v1::PreviewRow;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -27,7 +26,10 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
 }
 
 /// Up to `limit` rows, reading no more batches than needed.
-pub fn first_rows(parquet: Bytes, limit: usize) -> Result<Vec<PreviewRow>, ApiError> {
+pub fn first_rows(
+    parquet: impl parquet::file::reader::ChunkReader + 'static,
+    limit: usize,
+) -> Result<Vec<PreviewRow>, ApiError> {
     let corrupt =
         |e: &dyn std::fmt::Display| ApiError::data_loss(format!("reading the version: {e}"));
     let reader = ParquetRecordBatchReaderBuilder::try_new(parquet)

@@ -17,7 +17,8 @@ const FORMAT: u8 = 1;
 const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const WRAPPED_KEY_LEN: usize = 32 + 16;
-const HEADER_LEN: usize = MAGIC.len() + 1 + KEY_ID_LEN + NONCE_LEN + WRAPPED_KEY_LEN + NONCE_LEN;
+pub(crate) const HEADER_LEN: usize =
+    MAGIC.len() + 1 + KEY_ID_LEN + NONCE_LEN + WRAPPED_KEY_LEN + NONCE_LEN;
 
 /// `[storage.encryption]`: a 32-byte key, base64 in `key` or in the file `key_file`; older
 /// keys kept for reading blobs written before a rotation.
