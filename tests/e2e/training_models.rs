@@ -6,7 +6,8 @@ use mlops_e2e::*;
 use mlops_proto::inference::model_infer_request::InferInputTensor;
 use mlops_proto::inference::{ModelInferRequest, ModelMetadataRequest};
 use mlops_proto::v1::{
-    FitSpec, JobState, ParamValues, PreprocessingStep, SubmitTrainingJobRequest,
+    EvaluateModelRequest, FitSpec, JobState, ParamValues, PreprocessingStep,
+    SubmitTrainingJobRequest,
 };
 use tonic::Code;
 
@@ -322,6 +323,95 @@ async fn bad_fit_specs_are_refused_naming_the_reason() {
     let job = wait_job(&cluster, &job.id).await;
     assert_eq!(job.state(), JobState::Failed);
     assert!(job.error.contains("single class"), "{}", job.error);
+    cluster.stop().await;
+}
+
+/// `rows` rows of a, b and y = 2a + b.
+fn linear_csv(rows: usize) -> String {
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..rows {
+        let (a, b) = (i as f64 / 10.0, (i % 7) as f64);
+        csv += &format!("{a},{b},{}\n", 2.0 * a + b);
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_over_the_training_memory_limit_fails_naming_the_setting_and_fewer_columns_fit() {
+    // 4 KiB: 200 rows of three numbers (4,800 bytes) do not fit, two columns of them do.
+    let cluster = TestCluster::builder()
+        .setting("MLOPS__TRAINING__MAX_DATASET_BYTES", "4096")
+        .start()
+        .await;
+    upload_csv(&cluster, "lines", &linear_csv(200))
+        .await
+        .unwrap();
+    let submit = |features: Vec<String>| SubmitTrainingJobRequest {
+        dataset: "lines".into(),
+        target_column: "y".into(),
+        model_type: "linear".into(),
+        fit: Some(FitSpec {
+            features,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let job = cluster
+        .training()
+        .submit_training_job(submit(vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(
+        job.error.contains("training.max_dataset_bytes") && job.error.contains("200 rows of 3"),
+        "{}",
+        job.error
+    );
+
+    let job = cluster
+        .training()
+        .submit_training_job(submit(vec!["a".into()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = wait_job(&cluster, &job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    assert!(!job.artifact_digest.is_empty());
+
+    // Evaluation reads through the same limit: its own columns fit, a bigger version does not.
+    let evaluate = |dataset: &str| EvaluateModelRequest {
+        artifact_digest: job.artifact_digest.clone(),
+        dataset: dataset.into(),
+        ..Default::default()
+    };
+    let scored = cluster
+        .training()
+        .evaluate_model(evaluate("lines"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scored.rows, 200);
+    upload_csv(&cluster, "more-lines", &linear_csv(400))
+        .await
+        .unwrap();
+    let status = cluster
+        .training()
+        .evaluate_model(evaluate("more-lines"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("training.max_dataset_bytes"),
+        "{}",
+        status.message()
+    );
     cluster.stop().await;
 }
 

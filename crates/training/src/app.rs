@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 
 use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 use crate::Settings;
+use crate::dataset::Datasets;
 use crate::grpc::Training;
 use crate::jobs::Jobs;
 use crate::store::Store;
@@ -33,12 +35,21 @@ impl Application {
         let peers = options.client_options(&settings.tls)?;
         let store = Store::open(&settings.storage.database("training")).await?;
         let artifacts = ArtifactStore::open(&settings.storage)?;
+        let spool_dir = settings.storage.tmp_dir();
+        tokio::fs::create_dir_all(&spool_dir).await?;
+        tokio::fs::set_permissions(&spool_dir, std::fs::Permissions::from_mode(0o700)).await?;
+        let datasets = Datasets {
+            artifacts: artifacts.clone(),
+            spool_dir,
+            max_bytes: settings.training.max_dataset_bytes,
+        };
         let registry = client::channel(&settings.endpoints.registry, &peers)?;
         let ingestion =
             IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion, &peers)?);
         let jobs = Jobs::new(
             store,
             artifacts.clone(),
+            datasets.clone(),
             registry,
             settings.training.max_concurrent_jobs,
         );
@@ -49,6 +60,7 @@ impl Application {
                 jobs,
                 ingestion,
                 artifacts,
+                datasets,
             },
             options,
         })

@@ -1,31 +1,93 @@
 //! A stored Parquet dataset version -> named columns for the ML library: numbers (ints,
 //! floats, booleans as 0/1, nulls as NaN) and text (nulls as missing).
 
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int32Type, Int64Type, TimestampMillisecondType,
 };
+use arrow_array::{Array, ArrowPrimitiveType, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
 use arrow_schema::DataType;
-use bytes::Bytes;
+use std::path::PathBuf;
+
 use mlops_core::ApiError;
+use mlops_core::storage::ArtifactStore;
 use mlops_ml::frame::{Column, Frame, Values};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+#[derive(Debug)]
 pub struct Table {
     pub features: Frame,
     pub target: Values,
 }
 
+/// Where training reads dataset versions from, and how much of one it may hold.
+#[derive(Clone)]
+pub struct Datasets {
+    pub artifacts: ArtifactStore,
+    /// Copies of versions kept remotely or encrypted are spooled here (anonymous files).
+    pub spool_dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl Datasets {
+    /// The stored version `digest` as a table, its content checked against the digest first.
+    pub async fn read(
+        &self,
+        digest: &str,
+        target: &str,
+        features: &[String],
+    ) -> Result<Table, ApiError> {
+        let file = self.artifacts.open_file(digest, &self.spool_dir).await?;
+        let (target, features, max_bytes) = (target.to_owned(), features.to_vec(), self.max_bytes);
+        tokio::task::spawn_blocking(move || load(file, &target, &features, max_bytes))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading dataset: {e}")))?
+    }
+}
+
+/// Rows decoded at a time: whatever a version's size, the reader itself holds one batch of
+/// the chosen columns, and the table grows by exactly what it keeps.
+const BATCH_ROWS: usize = 8192;
+
 fn corrupt(e: &dyn std::fmt::Display) -> ApiError {
     ApiError::internal(format!("reading dataset: {e}"))
 }
 
-/// Splits the columns into features (`features`, or all but the target, in schema order) and
-/// the target.
-pub fn load(parquet: Bytes, target: &str, features: &[String]) -> Result<Table, ApiError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(parquet).map_err(|e| corrupt(&e))?;
-    let names: Vec<String> = reader
+/// What the loaded table takes in memory, refused as soon as it would pass the limit.
+struct Budget {
+    limit: u64,
+    used: u64,
+    rows: u64,
+    columns: usize,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: u64) -> Result<(), ApiError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used <= self.limit {
+            return Ok(());
+        }
+        Err(ApiError::resource_exhausted(format!(
+            "the dataset needs at least {} bytes of memory to train on ({} rows of {} columns), \
+             over training.max_dataset_bytes = {}: choose fewer columns with fit.features, or \
+             raise the limit",
+            self.used, self.rows, self.columns, self.limit
+        )))
+    }
+}
+
+/// Reads the target and the features (`features`, or all other columns in schema order) from
+/// a stored version, in record batches of the chosen columns only, while the table stays
+/// within `memory_limit` bytes.
+pub fn load(
+    parquet: std::fs::File,
+    target: &str,
+    features: &[String],
+    memory_limit: u64,
+) -> Result<Table, ApiError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(parquet).map_err(|e| corrupt(&e))?;
+    let names: Vec<String> = builder
         .schema()
         .fields()
         .iter()
@@ -49,111 +111,247 @@ pub fn load(parquet: Bytes, target: &str, features: &[String]) -> Result<Table, 
             "fit.features: the target {target:?} cannot also be a feature"
         )));
     }
-    let mut columns: Vec<Option<Values>> = vec![None; names.len()];
-    for batch in reader.build().map_err(|e| corrupt(&e))? {
+    let chosen: Vec<usize> = (0..names.len())
+        .filter(|&i| {
+            names[i] == target
+                || if features.is_empty() {
+                    true
+                } else {
+                    features.contains(&names[i])
+                }
+        })
+        .collect();
+    let rows =
+        u64::try_from(builder.metadata().file_metadata().num_rows()).map_err(|e| corrupt(&e))?;
+    let mut budget = Budget {
+        limit: memory_limit,
+        used: 0,
+        rows,
+        columns: chosen.len(),
+    };
+    // Each value's fixed part, known before a byte is decoded; text is charged as it arrives.
+    let mut columns = Vec::with_capacity(chosen.len());
+    for &i in &chosen {
+        let field = &builder.schema().fields()[i];
+        let text = matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+        let width = if text {
+            std::mem::size_of::<Option<String>>()
+        } else {
+            std::mem::size_of::<f64>()
+        };
+        budget.charge(rows.saturating_mul(width as u64))?;
+        let capacity = rows as usize;
+        columns.push(if text {
+            Values::Categorical(Vec::with_capacity(capacity))
+        } else {
+            Values::Numeric(Vec::with_capacity(capacity))
+        });
+    }
+    let projection = ProjectionMask::roots(builder.parquet_schema(), chosen.iter().copied());
+    let reader = builder
+        .with_projection(projection)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| corrupt(&e))?;
+    for batch in reader {
         let batch = batch.map_err(|e| corrupt(&e))?;
-        for (slot, array) in columns.iter_mut().zip(batch.columns()) {
-            append(slot, array.as_ref())?;
+        for (values, array) in columns.iter_mut().zip(batch.columns()) {
+            append(values, array.as_ref(), &mut budget)?;
         }
     }
-    let mut named: Vec<(String, Values)> = names
-        .into_iter()
+    let mut named: Vec<(String, Values)> = chosen
+        .iter()
+        .map(|&i| names[i].clone())
         .zip(columns)
-        .map(|(n, v)| (n, v.unwrap_or(Values::Numeric(Vec::new()))))
         .collect();
     let target_at = named.iter().position(|(n, _)| n == target).expect("known");
     let (_, target_values) = named.remove(target_at);
-    let chosen: Vec<Column> = if features.is_empty() {
-        named
-            .into_iter()
-            .map(|(name, values)| Column { name, values })
-            .collect()
-    } else {
-        features
-            .iter()
-            .map(|f| {
-                let (name, values) = named.iter().find(|(n, _)| n == f).expect("known").clone();
-                Column { name, values }
-            })
-            .collect()
-    };
+    if !features.is_empty() {
+        // The caller's order, not the file's.
+        named.sort_by_key(|(n, _)| features.iter().position(|f| f == n));
+    }
+    let chosen: Vec<Column> = named
+        .into_iter()
+        .map(|(name, values)| Column { name, values })
+        .collect();
     Ok(Table {
         features: Frame::new(chosen).map_err(|e| ApiError::invalid_argument(e.to_string()))?,
         target: target_values,
     })
 }
 
-fn append(slot: &mut Option<Values>, array: &dyn Array) -> Result<(), ApiError> {
-    let numeric = |i: usize, v: f64| if array.is_null(i) { f64::NAN } else { v };
-    let new: Values = match array.data_type() {
-        DataType::Float64 => {
-            let a = array.as_primitive::<Float64Type>();
-            Values::Numeric((0..a.len()).map(|i| numeric(i, a.value(i))).collect())
-        }
-        DataType::Float32 => {
-            let a = array.as_primitive::<Float32Type>();
-            Values::Numeric(
-                (0..a.len())
-                    .map(|i| numeric(i, f64::from(a.value(i))))
-                    .collect(),
-            )
-        }
-        DataType::Int64 => {
-            let a = array.as_primitive::<Int64Type>();
-            Values::Numeric(
-                (0..a.len())
-                    .map(|i| numeric(i, a.value(i) as f64))
-                    .collect(),
-            )
-        }
-        DataType::Int32 => {
-            let a = array.as_primitive::<Int32Type>();
-            Values::Numeric(
-                (0..a.len())
-                    .map(|i| numeric(i, f64::from(a.value(i))))
-                    .collect(),
-            )
-        }
-        DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, _) => {
+fn append(values: &mut Values, array: &dyn Array, budget: &mut Budget) -> Result<(), ApiError> {
+    let mismatch = || corrupt(&"a column changes type between row groups");
+    match values {
+        Values::Numeric(out) => match array.data_type() {
+            DataType::Float64 => numbers(out, array.as_primitive::<Float64Type>(), |v| v),
+            DataType::Float32 => numbers(out, array.as_primitive::<Float32Type>(), f64::from),
+            DataType::Int64 => numbers(out, array.as_primitive::<Int64Type>(), |v| v as f64),
+            DataType::Int32 => numbers(out, array.as_primitive::<Int32Type>(), f64::from),
             // Epoch milliseconds: a number like any other feature.
-            let a = array.as_primitive::<TimestampMillisecondType>();
-            Values::Numeric(
-                (0..a.len())
-                    .map(|i| numeric(i, a.value(i) as f64))
-                    .collect(),
-            )
+            DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, _) => {
+                numbers(out, array.as_primitive::<TimestampMillisecondType>(), |v| {
+                    v as f64
+                })
+            }
+            DataType::Boolean => out.extend(
+                array
+                    .as_boolean()
+                    .iter()
+                    .map(|v| v.map_or(f64::NAN, |b| f64::from(u8::from(b)))),
+            ),
+            DataType::Utf8 | DataType::LargeUtf8 => return Err(mismatch()),
+            other => return Err(corrupt(&format!("unsupported column type {other}"))),
+        },
+        Values::Categorical(out) => {
+            let bytes = match array.data_type() {
+                DataType::Utf8 => texts(out, array.as_string::<i32>()),
+                DataType::LargeUtf8 => texts(out, array.as_string::<i64>()),
+                _ => return Err(mismatch()),
+            };
+            budget.charge(bytes)?;
         }
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            Values::Numeric(
-                (0..a.len())
-                    .map(|i| numeric(i, f64::from(u8::from(a.value(i)))))
-                    .collect(),
-            )
-        }
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            Values::Categorical(
-                (0..a.len())
-                    .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
-                    .collect(),
-            )
-        }
-        DataType::LargeUtf8 => {
-            let a = array.as_string::<i64>();
-            Values::Categorical(
-                (0..a.len())
-                    .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
-                    .collect(),
-            )
-        }
-        other => return Err(corrupt(&format!("unsupported column type {other}"))),
-    };
-    match (slot.as_mut(), new) {
-        (None, new) => *slot = Some(new),
-        (Some(Values::Numeric(v)), Values::Numeric(n)) => v.extend(n),
-        (Some(Values::Categorical(v)), Values::Categorical(n)) => v.extend(n),
-        _ => return Err(corrupt(&"a column changes type between row groups")),
     }
     Ok(())
+}
+
+fn numbers<T: ArrowPrimitiveType>(
+    out: &mut Vec<f64>,
+    array: &PrimitiveArray<T>,
+    to_f64: impl Fn(T::Native) -> f64,
+) {
+    out.extend(array.iter().map(|v| v.map_or(f64::NAN, &to_f64)));
+}
+
+/// Appends the texts (nulls as missing) and returns the bytes they took.
+fn texts<O: OffsetSizeTrait>(out: &mut Vec<Option<String>>, array: &GenericStringArray<O>) -> u64 {
+    let mut bytes = 0;
+    out.extend(array.iter().map(|v| {
+        v.map(|text| {
+            bytes += text.len() as u64;
+            text.to_string()
+        })
+    }));
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+    use mlops_core::ErrorKind;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    const ROWS: usize = 20_000;
+
+    /// A version of `ROWS` rows in row groups of 3,000: id, flag, x (NaN-free floats with
+    /// nulls), city (text with nulls), label.
+    fn stored_version() -> std::fs::File {
+        let x: Float64Array = (0..ROWS)
+            .map(|i| (i % 7 != 0).then_some(i as f64 / 2.0))
+            .collect();
+        let city: StringArray = (0..ROWS)
+            .map(|i| (i % 5 != 0).then(|| format!("city-{}", i % 13)))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..ROWS as i64)) as _,
+            ),
+            (
+                "flag",
+                Arc::new(BooleanArray::from_iter((0..ROWS).map(|i| Some(i % 2 == 0)))) as _,
+            ),
+            ("x", Arc::new(x) as _),
+            ("city", Arc::new(city) as _),
+            (
+                "label",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..ROWS as i64).map(|i| i % 3),
+                )) as _,
+            ),
+        ])
+        .unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3_000))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file.try_clone().unwrap(), batch.schema(), Some(properties))
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        file
+    }
+
+    fn numbers(values: &Values) -> &[f64] {
+        match values {
+            Values::Numeric(v) => v,
+            Values::Categorical(_) => panic!("expected numbers"),
+        }
+    }
+
+    #[test]
+    fn reads_the_chosen_columns_across_row_groups_in_the_callers_order() {
+        let features = ["city".to_string(), "x".to_string()];
+        let table = load(stored_version(), "label", &features, u64::MAX).unwrap();
+        assert_eq!(table.features.names(), features);
+        assert_eq!(table.features.rows(), ROWS);
+        let label = numbers(&table.target);
+        let x = numbers(&table.features.columns()[1].values);
+        let Values::Categorical(city) = &table.features.columns()[0].values else {
+            panic!("city is text");
+        };
+        for i in [0, 1, 2_999, 3_000, 8_191, 8_192, 19_999] {
+            assert_eq!(label[i], (i % 3) as f64, "label at {i}");
+            if i % 7 == 0 {
+                assert!(x[i].is_nan(), "null x at {i}");
+            } else {
+                assert_eq!(x[i], i as f64 / 2.0, "x at {i}");
+            }
+            let expected = (i % 5 != 0).then(|| format!("city-{}", i % 13));
+            assert_eq!(city[i], expected, "city at {i}");
+        }
+
+        // No features named: every other column, in the file's order, booleans as 0/1.
+        let all = load(stored_version(), "x", &[], u64::MAX).unwrap();
+        assert_eq!(all.features.names(), ["id", "flag", "city", "label"]);
+        assert_eq!(
+            numbers(&all.features.columns()[1].values)[..3],
+            [1.0, 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn a_table_over_the_memory_limit_is_refused_naming_the_setting() {
+        let numbers_only = ["x".to_string()];
+        // label and x: 8 bytes a value each.
+        let exact = 2 * 8 * ROWS as u64;
+        assert!(load(stored_version(), "label", &numbers_only, exact).is_ok());
+        let over = load(stored_version(), "label", &numbers_only, exact - 1).unwrap_err();
+        assert_eq!(over.kind, ErrorKind::ResourceExhausted);
+        assert!(
+            over.message.contains("training.max_dataset_bytes")
+                && over.message.contains("20000 rows of 2 columns"),
+            "{}",
+            over.message
+        );
+
+        // Texts count with their length: room for the values' fixed parts is not enough.
+        let with_text = ["city".to_string()];
+        let fixed = ((8 + std::mem::size_of::<Option<String>>()) * ROWS) as u64;
+        let refused = load(stored_version(), "label", &with_text, fixed).unwrap_err();
+        assert_eq!(
+            refused.kind,
+            ErrorKind::ResourceExhausted,
+            "{}",
+            refused.message
+        );
+    }
 }

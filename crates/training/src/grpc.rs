@@ -67,12 +67,10 @@ pub fn train_spec(
 /// as for training; a classifier's labels matched to the classes it knows.
 fn score(
     bundle: &mlops_ml::ModelBundle,
-    parquet: bytes::Bytes,
+    table: crate::dataset::Table,
     id: &str,
 ) -> Result<(BTreeMap<String, f64>, u64), ApiError> {
     let invalid = |why: String| ApiError::invalid_argument(format!("dataset {id}: {why}"));
-    let table = crate::dataset::load(parquet, &bundle.target, &bundle.input_names())
-        .map_err(|e| invalid(e.message))?;
     let rows = table.target.len();
     if rows == 0 {
         return Err(invalid("no rows to evaluate on".into()));
@@ -123,6 +121,7 @@ pub struct Training {
     pub jobs: Jobs,
     pub ingestion: IngestionServiceClient<Channel>,
     pub artifacts: mlops_core::storage::ArtifactStore,
+    pub datasets: crate::dataset::Datasets,
 }
 
 impl Training {
@@ -153,9 +152,16 @@ impl Training {
                 e.reason()
             ))
         })?;
-        let parquet = self.artifacts.get(&version.digest).await?;
         let id = version.id.clone();
-        let (metrics, rows) = tokio::task::spawn_blocking(move || score(&bundle, parquet, &id))
+        let table = self
+            .datasets
+            .read(&version.digest, &bundle.target, &bundle.input_names())
+            .await
+            .map_err(|e| ApiError {
+                message: format!("dataset {id}: {}", e.message),
+                ..e
+            })?;
+        let (metrics, rows) = tokio::task::spawn_blocking(move || score(&bundle, table, &id))
             .await
             .map_err(|e| ApiError::internal(format!("evaluation task: {e}")))??;
         Ok(EvaluateModelResponse {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
-use crate::dataset;
+use crate::dataset::Datasets;
 use crate::store::Store;
 
 /// Hyperparameters as the text the API carries.
@@ -34,6 +34,7 @@ pub struct Jobs {
     live: Arc<Mutex<HashMap<String, watch::Sender<TrainingJob>>>>,
     store: Store,
     artifacts: ArtifactStore,
+    datasets: Datasets,
     registry: RegistryServiceClient<Channel>,
     slots: Arc<Semaphore>,
 }
@@ -42,6 +43,7 @@ impl Jobs {
     pub fn new(
         store: Store,
         artifacts: ArtifactStore,
+        datasets: Datasets,
         registry: Channel,
         max_concurrent: usize,
     ) -> Self {
@@ -49,6 +51,7 @@ impl Jobs {
             live: Arc::default(),
             store,
             artifacts,
+            datasets,
             registry: RegistryServiceClient::new(registry),
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
         }
@@ -140,22 +143,24 @@ impl Jobs {
         })
         .await?;
         let spec = sender.borrow().clone();
-        let parquet = self.artifacts.get(&spec.dataset_digest).await?;
+        let fit = spec.fit.clone().unwrap_or_default();
+        let target = spec.target_column.clone();
+        let table = self
+            .datasets
+            .read(&spec.dataset_digest, &target, &fit.features)
+            .await?;
 
         self.update(sender, |job| {
             job.stage = "fitting".into();
             job.progress = 0.3;
         })
         .await?;
-        let fit = spec.fit.clone().unwrap_or_default();
         let train_spec =
             crate::grpc::train_spec(&spec.model_type, &fit, spec.test_fraction, spec.seed)?;
         let candidates = train::candidates(&train_spec.params, &train_spec.grid)
             .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-        let target = spec.target_column.clone();
         let progress = sender.clone();
         let trained = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let table = dataset::load(parquet, &target, &fit.features)?;
             let mut last_notified = Instant::now();
             let mut on_event = |event: Event| {
                 // Every event lands in the job; watchers hear of it at most every 100 ms.
@@ -337,7 +342,12 @@ mod tests {
             .unwrap();
         let artifacts = ArtifactStore::local(&dir.join("artifacts"), None).unwrap();
         let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
-        Jobs::new(store, artifacts, registry, slots)
+        let datasets = Datasets {
+            artifacts: artifacts.clone(),
+            spool_dir: dir.to_path_buf(),
+            max_bytes: u64::MAX,
+        };
+        Jobs::new(store, artifacts, datasets, registry, slots)
     }
 
     /// A pending job on a dataset that does not exist: it fails as soon as it runs.
