@@ -252,12 +252,14 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// Fits each step on the output of the previous one; returns the fitted steps and the
     /// transformed training frame.
+    /// Fits the steps in order, each on the output of the one before, and returns that output:
+    /// the frame is consumed, so no step's input outlives the step.
     pub fn fit(
         specs: &[StepSpec],
-        frame: &Frame,
+        frame: Frame,
         target: &Target,
     ) -> Result<(Self, Frame), MlError> {
-        let mut current = frame.clone();
+        let mut current = frame;
         let mut steps = Vec::with_capacity(specs.len());
         for (index, spec) in specs.iter().enumerate() {
             let fitted = fit_step(spec, &current, target).map_err(|e| {
@@ -1028,7 +1030,7 @@ mod tests {
                 handle_unknown: UnknownCategory::Error,
             },
         ];
-        let (fitted, out) = Preprocessor::fit(&specs, &frame(), &no_target()).unwrap();
+        let (fitted, out) = Preprocessor::fit(&specs, frame(), &no_target()).unwrap();
         assert_eq!(out.names(), vec!["a", "c_x", "c_y"]);
         let x = out.to_matrix().unwrap();
         assert_eq!(x.column(0).to_vec(), vec![1.0, 3.0, 3.0, 10.0]);
@@ -1074,7 +1076,7 @@ mod tests {
             degree: Some(2),
             interaction_only: false,
         }];
-        let (_, out) = Preprocessor::fit(&spec, &f, &no_target()).unwrap();
+        let (_, out) = Preprocessor::fit(&spec, f, &no_target()).unwrap();
         assert_eq!(out.names(), vec!["a", "b", "a^2", "a b", "b^2"]);
         assert_eq!(
             out.to_matrix().unwrap().row(0).to_vec(),
@@ -1098,7 +1100,7 @@ mod tests {
             // Yeo-Johnson is only well-conditioned on moderate magnitudes.
             let values: Vec<f64> = if which == 3 { values.iter().map(|v| v / 1e5).collect() } else { values };
             let f = if which == 3 { Frame::new(vec![Column::numeric("v", values.clone())]).unwrap() } else { f };
-            let (fitted, out) = Preprocessor::fit(&[spec], &f, &Target::Regression(ndarray::Array1::zeros(values.len()))).unwrap();
+            let (fitted, out) = Preprocessor::fit(&[spec], f, &Target::Regression(ndarray::Array1::zeros(values.len()))).unwrap();
             let Values::Numeric(scaled) = &out.columns()[0].values else { unreachable!() };
             for (orig, y) in values.iter().zip(scaled) {
                 let back = fitted.steps[0].inverse_value("v", *y).unwrap();

@@ -311,13 +311,15 @@ struct FittedPipeline {
 fn fit_pipeline(
     spec: &TrainSpec,
     params: &Params,
-    inputs: &Frame,
+    inputs: Frame,
     target: &Target,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<FittedPipeline, MlError> {
     let (preprocessor, transformed) = Preprocessor::fit(&spec.preprocessing, inputs, target)?;
     let features = transformed.names();
     let x_train = transformed.to_matrix()?;
+    // Only the matrix goes on: the estimator's work space should not sit beside a frame copy.
+    drop(transformed);
     let (estimator, report) = model::fit(
         spec.model,
         params,
@@ -371,9 +373,11 @@ pub fn candidates(
     Ok(out)
 }
 
+/// Consumes `inputs`: once the rows are split, only the training and held-out rows are kept,
+/// so a job's peak is not the whole table plus its copies.
 pub fn train(
     spec: &TrainSpec,
-    inputs: &Frame,
+    inputs: Frame,
     target_name: &str,
     target_values: &Values,
     on_event: &mut dyn FnMut(Event),
@@ -404,7 +408,7 @@ pub fn train(
         .iter()
         .take_while(|s| matches!(s, StepSpec::DropMissingRows { .. }))
         .count();
-    let (filtered_inputs, filtered_target);
+    let filtered_target;
     let (inputs, target_values) = if leading == 0 {
         (inputs, target_values)
     } else {
@@ -422,9 +426,8 @@ pub fn train(
             let complete = inputs.complete_rows_in(&names);
             keep.retain(|i| complete.binary_search(i).is_ok());
         }
-        filtered_inputs = inputs.select_rows(&keep);
         filtered_target = target_values.select(&keep);
-        (&filtered_inputs, &filtered_target)
+        (inputs.select_rows(&keep), &filtered_target)
     };
     let spec = &TrainSpec {
         preprocessing: spec.preprocessing[leading..].to_vec(),
@@ -438,6 +441,16 @@ pub fn train(
         Target::Regression(_) => train_test_split(inputs.rows(), spec.test_fraction, spec.seed)?,
     };
     let train_inputs = inputs.select_rows(&train_rows);
+    let test_inputs = inputs.select_rows(&test_rows);
+    let input_fields: Vec<InputField> = inputs
+        .columns()
+        .iter()
+        .map(|c| InputField {
+            name: c.name.clone(),
+            kind: c.values.kind(),
+        })
+        .collect();
+    drop(inputs);
     let train_target = target.select(&train_rows);
     if let Target::Classification { labels, classes: k } = &train_target {
         let mut seen = vec![false; *k];
@@ -468,7 +481,7 @@ pub fn train(
                 let fitted = fit_pipeline(
                     spec,
                     params,
-                    &train_inputs.select_rows(&fit_rows),
+                    train_inputs.select_rows(&fit_rows),
                     &train_target.select(&fit_rows),
                     &mut |_, _| {},
                 )
@@ -508,14 +521,18 @@ pub fn train(
         }
     }
     let best_params = candidate_params[best].clone();
+    let profile = Profile::of(&train_inputs);
     let fitted = fit_pipeline(
         spec,
         &best_params,
-        &train_inputs,
+        train_inputs,
         &train_target,
         &mut |epoch, loss| on_event(Event::Epoch { epoch, loss }),
     )?;
-    let prediction = predict(&fitted, inputs.select_rows(&test_rows), classes.len())?;
+    // Permutation importance scores the first held-out rows.
+    let sample = test_rows.len().min(IMPORTANCE_ROWS);
+    let sample_inputs = test_inputs.select_rows(&(0..sample).collect::<Vec<_>>());
+    let prediction = predict(&fitted, test_inputs, classes.len())?;
     let test_metrics = evaluate(&target.select(&test_rows), &prediction)?;
     let baseline = fitted
         .x_train
@@ -526,14 +543,7 @@ pub fn train(
         format_version: crate::bundle::FORMAT_VERSION,
         model_type: spec.model.name().into(),
         task,
-        inputs: inputs
-            .columns()
-            .iter()
-            .map(|c| InputField {
-                name: c.name.clone(),
-                kind: c.values.kind(),
-            })
-            .collect(),
+        inputs: input_fields,
         target: target_name.into(),
         classes,
         preprocessing: fitted.preprocessor,
@@ -547,13 +557,12 @@ pub fn train(
             dataset_digest: String::new(),
             metrics: test_metrics.clone(),
         },
-        profile: Some(Profile::of(&train_inputs)),
+        profile: Some(profile),
     };
-    let sample = &test_rows[..test_rows.len().min(IMPORTANCE_ROWS)];
-    let sample_target = target_values.select(sample);
+    let sample_target = target_values.select(&test_rows[..sample]);
     let importance = permutation_importance(
         &bundle,
-        &inputs.select_rows(sample),
+        &sample_inputs,
         &sample_target,
         &metric,
         IMPORTANCE_REPEATS,
@@ -674,7 +683,7 @@ mod tests {
         spec.cv_folds = 3;
         spec.preprocessing = vec![StepSpec::StandardScale { columns: None }];
         let mut folds = 0;
-        let out = train(&spec, &x, "y", &y, &mut |e| {
+        let out = train(&spec, x.clone(), "y", &y, &mut |e| {
             if matches!(e, Event::Fold { .. }) {
                 folds += 1
             }
@@ -684,7 +693,7 @@ mod tests {
         assert_eq!(out.best_params["alpha"], serde_json::json!(0.01));
         assert_eq!(out.candidates.len(), 3);
         assert!(out.test_metrics["r2"] > 0.99);
-        let again = train(&spec, &x, "y", &y, &mut |_| {}).unwrap();
+        let again = train(&spec, x.clone(), "y", &y, &mut |_| {}).unwrap();
         assert_eq!(again.bundle.to_json(), out.bundle.to_json());
         let back = ModelBundle::from_json(&out.bundle.to_json()).unwrap();
         let Prediction::Values(p) = back.predict_frame(x.clone()).unwrap() else {
@@ -706,29 +715,35 @@ mod tests {
         let (x, y) = data();
         let mut spec = TrainSpec::new(ModelKind::Ridge);
         spec.params.insert("alpah".into(), 1.0.into());
-        let err = train(&spec, &x, "y", &y, &mut |_| {})
+        let err = train(&spec, x.clone(), "y", &y, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("alpah"), "{err}");
 
         let mut spec = TrainSpec::new(ModelKind::Ridge);
         spec.grid.insert("alpha".into(), vec![]);
-        let err = train(&spec, &x, "y", &y, &mut |_| {})
+        let err = train(&spec, x.clone(), "y", &y, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("no values"), "{err}");
 
         let mut spec = TrainSpec::new(ModelKind::Ridge);
         spec.cv_folds = 500;
-        let err = train(&spec, &x, "y", &y, &mut |_| {})
+        let err = train(&spec, x.clone(), "y", &y, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("cv_folds"), "{err}");
 
         let spec = TrainSpec::new(ModelKind::Logistic);
-        let err = train(&spec, &x, "y", &Values::Numeric(vec![1.0; 60]), &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let err = train(
+            &spec,
+            x.clone(),
+            "y",
+            &Values::Numeric(vec![1.0; 60]),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("single class"), "{err}");
 
         let mut with_nan = x.clone().into_columns();
@@ -740,7 +755,7 @@ mod tests {
         );
         let err = train(
             &TrainSpec::new(ModelKind::Linear),
-            &Frame::new(with_nan).unwrap(),
+            Frame::new(with_nan).unwrap(),
             "y",
             &y,
             &mut |_| {},
@@ -751,7 +766,7 @@ mod tests {
 
         let mut spec = TrainSpec::new(ModelKind::Ridge);
         spec.selection_metric = Some("accuracy".into());
-        assert!(train(&spec, &x, "y", &y, &mut |_| {}).is_err());
+        assert!(train(&spec, x.clone(), "y", &y, &mut |_| {}).is_err());
     }
 
     #[test]
@@ -762,7 +777,7 @@ mod tests {
         spec.params.insert("learning_rate".into(), 0.1.into());
         spec.params.insert("epochs".into(), 200.into());
         let mut epochs = Vec::new();
-        let out = train(&spec, &x, "y", &y, &mut |e| {
+        let out = train(&spec, x.clone(), "y", &y, &mut |e| {
             if let Event::Epoch { loss, .. } = e {
                 epochs.push(loss)
             }
@@ -792,12 +807,12 @@ mod tests {
         let with_gaps = Frame::new(columns).unwrap();
         let mut spec = TrainSpec::new(ModelKind::Linear);
         spec.preprocessing = vec![StepSpec::DropMissingRows { columns: None }];
-        let out = train(&spec, &with_gaps, "y", &y, &mut |_| {}).unwrap();
+        let out = train(&spec, with_gaps.clone(), "y", &y, &mut |_| {}).unwrap();
         assert_eq!(out.train_rows + out.test_rows, 54);
         assert!(out.bundle.preprocessing.steps.is_empty());
         spec.preprocessing
             .insert(0, StepSpec::StandardScale { columns: None });
-        let err = train(&spec, &with_gaps, "y", &y, &mut |_| {})
+        let err = train(&spec, with_gaps, "y", &y, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("must come before"), "{err}");
@@ -817,7 +832,7 @@ mod tests {
         )
         .unwrap();
         let y = Values::Numeric((0..5).map(f64::from).collect());
-        let err = train(&TrainSpec::new(ModelKind::Linear), &x, "y", &y, &mut |_| {})
+        let err = train(&TrainSpec::new(ModelKind::Linear), x, "y", &y, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("features but only"), "{err}");

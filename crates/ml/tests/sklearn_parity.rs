@@ -72,7 +72,7 @@ fn frame(names: &[String], x: &Array2<f64>) -> Frame {
 }
 
 fn fit_steps(specs: Vec<StepSpec>, names: &[String], x: &Array2<f64>, y: &Array1<f64>) -> Frame {
-    Preprocessor::fit(&specs, &frame(names, x), &Target::Regression(y.clone()))
+    Preprocessor::fit(&specs, frame(names, x), &Target::Regression(y.clone()))
         .unwrap()
         .1
 }
@@ -227,7 +227,7 @@ fn scalers_power_transform_bins_and_polynomials_match() {
 
     let (fitted, out) = Preprocessor::fit(
         &[StepSpec::YeoJohnson { columns: None }],
-        &frame(&names, &x),
+        frame(&names, &x),
         &Target::Regression(y.clone()),
     )
     .unwrap();
@@ -271,7 +271,7 @@ fn scalers_power_transform_bins_and_polynomials_match() {
             bins: Some(4),
             strategy: BinStrategy::Quantile,
         }],
-        &frame(&names, &x),
+        frame(&names, &x),
         &Target::Regression(y.clone()),
     )
     .unwrap();

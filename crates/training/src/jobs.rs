@@ -192,7 +192,7 @@ impl Jobs {
             };
             train::train(
                 &train_spec,
-                &table.features,
+                table.features,
                 &target,
                 &table.target,
                 &mut on_event,
