@@ -223,12 +223,16 @@ fn numbers<T: ArrowPrimitiveType>(
     out.extend(array.iter().map(|v| v.map_or(f64::NAN, &to_f64)));
 }
 
-/// Appends the texts (nulls as missing) and returns the bytes they took.
+/// Appends the texts (nulls as missing) and returns the heap they took: each non-empty text is
+/// an allocation of its length, which the allocator rounds up to 16 bytes with 8 of its own,
+/// and 32 at least.
 fn texts<O: OffsetSizeTrait>(out: &mut Vec<Option<String>>, array: &GenericStringArray<O>) -> u64 {
     let mut bytes = 0;
     out.extend(array.iter().map(|v| {
         v.map(|text| {
-            bytes += text.len() as u64;
+            if !text.is_empty() {
+                bytes += (text.len() as u64 + 8).next_multiple_of(16).max(32);
+            }
             text.to_string()
         })
     }));

@@ -24,9 +24,10 @@ pub struct TrainingSettings {
     pub listen: SocketAddr,
     /// Jobs fitting at the same time; later ones wait as PENDING.
     pub max_concurrent_jobs: usize,
-    /// The most memory a job's dataset may take once loaded (numbers at 8 bytes a value,
-    /// texts at their length plus 24); a bigger one fails the job with RESOURCE_EXHAUSTED
-    /// instead of the process running out of memory. Fitting needs a few times this more.
+    /// The most memory a job's dataset may take once loaded (a number is 8 bytes, a text 24
+    /// plus its allocation, 32 bytes or more); a bigger one fails the job with
+    /// RESOURCE_EXHAUSTED instead of the process running out of memory. Fitting needs a few
+    /// times this more.
     pub max_dataset_bytes: u64,
 }
 
