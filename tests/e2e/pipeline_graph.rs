@@ -545,8 +545,7 @@ async fn the_gate_scores_candidate_and_champion_on_the_same_evaluation_dataset()
             })
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound, "{}", status.message());
-        assert!(status.message().contains(needle), "{}", status.message());
+        assert_refused(&status, Code::NotFound, needle);
     }
     assert_eq!(runs(&cluster).await, before);
     cluster.stop().await;

@@ -488,6 +488,13 @@ pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// Asserts that a call was refused with `code` and a message naming `needle`.
+#[track_caller]
+pub fn assert_refused(status: &tonic::Status, code: tonic::Code, needle: &str) {
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(status.message().contains(needle), "{}", status.message());
+}
+
 /// Uploads CSV text as a dataset version through the real streaming RPC, with the cluster's
 /// default credentials.
 pub async fn upload_csv(
