@@ -17,6 +17,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; [ -z "${BENCH_DIR:-}" ] && rm -rf "
 
 cargo build --release -p mlops-cli --bin mlops
 bin=target/x86_64-unknown-linux-gnu/release/mlops
+. scripts/bench/stack.sh
 mkdir -p "$work/imports"
 [ -f "$work/imports/x1.csv" ] || "$venv/bin/python" scripts/bench/ingest_data.py "$work/imports/x1.csv" "$rows"
 [ -f "$work/imports/x4.csv" ] || "$venv/bin/python" scripts/bench/ingest_data.py "$work/imports/x4.csv" "$((rows * 4))"
@@ -25,17 +26,11 @@ results="$work/results.jsonl"
 : >"$results"
 ours() { # file: a fresh stack per run, so its peak RSS is this ingest's
   local data="$work/data-$RANDOM"
-  MLOPS__INGESTION__IMPORT_ROOT="$work/imports" MLOPS__INGESTION__LISTEN=127.0.0.1:9252 \
-  MLOPS__ORCHESTRATOR__LISTEN=127.0.0.1:9251 MLOPS__TRAINING__LISTEN=127.0.0.1:9253 \
-  MLOPS__REGISTRY__LISTEN=127.0.0.1:9254 MLOPS__INFERENCE__GRPC_LISTEN=127.0.0.1:9201 \
-  MLOPS__INFERENCE__HTTP_LISTEN=127.0.0.1:9200 MLOPS__TELEMETRY__FILTER=warn \
-    "$bin" up --data-dir "$data" >"$work/ours.log" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do "$bin" health --addr http://127.0.0.1:9252 >/dev/null 2>&1 && break; sleep 0.2; done
+  start_stack "$bin" "$data" "$work/ours.log"
+  local pid=$stack_pid
   local before after
   before=$(date +%s.%N)
-  MLOPS_INGESTION_ADDR=http://127.0.0.1:9252 "$bin" data ingest --uri "$1" --name bench >/dev/null
+  "$bin" data ingest --uri "$1" --name bench >/dev/null
   after=$(date +%s.%N)
   local rss
   rss=$(awk '/VmHWM/ {print $2 / 1024}' "/proc/$pid/status")

@@ -28,19 +28,13 @@ mkdir -p "$work/imports"
 [ -f "$work/imports/x1.csv" ] || "$venv/bin/python" scripts/bench/ingest_data.py "$work/imports/x1.csv" "$rows"
 [ -f "$work/imports/x4.csv" ] || "$venv/bin/python" scripts/bench/ingest_data.py "$work/imports/x4.csv" "$((rows * 4))"
 
-export MLOPS_INGESTION_ADDR=http://127.0.0.1:9252 MLOPS_TRAINING_ADDR=http://127.0.0.1:9253
+. scripts/bench/stack.sh
 results="$work/train_read.jsonl"
 : >"$results"
 run() { # file: a fresh stack per run
   local data="$work/data-$RANDOM"
-  MLOPS__INGESTION__IMPORT_ROOT="$work/imports" MLOPS__INGESTION__LISTEN=127.0.0.1:9252 \
-  MLOPS__ORCHESTRATOR__LISTEN=127.0.0.1:9251 MLOPS__TRAINING__LISTEN=127.0.0.1:9253 \
-  MLOPS__REGISTRY__LISTEN=127.0.0.1:9254 MLOPS__INFERENCE__GRPC_LISTEN=127.0.0.1:9201 \
-  MLOPS__INFERENCE__HTTP_LISTEN=127.0.0.1:9200 MLOPS__TELEMETRY__FILTER=warn \
-    "$bin" up --data-dir "$data" >"$work/train_read.log" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do "$bin" health --addr "$MLOPS_TRAINING_ADDR" >/dev/null 2>&1 && break; sleep 0.2; done
+  start_stack "$bin" "$data" "$work/train_read.log"
+  local pid=$stack_pid
   "$bin" data ingest --uri "$1" --name bench >/dev/null
   [ -f "$work/${1%.csv}.parquet" ] || "$bin" data download bench --out "$work/${1%.csv}.parquet" >/dev/null
   # Forget the import's peak: from here on, VmHWM is the training job's.
