@@ -294,6 +294,16 @@ async fn bad_fit_specs_are_refused_naming_the_reason() {
             ),
             "nope",
         ),
+        (
+            submit(
+                "linear",
+                FitSpec {
+                    features: vec!["a".into(), "b".into(), "a".into()],
+                    ..Default::default()
+                },
+            ),
+            "\"a\" is listed more than once",
+        ),
     ];
     for (request, needle) in cases {
         let status = cluster

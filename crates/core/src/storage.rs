@@ -149,6 +149,7 @@ fn verified(
     digest: &str,
     cipher: Option<&Cipher>,
     spool_dir: &Path,
+    memory_limit: u64,
 ) -> Result<std::fs::File, ApiError> {
     use std::io::{Read, Seek, Write};
     let mut head = Vec::with_capacity(cipher::HEADER_LEN);
@@ -161,6 +162,13 @@ fn verified(
                 "artifact {digest} is encrypted and no storage.encryption key is configured"
             ))
         })?;
+        let size = file.metadata()?.len();
+        if size.saturating_mul(2) > memory_limit {
+            return Err(ApiError::resource_exhausted(format!(
+                "artifact {digest} is encrypted: opening it takes twice its {size} bytes in \
+                 memory, over the limit of {memory_limit}"
+            )));
+        }
         file.rewind()?;
         let mut sealed = Vec::new();
         file.read_to_end(&mut sealed)?;
@@ -263,11 +271,13 @@ impl ArtifactStore {
     /// (reading it in 1 MiB pieces, so a blob of any size never sits in memory): the blob
     /// itself in a local store, else a copy spooled into `spool_dir`. Copies are anonymous
     /// files, gone when the handle is dropped or the process dies. An encrypted blob is
-    /// decrypted whole (the cipher seals one piece) into such a copy.
+    /// decrypted whole (the cipher seals one piece) into such a copy: one whose sealed and
+    /// plain bytes together pass `memory_limit` is refused with RESOURCE_EXHAUSTED.
     pub async fn open_file(
         &self,
         digest: &str,
         spool_dir: &Path,
+        memory_limit: u64,
     ) -> Result<std::fs::File, ApiError> {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
@@ -297,9 +307,11 @@ impl ArtifactStore {
         let digest = digest.to_owned();
         let cipher = self.cipher.clone();
         let spool_dir = spool_dir.to_owned();
-        tokio::task::spawn_blocking(move || verified(file, &digest, cipher.as_deref(), &spool_dir))
-            .await
-            .map_err(|e| ApiError::internal(format!("reading artifact: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            verified(file, &digest, cipher.as_deref(), &spool_dir, memory_limit)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("reading artifact: {e}")))?
     }
 
     /// Stores `data` under a key this server built (e.g. a prediction log file), encrypted like
@@ -472,7 +484,7 @@ mod tests {
         let local = ArtifactStore::local(&dir.path().join("local"), None).unwrap();
         let digest = local.put(Bytes::from(content.clone())).await.unwrap();
         assert_eq!(
-            read(local.open_file(&digest, &spool).await.unwrap()),
+            read(local.open_file(&digest, &spool, u64::MAX).await.unwrap()),
             content
         );
 
@@ -483,7 +495,7 @@ mod tests {
         };
         remote.put(Bytes::from(content.clone())).await.unwrap();
         assert_eq!(
-            read(remote.open_file(&digest, &spool).await.unwrap()),
+            read(remote.open_file(&digest, &spool, u64::MAX).await.unwrap()),
             content
         );
 
@@ -498,12 +510,24 @@ mod tests {
         .unwrap();
         sealed.put(Bytes::from(content.clone())).await.unwrap();
         assert_eq!(
-            read(sealed.open_file(&digest, &spool).await.unwrap()),
+            read(sealed.open_file(&digest, &spool, u64::MAX).await.unwrap()),
             content
+        );
+        assert_eq!(
+            sealed
+                .open_file(&digest, &spool, 1 << 20)
+                .await
+                .unwrap_err()
+                .kind,
+            crate::ErrorKind::ResourceExhausted
         );
         let unkeyed = ArtifactStore::local(&dir.path().join("sealed"), None).unwrap();
         assert_eq!(
-            unkeyed.open_file(&digest, &spool).await.unwrap_err().kind,
+            unkeyed
+                .open_file(&digest, &spool, u64::MAX)
+                .await
+                .unwrap_err()
+                .kind,
             crate::ErrorKind::FailedPrecondition
         );
         // Spooled copies leave no name behind.
@@ -512,12 +536,20 @@ mod tests {
         let missing = "0".repeat(64);
         for store in [&local, &remote] {
             assert_eq!(
-                store.open_file(&missing, &spool).await.unwrap_err().kind,
+                store
+                    .open_file(&missing, &spool, u64::MAX)
+                    .await
+                    .unwrap_err()
+                    .kind,
                 crate::ErrorKind::NotFound
             );
         }
         assert_eq!(
-            local.open_file("../x", &spool).await.unwrap_err().kind,
+            local
+                .open_file("../x", &spool, u64::MAX)
+                .await
+                .unwrap_err()
+                .kind,
             crate::ErrorKind::InvalidArgument
         );
         // One byte changed on disk: refused, not served.
@@ -528,7 +560,11 @@ mod tests {
         damaged[2_000_000] ^= 1;
         std::fs::write(&on_disk, damaged).unwrap();
         assert_eq!(
-            local.open_file(&digest, &spool).await.unwrap_err().kind,
+            local
+                .open_file(&digest, &spool, u64::MAX)
+                .await
+                .unwrap_err()
+                .kind,
             crate::ErrorKind::DataLoss
         );
     }

@@ -19,6 +19,10 @@ use crate::csv_import::{CHUNK_VALUES, ColumnRule, ColumnType, CsvLimits, CsvOpti
 use crate::import::{ImportSpec, Imported, import};
 use crate::store::{NewVersion, Store};
 
+/// An encrypted version is opened in memory whatever its size: it was sealed from memory when
+/// it was stored, so the import already needed as much.
+const ENCRYPTED_IN_MEMORY: u64 = u64::MAX;
+
 pub struct Ingestion {
     pub store: Store,
     pub artifacts: ArtifactStore,
@@ -495,7 +499,7 @@ impl IngestionService for Ingestion {
             .await?;
         let file = self
             .artifacts
-            .open_file(&version.digest, &self.tmp_dir)
+            .open_file(&version.digest, &self.tmp_dir, ENCRYPTED_IN_MEMORY)
             .await?;
         let rows = tokio::task::spawn_blocking(move || crate::preview::first_rows(file, rows))
             .await
@@ -534,7 +538,7 @@ impl IngestionService for Ingestion {
         // at a time from the file, so a version of any size never sits in memory.
         let file = self
             .artifacts
-            .open_file(&version.digest, &self.tmp_dir)
+            .open_file(&version.digest, &self.tmp_dir, ENCRYPTED_IN_MEMORY)
             .await?;
         let header =
             futures::stream::once(futures::future::ready(Ok(DownloadDatasetVersionResponse {

@@ -38,7 +38,10 @@ impl Datasets {
         target: &str,
         features: &[String],
     ) -> Result<Table, ApiError> {
-        let file = self.artifacts.open_file(digest, &self.spool_dir).await?;
+        let file = self
+            .artifacts
+            .open_file(digest, &self.spool_dir, self.max_bytes)
+            .await?;
         let (target, features, max_bytes) = (target.to_owned(), features.to_vec(), self.max_bytes);
         tokio::task::spawn_blocking(move || load(file, &target, &features, max_bytes))
             .await
@@ -50,8 +53,9 @@ impl Datasets {
 /// the chosen columns, and the table grows by exactly what it keeps.
 const BATCH_ROWS: usize = 8192;
 
+/// Bytes that matched their digest but do not read as our Parquet: the stored data is bad.
 fn corrupt(e: &dyn std::fmt::Display) -> ApiError {
-    ApiError::internal(format!("reading dataset: {e}"))
+    ApiError::data_loss(format!("reading dataset: {e}"))
 }
 
 /// What the loaded table takes in memory, refused as soon as it would pass the limit.
@@ -68,12 +72,30 @@ impl Budget {
         if self.used <= self.limit {
             return Ok(());
         }
-        Err(ApiError::resource_exhausted(format!(
+        Err(self.exhausted())
+    }
+
+    fn exhausted(&self) -> ApiError {
+        ApiError::resource_exhausted(format!(
             "the dataset needs at least {} bytes of memory to train on ({} rows of {} columns), \
              over training.max_dataset_bytes = {}: choose fewer columns with fit.features, or \
              raise the limit",
             self.used, self.rows, self.columns, self.limit
-        )))
+        ))
+    }
+}
+
+/// A feature named twice would be read once while the job records it twice.
+pub fn check_unique_features(features: &[String]) -> Result<(), ApiError> {
+    match features
+        .iter()
+        .enumerate()
+        .find(|(i, f)| features[..*i].contains(f))
+    {
+        Some((_, twice)) => Err(ApiError::invalid_argument(format!(
+            "fit.features: {twice:?} is listed more than once"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -106,6 +128,7 @@ pub fn load(
             names.join(", ")
         )));
     }
+    check_unique_features(features)?;
     if features.iter().any(|f| f == target) {
         return Err(ApiError::invalid_argument(format!(
             "fit.features: the target {target:?} cannot also be a feature"
@@ -121,8 +144,18 @@ pub fn load(
                 }
         })
         .collect();
-    let rows =
-        u64::try_from(builder.metadata().file_metadata().num_rows()).map_err(|e| corrupt(&e))?;
+    // The row groups' rows are what the reader yields: a footer that says otherwise is corrupt.
+    let metadata = builder.metadata();
+    let rows = metadata
+        .row_groups()
+        .iter()
+        .try_fold(0u64, |sum, g| {
+            u64::try_from(g.num_rows())
+                .ok()
+                .and_then(|n| sum.checked_add(n))
+        })
+        .filter(|&sum| i64::try_from(sum).ok() == Some(metadata.file_metadata().num_rows()))
+        .ok_or_else(|| corrupt(&"the row counts in the file's footer disagree"))?;
     let mut budget = Budget {
         limit: memory_limit,
         used: 0,
@@ -140,11 +173,17 @@ pub fn load(
             std::mem::size_of::<f64>()
         };
         budget.charge(rows.saturating_mul(width as u64))?;
-        let capacity = rows as usize;
+        // Within the limit is not always within what the machine can give: ask, don't abort.
+        let capacity = usize::try_from(rows).map_err(|e| corrupt(&e))?;
+        let no_memory = |_| budget.exhausted();
         columns.push(if text {
-            Values::Categorical(Vec::with_capacity(capacity))
+            let mut values = Vec::new();
+            values.try_reserve_exact(capacity).map_err(no_memory)?;
+            Values::Categorical(values)
         } else {
-            Values::Numeric(Vec::with_capacity(capacity))
+            let mut values = Vec::new();
+            values.try_reserve_exact(capacity).map_err(no_memory)?;
+            Values::Numeric(values)
         });
     }
     let projection = ProjectionMask::roots(builder.parquet_schema(), chosen.iter().copied());
@@ -322,6 +361,15 @@ mod tests {
             let expected = (i % 5 != 0).then(|| format!("city-{}", i % 13));
             assert_eq!(city[i], expected, "city at {i}");
         }
+
+        let twice = ["x".to_string(), "id".to_string(), "x".to_string()];
+        let refused = load(stored_version(), "label", &twice, u64::MAX).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::InvalidArgument);
+        assert!(
+            refused.message.contains("\"x\" is listed more than once"),
+            "{}",
+            refused.message
+        );
 
         // No features named: every other column, in the file's order, booleans as 0/1.
         let all = load(stored_version(), "x", &[], u64::MAX).unwrap();

@@ -233,6 +233,7 @@ impl Training {
                 version.id
             )));
         }
+        crate::dataset::check_unique_features(&fit.features)?;
         let train_rows =
             version.row_count as f64 - (version.row_count as f64 * test_fraction).ceil();
         let folds = match (spec.cv_folds, spec.grid.is_empty()) {
