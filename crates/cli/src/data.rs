@@ -277,6 +277,8 @@ pub async fn preview(e: &Ctx, reference: &str, rows: u32) -> anyhow::Result<()> 
 pub async fn download(e: &Ctx, reference: &str, out: &std::path::Path) -> anyhow::Result<()> {
     use futures::StreamExt;
     use mlops_proto::v1::download_dataset_version_response::Part;
+    use sha2::Digest;
+    use std::io::Write;
     let request = dataset_ref(reference)?;
     let mut stream = IngestionServiceClient::new(e.connect("ingestion", &e.ingestion)?)
         .download_dataset_version(DownloadDatasetVersionRequest {
@@ -287,29 +289,44 @@ pub async fn download(e: &Ctx, reference: &str, out: &std::path::Path) -> anyhow
         .await
         .map_err(rpc("ingestion", &e.ingestion))?
         .into_inner();
+    // Written as it arrives into a file beside `out`, renamed into place only once the bytes
+    // match the version's digest: any size streams through, and nothing partial is left.
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
     let mut version = None;
-    let mut bytes = Vec::new();
     while let Some(message) = stream.next().await {
         match message.map_err(rpc("ingestion", &e.ingestion))?.part {
             Some(Part::Version(v)) => version = Some(v),
-            Some(Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+            Some(Part::Chunk(chunk)) => {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
             None => {}
         }
     }
     let version = version.context("the server sent no version record")?;
-    let digest = mlops_core::storage::sha256_hex(&bytes);
+    let digest = hex::encode(hasher.finalize());
     if digest != version.digest {
         bail!(
-            "downloaded bytes have sha256 {digest}, the version says {}",
+            "downloaded bytes have sha256 {digest}, the version says {}: nothing was written",
             version.digest
         );
     }
-    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    file.as_file().sync_all()?;
+    file.persist(out)
+        .with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "{} -> {} ({} bytes, sha256 {digest})",
+        "{} -> {} ({size} bytes, sha256 {digest})",
         version.id,
         out.display(),
-        bytes.len()
     );
     Ok(())
 }
