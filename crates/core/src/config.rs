@@ -120,6 +120,14 @@ impl StorageSettings {
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
+    /// `tmp_dir`, created private to this user: services spool plaintext there.
+    pub async fn private_tmp_dir(&self) -> Result<PathBuf, crate::ApiError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.tmp_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await?;
+        Ok(dir)
+    }
     /// Where one service keeps its tables: `<data_dir>/<service>.db`, or the schema
     /// `<service>` of the PostgreSQL database at `database_url`.
     pub fn database(&self, service: &'static str) -> crate::db::Location {

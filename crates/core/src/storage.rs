@@ -157,11 +157,7 @@ fn verified(
         .take(cipher::HEADER_LEN as u64)
         .read_to_end(&mut head)?;
     if Cipher::is_sealed(&head) {
-        let cipher = cipher.ok_or_else(|| {
-            ApiError::failed_precondition(format!(
-                "artifact {digest} is encrypted and no storage.encryption key is configured"
-            ))
-        })?;
+        let cipher = require_key(cipher, &format!("artifact {digest}"))?;
         let size = file.metadata()?.len();
         if size.saturating_mul(2) > memory_limit {
             return Err(ApiError::resource_exhausted(format!(
@@ -184,19 +180,24 @@ fn verified(
     }
     file.rewind()?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, &file),
+        &mut hasher,
+    )?;
     if hex::encode(hasher.finalize()) != digest {
         return Err(corrupted(digest));
     }
     file.rewind()?;
     Ok(file)
+}
+
+/// The key that opens what `what` names, which is sealed.
+fn require_key<'a>(cipher: Option<&'a Cipher>, what: &str) -> Result<&'a Cipher, ApiError> {
+    cipher.ok_or_else(|| {
+        ApiError::failed_precondition(format!(
+            "{what} is encrypted and no storage.encryption key is configured"
+        ))
+    })
 }
 
 fn corrupted(digest: &str) -> ApiError {
@@ -253,11 +254,7 @@ impl ArtifactStore {
         validate_digest("digest", digest)?;
         let mut bytes = self.store.get(&key(digest)).await?.bytes().await?;
         if Cipher::is_sealed(&bytes) {
-            let cipher = self.cipher.as_ref().ok_or_else(|| {
-                ApiError::failed_precondition(format!(
-                    "artifact {digest} is encrypted and no storage.encryption key is configured"
-                ))
-            })?;
+            let cipher = require_key(self.cipher.as_deref(), &format!("artifact {digest}"))?;
             bytes = Bytes::from(cipher.open(&bytes, digest.as_bytes())?);
         }
         // The content is its own checksum: refuse a corrupted blob rather than serve it.
@@ -373,11 +370,7 @@ impl ArtifactStore {
     pub async fn get_named(&self, key: &str) -> Result<Bytes, ApiError> {
         let bytes = self.store.get(&named_key(key)?).await?.bytes().await?;
         if Cipher::is_sealed(&bytes) {
-            let cipher = self.cipher.as_ref().ok_or_else(|| {
-                ApiError::failed_precondition(format!(
-                    "{key} is encrypted and no storage.encryption key is configured"
-                ))
-            })?;
+            let cipher = require_key(self.cipher.as_deref(), key)?;
             return Ok(Bytes::from(cipher.open(&bytes, key.as_bytes())?));
         }
         Ok(bytes)

@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 
 use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
@@ -32,9 +31,7 @@ impl Application {
         let storage = &settings.storage;
         // Private: imports write plaintext there (a Parquet file is linked into a local
         // store, 0666 less the umask, as a blob would be created).
-        let tmp_dir = storage.tmp_dir();
-        tokio::fs::create_dir_all(&tmp_dir).await?;
-        tokio::fs::set_permissions(&tmp_dir, std::fs::Permissions::from_mode(0o700)).await?;
+        let tmp_dir = storage.private_tmp_dir().await?;
         let store = Store::open(&storage.database("ingestion")).await?;
         let artifacts = ArtifactStore::open(storage)?;
         let listener = server::bind(settings.ingestion.listen).await?;
@@ -72,7 +69,7 @@ impl Application {
             max_decompressed_bytes: settings.ingestion.max_decompressed_bytes,
             store,
             artifacts,
-            tmp_dir: storage.tmp_dir(),
+            tmp_dir,
             max_upload_bytes: settings.ingestion.max_upload_bytes,
             limits: crate::csv_import::CsvLimits {
                 max_rows: settings.ingestion.max_rows,

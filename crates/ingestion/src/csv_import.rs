@@ -1337,12 +1337,6 @@ fn quoting_starts(bytes: &[u8], quote: u8, pending_cr: bool) -> bool {
         .any(|at| bytes[at] == quote || (at < judged && bytes.get(at + 1) != Some(&b'\n')))
 }
 
-/// Whether a `\r` is not followed by `\n` (one ending the buffer counts: what follows is
-/// unknown).
-fn has_lone_cr(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\r', bytes).any(|at| bytes.get(at + 1) != Some(&b'\n'))
-}
-
 /// Whether a line (without its \n) of this length and first byte is a record: an empty one,
 /// or a lone \r of a CRLF, is not.
 fn holds_record(length: usize, first: u8) -> bool {
@@ -1482,9 +1476,7 @@ fn parse_block(
 /// line break but `\n` (or `\r\n`), an ASCII delimiter. Then csv_core's reading and copying is
 /// not needed, and the result is the same.
 fn is_plain(bytes: &[u8], options: &CsvOptions) -> bool {
-    plain_delimiter(options.delimiter)
-        && memchr::memchr(options.quote, bytes).is_none()
-        && !has_lone_cr(bytes.strip_suffix(b"\r").unwrap_or(bytes))
+    plain_delimiter(options.delimiter) && !quoting_starts(bytes, options.quote, false)
 }
 
 /// Whether fields can be cut at this delimiter byte in UTF-8 text without breaking a line.

@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 
 use mlops_core::server::{self, ServeOptions};
 use mlops_core::storage::ArtifactStore;
@@ -35,12 +34,9 @@ impl Application {
         let peers = options.client_options(&settings.tls)?;
         let store = Store::open(&settings.storage.database("training")).await?;
         let artifacts = ArtifactStore::open(&settings.storage)?;
-        let spool_dir = settings.storage.tmp_dir();
-        tokio::fs::create_dir_all(&spool_dir).await?;
-        tokio::fs::set_permissions(&spool_dir, std::fs::Permissions::from_mode(0o700)).await?;
         let datasets = Datasets {
-            artifacts: artifacts.clone(),
-            spool_dir,
+            artifacts,
+            spool_dir: settings.storage.private_tmp_dir().await?,
             max_bytes: settings.training.max_dataset_bytes,
         };
         let registry = client::channel(&settings.endpoints.registry, &peers)?;
@@ -48,7 +44,6 @@ impl Application {
             IngestionServiceClient::new(client::channel(&settings.endpoints.ingestion, &peers)?);
         let jobs = Jobs::new(
             store,
-            artifacts.clone(),
             datasets.clone(),
             registry,
             settings.training.max_concurrent_jobs,
@@ -59,7 +54,6 @@ impl Application {
             api: Training {
                 jobs,
                 ingestion,
-                artifacts,
                 datasets,
             },
             options,

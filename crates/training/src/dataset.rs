@@ -75,6 +75,16 @@ impl Budget {
         Err(self.exhausted())
     }
 
+    /// An empty column with room for `capacity` values, or the limit's error if the machine
+    /// cannot give it (within the limit is not always within the memory there is).
+    fn reserve<T>(&self, capacity: usize) -> Result<Vec<T>, ApiError> {
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(capacity)
+            .map_err(|_| self.exhausted())?;
+        Ok(values)
+    }
+
     fn exhausted(&self) -> ApiError {
         ApiError::resource_exhausted(format!(
             "the dataset needs at least {} bytes of memory to train on ({} rows of {} columns), \
@@ -135,14 +145,7 @@ pub fn load(
         )));
     }
     let chosen: Vec<usize> = (0..names.len())
-        .filter(|&i| {
-            names[i] == target
-                || if features.is_empty() {
-                    true
-                } else {
-                    features.contains(&names[i])
-                }
-        })
+        .filter(|&i| names[i] == target || features.is_empty() || features.contains(&names[i]))
         .collect();
     // The row groups' rows are what the reader yields: a footer that says otherwise is corrupt.
     let metadata = builder.metadata();
@@ -173,17 +176,11 @@ pub fn load(
             std::mem::size_of::<f64>()
         };
         budget.charge(rows.saturating_mul(width as u64))?;
-        // Within the limit is not always within what the machine can give: ask, don't abort.
         let capacity = usize::try_from(rows).map_err(|e| corrupt(&e))?;
-        let no_memory = |_| budget.exhausted();
         columns.push(if text {
-            let mut values = Vec::new();
-            values.try_reserve_exact(capacity).map_err(no_memory)?;
-            Values::Categorical(values)
+            Values::Categorical(budget.reserve(capacity)?)
         } else {
-            let mut values = Vec::new();
-            values.try_reserve_exact(capacity).map_err(no_memory)?;
-            Values::Numeric(values)
+            Values::Numeric(budget.reserve(capacity)?)
         });
     }
     let projection = ProjectionMask::roots(builder.parquet_schema(), chosen.iter().copied());

@@ -120,7 +120,7 @@ fn score(
 pub struct Training {
     pub jobs: Jobs,
     pub ingestion: IngestionServiceClient<Channel>,
-    pub artifacts: mlops_core::storage::ArtifactStore,
+    /// Also where bundles are read from: its artifact store.
     pub datasets: crate::dataset::Datasets,
 }
 
@@ -144,7 +144,11 @@ impl Training {
             .await
             .map_err(|s| ApiError::from_status("dataset", &s))?
             .into_inner();
-        let bundle = self.artifacts.get(&request.artifact_digest).await?;
+        let bundle = self
+            .datasets
+            .artifacts
+            .get(&request.artifact_digest)
+            .await?;
         let bundle = mlops_ml::ModelBundle::from_json(&bundle).map_err(|e| {
             ApiError::failed_precondition(format!(
                 "artifact {} is not a model bundle this platform trained: {}",

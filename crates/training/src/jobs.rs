@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mlops_core::client::Channel;
-use mlops_core::storage::ArtifactStore;
 use mlops_core::{ApiError, now_ms};
 use mlops_ml::MlError;
 use mlops_ml::model::{Estimator, Params};
@@ -33,24 +32,17 @@ fn params_text(params: &Params) -> BTreeMap<String, String> {
 pub struct Jobs {
     live: Arc<Mutex<HashMap<String, watch::Sender<TrainingJob>>>>,
     store: Store,
-    artifacts: ArtifactStore,
+    /// Also where bundles are stored: its artifact store.
     datasets: Datasets,
     registry: RegistryServiceClient<Channel>,
     slots: Arc<Semaphore>,
 }
 
 impl Jobs {
-    pub fn new(
-        store: Store,
-        artifacts: ArtifactStore,
-        datasets: Datasets,
-        registry: Channel,
-        max_concurrent: usize,
-    ) -> Self {
+    pub fn new(store: Store, datasets: Datasets, registry: Channel, max_concurrent: usize) -> Self {
         Self {
             live: Arc::default(),
             store,
-            artifacts,
             datasets,
             registry: RegistryServiceClient::new(registry),
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -207,7 +199,7 @@ impl Jobs {
 
         let mut bundle = trained.bundle;
         bundle.training.dataset_digest = spec.dataset_digest.clone();
-        let digest = self.artifacts.put(bundle.to_json().into()).await?;
+        let digest = self.datasets.artifacts.put(bundle.to_json().into()).await?;
         let feature_names = bundle.input_names();
         let mut params = params_text(&trained.best_params);
         if let Estimator::Linear {
@@ -340,14 +332,15 @@ mod tests {
         let store = Store::open(&Location::Sqlite(dir.join("training.db")))
             .await
             .unwrap();
-        let artifacts = ArtifactStore::local(&dir.join("artifacts"), None).unwrap();
+        let artifacts =
+            mlops_core::storage::ArtifactStore::local(&dir.join("artifacts"), None).unwrap();
         let registry = client::channel("http://127.0.0.1:9", &ClientOptions::default()).unwrap();
         let datasets = Datasets {
-            artifacts: artifacts.clone(),
+            artifacts,
             spool_dir: dir.to_path_buf(),
             max_bytes: u64::MAX,
         };
-        Jobs::new(store, artifacts, datasets, registry, slots)
+        Jobs::new(store, datasets, registry, slots)
     }
 
     /// A pending job on a dataset that does not exist: it fails as soon as it runs.
