@@ -473,6 +473,7 @@ mod tests {
         // More than one read buffer, so the hash covers every piece.
         let content = "row,value\n".repeat(300_000);
         let spooled = || std::fs::read_dir(&spool).unwrap().count();
+        let refused = |opened: Result<std::fs::File, ApiError>| opened.unwrap_err().kind;
 
         let local = ArtifactStore::local(&dir.path().join("local"), None).unwrap();
         let digest = local.put(Bytes::from(content.clone())).await.unwrap();
@@ -507,20 +508,12 @@ mod tests {
             content
         );
         assert_eq!(
-            sealed
-                .open_file(&digest, &spool, 1 << 20)
-                .await
-                .unwrap_err()
-                .kind,
+            refused(sealed.open_file(&digest, &spool, 1 << 20).await),
             crate::ErrorKind::ResourceExhausted
         );
         let unkeyed = ArtifactStore::local(&dir.path().join("sealed"), None).unwrap();
         assert_eq!(
-            unkeyed
-                .open_file(&digest, &spool, u64::MAX)
-                .await
-                .unwrap_err()
-                .kind,
+            refused(unkeyed.open_file(&digest, &spool, u64::MAX).await),
             crate::ErrorKind::FailedPrecondition
         );
         // Spooled copies leave no name behind.
@@ -529,20 +522,12 @@ mod tests {
         let missing = "0".repeat(64);
         for store in [&local, &remote] {
             assert_eq!(
-                store
-                    .open_file(&missing, &spool, u64::MAX)
-                    .await
-                    .unwrap_err()
-                    .kind,
+                refused(store.open_file(&missing, &spool, u64::MAX).await),
                 crate::ErrorKind::NotFound
             );
         }
         assert_eq!(
-            local
-                .open_file("../x", &spool, u64::MAX)
-                .await
-                .unwrap_err()
-                .kind,
+            refused(local.open_file("../x", &spool, u64::MAX).await),
             crate::ErrorKind::InvalidArgument
         );
         // One byte changed on disk: refused, not served.
@@ -553,11 +538,7 @@ mod tests {
         damaged[2_000_000] ^= 1;
         std::fs::write(&on_disk, damaged).unwrap();
         assert_eq!(
-            local
-                .open_file(&digest, &spool, u64::MAX)
-                .await
-                .unwrap_err()
-                .kind,
+            refused(local.open_file(&digest, &spool, u64::MAX).await),
             crate::ErrorKind::DataLoss
         );
     }
