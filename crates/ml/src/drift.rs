@@ -119,6 +119,25 @@ const HISTOGRAM_BINS: usize = 20;
 /// on starting sorts than on sorting (a profile of ingestion showed it), and a larger floor only
 /// makes the sketch more exact.
 const MIN_LEVEL_CAPACITY: usize = 256;
+/// Accumulators a pass over a batch sums into, side by side: each lane's additions wait on
+/// none of the others', so the pass runs at the adder's throughput rather than its latency
+/// (it was most of what a batch's moments cost), and the terms pair up more evenly.
+const LANES: usize = 8;
+
+/// The sum of `term` over the values, in `LANES` lanes.
+fn lane_sum(values: &[f64], term: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0; LANES];
+    let runs = values.chunks_exact(LANES);
+    let rest: f64 = runs.remainder().iter().map(|&x| term(x)).sum();
+    for run in runs {
+        lanes
+            .iter_mut()
+            .zip(run)
+            .for_each(|(lane, &x)| *lane += term(x));
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
 /// Halvings a large batch gets by sorting, after sampling: the sample holds 2^this times the
 /// sketch's capacity.
 const SORTED_HALVINGS: u32 = 4;
@@ -217,16 +236,26 @@ impl NumericSummary {
     /// times gave 0.7% on a million values, 16 times 0.2%).
     pub fn push_batch(&mut self, values: &[f64]) {
         // One pass for the missing values, the sum, min and max.
-        let (mut sum, mut min, mut max, mut nans) = (0.0, f64::INFINITY, f64::NEG_INFINITY, 0);
-        for &x in values {
-            if x.is_nan() {
-                nans += 1;
-            } else {
-                sum += x;
-                min = min.min(x);
-                max = max.max(x);
-            }
-        }
+        let (mut sum, mut min, mut max) = (
+            [0.0; LANES],
+            [f64::INFINITY; LANES],
+            [f64::NEG_INFINITY; LANES],
+        );
+        let mut nans = 0;
+        let mut add = |lane: usize, x: f64| {
+            // A NaN compares false: it moves neither bound.
+            nans += u64::from(x.is_nan());
+            sum[lane] += if x.is_nan() { 0.0 } else { x };
+            min[lane] = if x < min[lane] { x } else { min[lane] };
+            max[lane] = if x > max[lane] { x } else { max[lane] };
+        };
+        let runs = values.chunks_exact(LANES);
+        let rest = runs.remainder();
+        runs.for_each(|run| run.iter().enumerate().for_each(|(lane, &x)| add(lane, x)));
+        rest.iter().for_each(|&x| add(0, x));
+        let sum: f64 = sum.iter().sum();
+        let min = min.into_iter().fold(f64::INFINITY, f64::min);
+        let max = max.into_iter().fold(f64::NEG_INFINITY, f64::max);
         // Copied only if some are missing.
         let present: Vec<f64>;
         let values = if nans > 0 {
@@ -251,7 +280,7 @@ impl NumericSummary {
             count: values.len() as u64,
             missing: nans,
             mean,
-            m2: values.iter().map(|&x| (x - mean).powi(2)).sum(),
+            m2: lane_sum(values, |x| (x - mean).powi(2)),
             min,
             max,
             ..Default::default()
@@ -296,7 +325,10 @@ impl NumericSummary {
             batch.levels.push(odd.into_iter().map(value).collect());
             let offset = (batch.compactions % 2) as usize;
             batch.compactions += 1;
-            keys = keys.into_iter().skip(offset).step_by(2).collect();
+            // Every other key, moved down in place.
+            let kept = (keys.len() - offset).div_ceil(2);
+            (0..kept).for_each(|i| keys[i] = keys[offset + 2 * i]);
+            keys.truncate(kept);
         }
         batch.levels.push(keys.into_iter().map(value).collect());
         self.merge(batch);
