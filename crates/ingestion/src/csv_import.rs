@@ -180,6 +180,46 @@ impl Data {
         }
     }
 
+    /// Where the column stands, to go back to with `rewind` (values were only pushed since).
+    fn mark(&self) -> Mark {
+        match self {
+            Data::Int(v) | Data::Time(v) => v.mark(),
+            Data::Float(v) => v.mark(),
+            Data::Bool(v) => v.mark(),
+            Data::Str(v) => v.mark(),
+        }
+    }
+
+    fn rewind(&mut self, mark: Mark) {
+        match self {
+            Data::Int(v) | Data::Time(v) => v.rewind(mark),
+            Data::Float(v) => v.rewind(mark),
+            Data::Bool(v) => v.rewind(mark),
+            Data::Str(v) => v.rewind(mark),
+        }
+    }
+
+    /// `push_settled` for a run of values, with the type decided once: false at the first one
+    /// that is not missing and does not parse as the column's type (the ones before it pushed).
+    fn push_settled_all<'t>(
+        &mut self,
+        values: impl Iterator<Item = &'t str>,
+        nulls: &NullMarkers,
+    ) -> bool {
+        match self {
+            Data::Float(v) => {
+                v.push_parsed(values, nulls, |t| parse_f64(t).filter(|x| x.is_finite()))
+            }
+            Data::Int(v) => v.push_parsed(values, nulls, parse_i64),
+            Data::Bool(v) => v.push_parsed(values, nulls, parse_bool),
+            Data::Time(v) => v.push_parsed(values, nulls, parse_timestamp),
+            Data::Str(v) => {
+                values.for_each(|t| v.push((!nulls.matches(t)).then_some(t)));
+                true
+            }
+        }
+    }
+
     pub fn column_type(&self) -> ColumnType {
         match self {
             Data::Int(_) => ColumnType::Int64,
@@ -302,6 +342,14 @@ impl Data {
     }
 }
 
+/// How long a column's parts were, to cut it back to (values, missing flags, text bytes).
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    values: usize,
+    missing: usize,
+    text: usize,
+}
+
 /// Which values of a column are missing: nothing is kept until one is (the usual case), then
 /// a flag per value.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -320,6 +368,11 @@ impl Missing {
 
     fn get(&self, row: usize) -> bool {
         self.0.get(row).copied().unwrap_or(false)
+    }
+
+    /// Flags kept (0 while none is missing), for `Mark`.
+    fn kept(&self) -> usize {
+        self.0.len()
     }
 
     fn count(&self) -> usize {
@@ -399,6 +452,39 @@ impl<T: Copy + Default> Nullable<T> {
         }
     }
 
+    fn mark(&self) -> Mark {
+        Mark {
+            values: self.values.len(),
+            missing: self.missing.kept(),
+            text: 0,
+        }
+    }
+
+    fn rewind(&mut self, mark: Mark) {
+        self.values.truncate(mark.values);
+        self.missing.0.truncate(mark.missing);
+    }
+
+    /// Pushes each value, or a missing one for a null marker; false at the first value that
+    /// does not parse (the ones before it pushed).
+    fn push_parsed<'t>(
+        &mut self,
+        values: impl Iterator<Item = &'t str>,
+        nulls: &NullMarkers,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> bool {
+        for text in values {
+            if nulls.matches(text) {
+                self.push(None);
+            } else if let Some(x) = parse(text) {
+                self.push(Some(x));
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The values and, if any is missing, Arrow's validity bitmap.
     fn into_parts(self) -> (Vec<T>, Option<NullBuffer>) {
         let nulls = self.missing.validity();
@@ -444,6 +530,20 @@ impl Texts {
 
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            values: self.ends.len(),
+            missing: self.missing.kept(),
+            text: self.text.len(),
+        }
+    }
+
+    fn rewind(&mut self, mark: Mark) {
+        self.ends.truncate(mark.values);
+        self.text.truncate(mark.text);
+        self.missing.0.truncate(mark.missing);
     }
 
     pub fn get(&self, row: usize) -> Option<&str> {
@@ -578,8 +678,15 @@ impl NullMarkers {
         }
     }
 
+    #[inline]
     fn matches(&self, text: &str) -> bool {
-        self.lengths & length_bit(text) != 0 && self.markers.iter().any(|m| m == text)
+        // The first byte before the rest: "true" and "gold" are as long as "null", and a
+        // call to compare them cost a fiftieth of an import.
+        self.lengths & length_bit(text) != 0
+            && self
+                .markers
+                .iter()
+                .any(|m| m.as_bytes().first() == text.as_bytes().first() && m == text)
     }
 }
 
@@ -649,14 +756,39 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// A number as `str::parse` reads it (the same texts accepted, the same values), faster: the
 /// floats of a numeric file are most of its parsing.
+#[inline]
 fn parse_f64(text: &str) -> Option<f64> {
     fast_float2::parse(text).ok()
+}
+
+/// An integer as `str::parse` reads it (the same texts accepted, the same values), faster: up
+/// to 18 digits cannot overflow, so they are summed without a check per digit (a fifteenth of
+/// an import's time went on those checks). Longer ones are left to `str::parse`.
+#[inline]
+fn parse_i64(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        digits => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return text.parse().ok();
+    }
+    let mut n: i64 = 0;
+    for &digit in digits {
+        let value = digit.wrapping_sub(b'0');
+        if value > 9 {
+            return None;
+        }
+        n = n * 10 + i64::from(value);
+    }
+    Some(if negative { -n } else { n })
 }
 
 fn infer(text: &str) -> ColumnType {
     if parse_bool(text).is_some() {
         ColumnType::Bool
-    } else if text.parse::<i64>().is_ok() {
+    } else if parse_i64(text).is_some() {
         ColumnType::Int64
     } else if parse_f64(text).is_some() {
         ColumnType::Float64
@@ -677,7 +809,7 @@ enum Parsed {
 fn push(data: &mut Data, text: &str, widen: bool) -> Parsed {
     match data {
         Data::Int(v) => {
-            if let Ok(x) = text.parse::<i64>() {
+            if let Some(x) = parse_i64(text) {
                 v.push(Some(x));
                 return Parsed::Ok;
             }
@@ -759,7 +891,28 @@ impl Builder {
         }
     }
 
+    /// A value (trimmed by the caller) into the column.
+    #[inline]
     pub(crate) fn push(
+        &mut self,
+        text: &str,
+        line: u64,
+        nulls: &NullMarkers,
+        errors: &mut TypeErrors,
+    ) -> Result<(), CsvError> {
+        // The usual case, small enough to inline into the row loop: a value of the type the
+        // column settled on. Everything else (a missing value, the first value, a mismatch)
+        // takes the full path below, which parses again from scratch.
+        if let Some(data) = &mut self.data
+            && data.push_settled_all(std::iter::once(text), nulls)
+        {
+            return Ok(());
+        }
+        self.push_any(text, line, nulls, errors)
+    }
+
+    #[inline(never)]
+    fn push_any(
         &mut self,
         text: &str,
         line: u64,
@@ -819,6 +972,24 @@ impl Builder {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Readies the column for a run of values of the type it already has (declared, or
+    /// settled by an earlier value or chunk), and says where it stands, to go back to; None
+    /// while the type is still to be inferred.
+    fn ready(&mut self) -> Option<Mark> {
+        if self.data.is_none() {
+            // As the first value would: its type, after the missing values before it.
+            let ty = self.declared.or(self.hint)?;
+            self.data = Some(Data::empty(ty, self.pending_nulls, self.capacity));
+        }
+        self.data.as_ref().map(Data::mark)
+    }
+
+    fn rewind(&mut self, mark: Mark) {
+        if let Some(data) = &mut self.data {
+            data.rewind(mark);
         }
     }
 
@@ -1485,7 +1656,7 @@ fn plain_delimiter(delimiter: u8) -> bool {
 }
 
 /// A plain block's records: one per line that is not empty, fields between delimiters, found in
-/// one pass over the block.
+/// one pass over the block and parsed a tile of rows at a time.
 fn parse_plain(block: &Block, delimiter: u8, rows: &mut Rows) -> Result<(), CsvError> {
     let bytes = &block.bytes[..];
     // Invalid UTF-8 is reported after the rows before its line, as a reader going line by
@@ -1506,47 +1677,171 @@ fn parse_plain(block: &Block, delimiter: u8, rows: &mut Rows) -> Result<(), CsvE
         }
     };
     let bytes = text.as_bytes();
-    let mut fields: Vec<&str> = Vec::with_capacity(rows.builders.len());
+    let mut tile = Tile::new(text, rows.builders.len());
     let mut line = block.first_line;
     let (mut line_start, mut field_start) = (0, 0);
     for at in memchr::memchr2_iter(delimiter, b'\n', bytes) {
         if bytes[at] == delimiter {
-            fields.push(&text[field_start..at]);
+            tile.fields.push(field_start..at);
         } else {
-            let (record, last) = (&text[line_start..at], &text[field_start..at]);
-            end_line(rows, &mut fields, record, last, line)?;
+            tile.end_line(rows, line_start..at, field_start..at, line)?;
             line += 1;
             line_start = at + 1;
         }
         field_start = at + 1;
     }
-    if field_start < bytes.len() || !fields.is_empty() {
-        let (record, last) = (&text[line_start..], &text[field_start..]);
-        end_line(rows, &mut fields, record, last, line)?;
+    if field_start < bytes.len() || tile.fields.len() > tile.row_start {
+        tile.end_line(
+            rows,
+            line_start..bytes.len(),
+            field_start..bytes.len(),
+            line,
+        )?;
     }
+    tile.parse(rows)?;
     invalid.map_or(Ok(()), Err)
 }
 
-/// Ends a plain line (`record`, its last field `last`): without a `\r`, the last field
-/// completes the record.
-fn end_line<'t>(
-    rows: &mut Rows,
-    fields: &mut Vec<&'t str>,
-    record: &'t str,
-    last: &'t str,
+/// Rows of a plain block parsed at once: their fields are found row by row, then parsed column
+/// by column, each column's values in one loop for its type (no choosing per value), while
+/// the tile's text is still in the core's cache.
+const TILE_ROWS: usize = 1024;
+
+/// A tile of a plain block's records, found but not yet parsed.
+struct Tile<'t> {
+    text: &'t str,
+    width: usize,
+    /// Each record's fields (trimmed), `width` per record, and the fields of the line in
+    /// progress from `row_start` on.
+    fields: Vec<std::ops::Range<usize>>,
+    row_start: usize,
+    records: Vec<TileRecord>,
+}
+
+struct TileRecord {
+    text: std::ops::Range<usize>,
     line: u64,
-) -> Result<(), CsvError> {
-    let (record, last) = match last.strip_suffix('\r') {
-        Some(last) => (&record[..record.len() - 1], last),
-        None => (record, last),
-    };
-    // An empty line is no record.
-    if !(fields.is_empty() && last.is_empty()) {
-        fields.push(last);
-        rows.take(line, fields.len(), fields.iter().copied(), Some(record))?;
+    /// Whether a value had space around it: then the record's text is not its values joined.
+    trimmed: bool,
+}
+
+impl<'t> Tile<'t> {
+    fn new(text: &'t str, width: usize) -> Self {
+        Self {
+            text,
+            width,
+            fields: Vec::with_capacity(TILE_ROWS * width),
+            row_start: 0,
+            records: Vec::with_capacity(TILE_ROWS),
+        }
     }
-    fields.clear();
-    Ok(())
+
+    /// Ends a line (`record`, its last field `last`). As a reader going row by row would: a
+    /// `\r` ending it is no part of it, an empty line or a line of blanks is no record, and a
+    /// record of another width is an error after the records before it.
+    fn end_line(
+        &mut self,
+        rows: &mut Rows,
+        mut record: std::ops::Range<usize>,
+        mut last: std::ops::Range<usize>,
+        line: u64,
+    ) -> Result<(), CsvError> {
+        if self.text[last.clone()].ends_with('\r') {
+            (record.end, last.end) = (record.end - 1, last.end - 1);
+        }
+        let count = self.fields.len() - self.row_start + 1;
+        if count == 1
+            && (last.is_empty() || (self.width > 1 && trim(&self.text[last.clone()]).is_empty()))
+        {
+            self.fields.truncate(self.row_start);
+            return Ok(());
+        }
+        if count != self.width {
+            self.fields.truncate(self.row_start);
+            self.parse(rows)?;
+            return Err(CsvError::Ragged {
+                line,
+                found: count,
+                expected: self.width,
+            });
+        }
+        self.fields.push(last);
+        let mut trimmed = false;
+        for field in &mut self.fields[self.row_start..] {
+            let value = trim(&self.text[field.clone()]);
+            if value.len() != field.len() {
+                trimmed = true;
+                let start = field.start
+                    + (value.as_ptr() as usize - self.text[field.clone()].as_ptr() as usize);
+                *field = start..start + value.len();
+            }
+        }
+        self.records.push(TileRecord {
+            text: record,
+            line,
+            trimmed,
+        });
+        self.row_start = self.fields.len();
+        if self.records.len() == TILE_ROWS {
+            self.parse(rows)?;
+        }
+        Ok(())
+    }
+
+    /// Parses the tile's records into the builders, column by column. A value that is not
+    /// plainly of its column's type (the first of an inferred column, a type error, an integer
+    /// column's first number) sends the whole tile back through the row-by-row path, which
+    /// decides it and reports errors in the order of the rows.
+    fn parse(&mut self, rows: &mut Rows) -> Result<(), CsvError> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let (text, width) = (self.text, self.width);
+        let value = |field: &std::ops::Range<usize>| &text[field.clone()];
+        let marks: Option<Vec<Mark>> = rows.builders.iter_mut().map(Builder::ready).collect();
+        let by_columns = marks.is_some_and(|marks| {
+            let nulls = &rows.nulls;
+            let parsed = rows
+                .builders
+                .iter_mut()
+                .enumerate()
+                .all(|(column, builder)| {
+                    let values = self.fields[column..].iter().step_by(width).map(value);
+                    builder
+                        .data
+                        .as_mut()
+                        .is_some_and(|data| data.push_settled_all(values, nulls))
+                });
+            if !parsed {
+                rows.builders
+                    .iter_mut()
+                    .zip(marks)
+                    .for_each(|(builder, mark)| builder.rewind(mark));
+            }
+            parsed
+        });
+        let records = self.records.iter().zip(self.fields.chunks_exact(width));
+        if by_columns {
+            for (record, fields) in records {
+                let hash = if record.trimmed {
+                    rows.joined_hash(fields.iter().map(value))
+                } else {
+                    hash_bytes(text[record.text.clone()].as_bytes())
+                };
+                rows.row_hashes.push(hash);
+            }
+        } else {
+            for (record, fields) in records {
+                // The fields are trimmed already: a trimmed record is hashed by its values.
+                let whole = (!record.trimmed).then(|| &text[record.text.clone()]);
+                rows.take(record.line, width, fields.iter().map(value), whole)?;
+            }
+        }
+        self.records.clear();
+        self.fields.clear();
+        self.row_start = 0;
+        Ok(())
+    }
 }
 
 /// Rows going into the builders, with their hashes and type errors.
@@ -1815,6 +2110,141 @@ mod tests {
             let expected = TimestampMillisecondArray::from(ints.iter().collect::<Vec<_>>())
                 .with_timezone("UTC");
             assert_eq!(times.as_ref(), &expected as &dyn arrow_array::Array);
+        }
+    }
+
+    /// Records over several tiles, and the same with a quote in the first record, which sends
+    /// every record through the csv crate, row by row. Line feeds only: the csv crate counts a
+    /// CRLF file's lines one short after an empty line, which the plain path does not.
+    fn plain_and_quoted(records: &[String]) -> (String, String) {
+        let body = records.join("\n");
+        let plain = format!("n,score,flag,day,name\n{body}");
+        let quoted = plain.replacen("name 0", "\"name 0\"", 1);
+        assert_ne!(plain, quoted);
+        (plain, quoted)
+    }
+
+    #[test]
+    fn tiles_parse_as_the_row_by_row_reader_does() {
+        // Spaces around values, missing values, an empty line and a line of blanks (after
+        // record 1000: the records after it are on line i + 4), an
+        // integer column meeting its first number three tiles in, and type errors in declared
+        // columns which, taken column by column, would come out of the rows' order.
+        let records: Vec<String> = (0..3500)
+            .map(|i| {
+                let n = if i == 3100 {
+                    "2.5".into()
+                } else {
+                    i.to_string()
+                };
+                let score = match i {
+                    1500 => "high".to_string(),
+                    _ if i % 7 == 0 => "NA".into(),
+                    _ => format!(" {i}.25 "),
+                };
+                let flag = match i {
+                    1400 => "maybe",
+                    _ if i % 2 == 0 => "true",
+                    _ => "FALSE",
+                };
+                let day = if i % 11 == 0 { "" } else { "2024-02-29" };
+                let blank = if i == 1000 { "\n\n   " } else { "" };
+                format!("{n},{score},{flag},{day},name {i}{blank}")
+            })
+            .collect();
+        let (plain, quoted) = plain_and_quoted(&records);
+        let rules = [
+            ColumnRule {
+                name: "score".into(),
+                data_type: Some(ColumnType::Float64),
+                ..Default::default()
+            },
+            ColumnRule {
+                name: "flag".into(),
+                data_type: Some(ColumnType::Bool),
+                ..Default::default()
+            },
+        ];
+        let read = |text: &str| {
+            ParsedTable::csv(text, &CsvOptions::default(), &rules, CsvLimits::default())
+                .expect("reads")
+        };
+        let (by_tiles, by_rows) = (read(&plain), read(&quoted));
+        assert_eq!(by_tiles, by_rows);
+        assert_eq!(by_tiles.tally.rows, 3500);
+        assert_eq!(by_tiles.columns[0].data.column_type(), ColumnType::Float64);
+        let errors: Vec<_> = by_tiles
+            .tally
+            .type_errors
+            .iter()
+            .map(|e| (e.line, e.column.as_str()))
+            .collect();
+        assert_eq!(errors, [(1404, "flag"), (1504, "score")]);
+        assert_eq!(by_tiles.columns[1].data.null_count(), 3500 / 7 + 1);
+
+        // The first error in the rows' order is the one reported, whichever column it is in
+        // and whatever follows it in the tile (another error, a ragged record).
+        let mut bad = records.clone();
+        bad[1300] = bad[1300].replacen("1300,", "x,", 1);
+        bad[1200] = bad[1200].replace("name 1200", "name 1200,extra");
+        let failed = |text: &str| {
+            ParsedTable::csv(text, &CsvOptions::default(), &[], CsvLimits::default()).unwrap_err()
+        };
+        let (plain, quoted) = plain_and_quoted(&bad);
+        let ragged = CsvError::Ragged {
+            line: 1204,
+            found: 6,
+            expected: 5,
+        };
+        assert_eq!(failed(&plain), ragged);
+        assert_eq!(failed(&quoted), ragged);
+        bad[1200] = records[1200].clone();
+        bad[1250] = bad[1250].replace("2024-02-29", "soon");
+        let (plain, quoted) = plain_and_quoted(&bad);
+        let changed = failed(&plain);
+        assert!(
+            matches!(changed, CsvError::TypeChanged { line: 1254, .. }),
+            "{changed}"
+        );
+        assert_eq!(changed, failed(&quoted));
+    }
+
+    #[test]
+    fn integers_read_as_str_parse_reads_them() {
+        for text in [
+            "0",
+            "-0",
+            "+0",
+            "7",
+            "-7",
+            "+42",
+            "007",
+            "123456789012345678",
+            "-123456789012345678",
+            "999999999999999999",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+            "",
+            "-",
+            "+",
+            "--1",
+            "+-1",
+            "1-",
+            "1.0",
+            "1e3",
+            " 1",
+            "1 ",
+            "0x10",
+            "١",
+            "12a",
+            "a12",
+            "１２",
+        ] {
+            assert_eq!(parse_i64(text), text.parse::<i64>().ok(), "{text:?}");
         }
     }
 
