@@ -1617,16 +1617,21 @@ fn parse_block(
         parse_plain(block, options.delimiter, &mut rows)?;
     } else {
         let mut reader = csv_reader(&block.bytes, options);
-        let absolute = |line: u64| block.first_line + line - 1;
+        let mut lines = Lines {
+            bytes: &block.bytes,
+            first_line: block.first_line,
+            counted: 0,
+            line: block.first_line,
+        };
         let mut record = csv::StringRecord::new();
         loop {
-            let line = absolute(reader.position().line());
+            let line = lines.at(reader.position());
             match reader.read_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
-                Err(e) => return Err(malformed(line, &e, absolute)),
+                Err(e) => return Err(malformed(line, &e, |at| lines.at(at))),
             }
-            let line = record.position().map_or(line, |p| absolute(p.line()));
+            let line = record.position().map_or(line, |at| lines.at(at));
             rows.take(line, record.len(), record.iter(), None)?;
         }
     }
@@ -1641,6 +1646,35 @@ fn parse_block(
         row_hashes,
         errors,
     ))
+}
+
+/// The lines of a block's records, counted from its bytes: the csv crate counts the `\n` of a
+/// CRLF with the record after it, and so numbers the records of a CRLF file a line or more
+/// short after an empty line. A record's position may point at that `\n` (or the `\r` before
+/// it); no record starts with a line break, so the line is that of the first byte after them.
+struct Lines<'b> {
+    bytes: &'b [u8],
+    first_line: u64,
+    /// Line breaks are counted up to here.
+    counted: usize,
+    line: u64,
+}
+
+impl Lines<'_> {
+    fn at(&mut self, position: &csv::Position) -> u64 {
+        let mut start = usize::try_from(position.byte())
+            .map_or(self.bytes.len(), |at| at.min(self.bytes.len()));
+        while matches!(self.bytes.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start < self.counted {
+            // Positions only move forward; counted again from the start if one did not.
+            (self.counted, self.line) = (0, self.first_line);
+        }
+        self.line += memchr::memchr_iter(b'\n', &self.bytes[self.counted..start]).count() as u64;
+        self.counted = start;
+        self.line
+    }
 }
 
 /// Whether a block can be split into fields by its delimiters alone: no quote character, no
@@ -2025,10 +2059,14 @@ pub(crate) fn read_csv(
 
 /// The csv crate's error, with the line counted from the start of the input (`absolute` turns
 /// a line of the block it read into one of the input).
-fn malformed(line: u64, error: &csv::Error, absolute: impl Fn(u64) -> u64) -> CsvError {
+fn malformed(
+    line: u64,
+    error: &csv::Error,
+    mut line_at: impl FnMut(&csv::Position) -> u64,
+) -> CsvError {
     match error.kind() {
         csv::ErrorKind::Utf8 { pos, err } => CsvError::Malformed {
-            line: pos.as_ref().map_or(line, |p| absolute(p.line())),
+            line: pos.as_ref().map_or(line, &mut line_at),
             message: format!("field {} is not valid UTF-8", err.field() + 1),
         },
         csv::ErrorKind::Io(e) => CsvError::Malformed {
@@ -2114,11 +2152,10 @@ mod tests {
     }
 
     /// Records over several tiles, and the same with a quote in the first record, which sends
-    /// every record through the csv crate, row by row. Line feeds only: the csv crate counts a
-    /// CRLF file's lines one short after an empty line, which the plain path does not.
+    /// every record through the csv crate, row by row.
     fn plain_and_quoted(records: &[String]) -> (String, String) {
-        let body = records.join("\n");
-        let plain = format!("n,score,flag,day,name\n{body}");
+        let body = records.join("\r\n");
+        let plain = format!("n,score,flag,day,name\r\n{body}");
         let quoted = plain.replacen("name 0", "\"name 0\"", 1);
         assert_ne!(plain, quoted);
         (plain, quoted)
@@ -2126,7 +2163,7 @@ mod tests {
 
     #[test]
     fn tiles_parse_as_the_row_by_row_reader_does() {
-        // Spaces around values, missing values, an empty line and a line of blanks (after
+        // Spaces around values, missing values, CRLF, an empty line and a line of blanks (after
         // record 1000: the records after it are on line i + 4), an
         // integer column meeting its first number three tiles in, and type errors in declared
         // columns which, taken column by column, would come out of the rows' order.
@@ -2148,7 +2185,7 @@ mod tests {
                     _ => "FALSE",
                 };
                 let day = if i % 11 == 0 { "" } else { "2024-02-29" };
-                let blank = if i == 1000 { "\n\n   " } else { "" };
+                let blank = if i == 1000 { "\r\n\r\n   " } else { "" };
                 format!("{n},{score},{flag},{day},name {i}{blank}")
             })
             .collect();
