@@ -199,8 +199,9 @@ impl Data {
         }
     }
 
-    /// `push_settled` for a run of values, with the type decided once: false at the first one
-    /// that is not missing and does not parse as the column's type (the ones before it pushed).
+    /// Pushes a run of values of the column's settled type, the type decided once for the run
+    /// (missing for a null marker): false at the first one that is not missing and does not
+    /// parse as that type (a finite number, for numbers), the ones before it pushed.
     fn push_settled_all<'t>(
         &mut self,
         values: impl Iterator<Item = &'t str>,
@@ -1711,7 +1712,7 @@ fn parse_plain(block: &Block, delimiter: u8, rows: &mut Rows) -> Result<(), CsvE
         }
     };
     let bytes = text.as_bytes();
-    let mut tile = Tile::new(text, rows.builders.len());
+    let mut tile = Tile::new(text, rows.builders.len(), block.records);
     let mut line = block.first_line;
     let (mut line_start, mut field_start) = (0, 0);
     for at in Separators::new(delimiter, b'\n', bytes) {
@@ -1814,8 +1815,10 @@ impl Iterator for Separators<'_> {
 
 /// Rows of a plain block parsed at once: their fields are found row by row, then parsed column
 /// by column, each column's values in one loop for its type (no choosing per value), while
-/// the tile's text is still in the core's cache.
+/// the tile's text is still in the core's cache. Fewer rows when there are many columns, so a
+/// tile holds at most `TILE_VALUES` values.
 const TILE_ROWS: usize = 1024;
+const TILE_VALUES: usize = 1 << 15;
 
 /// A tile of a plain block's records, found but not yet parsed.
 struct Tile<'t> {
@@ -1826,6 +1829,8 @@ struct Tile<'t> {
     fields: Vec<std::ops::Range<usize>>,
     row_start: usize,
     records: Vec<TileRecord>,
+    /// Records per tile.
+    rows: usize,
 }
 
 struct TileRecord {
@@ -1836,13 +1841,18 @@ struct TileRecord {
 }
 
 impl<'t> Tile<'t> {
-    fn new(text: &'t str, width: usize) -> Self {
+    /// A tile for a block of `records` records of `width` fields.
+    fn new(text: &'t str, width: usize, records: usize) -> Self {
+        let rows = (TILE_VALUES / width.max(1))
+            .clamp(1, TILE_ROWS)
+            .min(records.max(1));
         Self {
             text,
             width,
-            fields: Vec::with_capacity(TILE_ROWS * width),
+            fields: Vec::with_capacity(rows * width),
             row_start: 0,
-            records: Vec::with_capacity(TILE_ROWS),
+            records: Vec::with_capacity(rows),
+            rows,
         }
     }
 
@@ -1860,29 +1870,29 @@ impl<'t> Tile<'t> {
             (record.end, last.end) = (record.end - 1, last.end - 1);
         }
         let count = self.fields.len() - self.row_start + 1;
-        if count == 1
-            && (last.is_empty() || (self.width > 1 && trim(&self.text[last.clone()]).is_empty()))
-        {
+        let first = self.fields.get(self.row_start).unwrap_or(&last).clone();
+        // An empty line is no record (the csv crate skips those itself).
+        let row = if count == 1 && last.is_empty() {
+            Ok(false)
+        } else {
+            is_row(count, self.width, &self.text[first], line)
+        };
+        if !matches!(row, Ok(true)) {
             self.fields.truncate(self.row_start);
-            return Ok(());
-        }
-        if count != self.width {
-            self.fields.truncate(self.row_start);
-            self.parse(rows)?;
-            return Err(CsvError::Ragged {
-                line,
-                found: count,
-                expected: self.width,
-            });
+            // A ragged record's error comes after the records before it.
+            if row.is_err() {
+                self.parse(rows)?;
+            }
+            return row.map(|_| ());
         }
         self.fields.push(last);
         let mut trimmed = false;
         for field in &mut self.fields[self.row_start..] {
-            let value = trim(&self.text[field.clone()]);
-            if value.len() != field.len() {
+            let text = &self.text[field.clone()];
+            let value = trim(text);
+            if value.len() != text.len() {
                 trimmed = true;
-                let start = field.start
-                    + (value.as_ptr() as usize - self.text[field.clone()].as_ptr() as usize);
+                let start = field.start + (text.len() - text.trim_start().len());
                 *field = start..start + value.len();
             }
         }
@@ -1892,16 +1902,16 @@ impl<'t> Tile<'t> {
             trimmed,
         });
         self.row_start = self.fields.len();
-        if self.records.len() == TILE_ROWS {
+        if self.records.len() == self.rows {
             self.parse(rows)?;
         }
         Ok(())
     }
 
     /// Parses the tile's records into the builders, column by column. A value that is not
-    /// plainly of its column's type (the first of an inferred column, a type error, an integer
-    /// column's first number) sends the whole tile back through the row-by-row path, which
-    /// decides it and reports errors in the order of the rows.
+    /// plainly of its column's type (the first of an inferred column, a type error, a number
+    /// in an inferred integer column) sends the whole tile back through the row-by-row path,
+    /// which decides it and reports errors in the order of the rows.
     fn parse(&mut self, rows: &mut Rows) -> Result<(), CsvError> {
         if self.records.is_empty() {
             return Ok(());
@@ -1954,6 +1964,23 @@ impl<'t> Tile<'t> {
     }
 }
 
+/// Whether a record of `count` fields, the first of them `first`, is a row of `width` columns:
+/// a line of blanks is not one (with one column, a blank is a value), and a record of another
+/// width is an error.
+fn is_row(count: usize, width: usize, first: &str, line: u64) -> Result<bool, CsvError> {
+    if count == 1 && width > 1 && trim(first).is_empty() {
+        return Ok(false);
+    }
+    if count != width {
+        return Err(CsvError::Ragged {
+            line,
+            found: count,
+            expected: width,
+        });
+    }
+    Ok(true)
+}
+
 /// Rows going into the builders, with their hashes and type errors.
 struct Rows<'a> {
     builders: &'a mut [Builder],
@@ -1978,19 +2005,9 @@ impl Rows<'_> {
     where
         F: Iterator<Item = &'f str> + Clone,
     {
-        // A line of blanks is not a row.
-        if count == 1
-            && self.builders.len() > 1
-            && fields.clone().next().is_some_and(|f| trim(f).is_empty())
-        {
+        let first = fields.clone().next().unwrap_or_default();
+        if !is_row(count, self.builders.len(), first, line)? {
             return Ok(());
-        }
-        if count != self.builders.len() {
-            return Err(CsvError::Ragged {
-                line,
-                found: count,
-                expected: self.builders.len(),
-            });
         }
         let mut trimmed = false;
         for (builder, field) in self.builders.iter_mut().zip(fields.clone()) {
@@ -2133,8 +2150,8 @@ pub(crate) fn read_csv(
     Ok(())
 }
 
-/// The csv crate's error, with the line counted from the start of the input (`absolute` turns
-/// a line of the block it read into one of the input).
+/// The csv crate's error, with the line counted from the start of the input: `line` where the
+/// reader stood, or `line_at` the error's own position.
 fn malformed(
     line: u64,
     error: &csv::Error,
@@ -2320,6 +2337,137 @@ mod tests {
             "{changed}"
         );
         assert_eq!(changed, failed(&quoted));
+    }
+
+    #[test]
+    fn tiles_of_declared_columns_start_and_go_back_as_rows_do() {
+        // Every column declared, so the first tile is parsed by columns too: the integers
+        // start missing (their column is made by the tile, after those), and in the second
+        // tile the names' first missing value is followed by a type error in a later column,
+        // which sends the tile back: text and missing flags cut back to where it began.
+        let records: Vec<String> = (0..2500)
+            .map(|i| {
+                let n = if i < 5 {
+                    "NA".to_string()
+                } else {
+                    i.to_string()
+                };
+                let score = if i == 1800 {
+                    "high".to_string()
+                } else {
+                    format!("{i}.5")
+                };
+                // Spaces around the names (but the first, which the quoted copy quotes).
+                let name = match i {
+                    0 => "name 0".to_string(),
+                    1500 => String::new(),
+                    _ => format!(" name {i} "),
+                };
+                format!("{name},{n},{score},n,true,2024-01-01")
+            })
+            .collect();
+        let body = records.join("\n");
+        let plain = format!("name,n,score,flag,ok,day\n{body}");
+        let quoted = plain.replacen("name 0", "\"name 0\"", 1);
+        let declared = [
+            ("name", ColumnType::String),
+            ("n", ColumnType::Int64),
+            ("score", ColumnType::Float64),
+            ("flag", ColumnType::String),
+            ("ok", ColumnType::Bool),
+            ("day", ColumnType::Timestamp),
+        ];
+        let rules: Vec<ColumnRule> = declared
+            .iter()
+            .map(|(name, ty)| ColumnRule {
+                name: (*name).into(),
+                data_type: Some(*ty),
+                ..Default::default()
+            })
+            .collect();
+        let read = |text: &str| {
+            ParsedTable::csv(text, &CsvOptions::default(), &rules, CsvLimits::default())
+                .expect("reads")
+        };
+        let (by_tiles, by_rows) = (read(&plain), read(&quoted));
+        assert_eq!(by_tiles, by_rows);
+        assert_eq!(by_tiles.columns[1].data.null_count(), 5);
+        assert_eq!(by_tiles.columns[0].data.null_count(), 1);
+        assert_eq!(by_tiles.columns[1].data.number(5), Some(5.0));
+        assert_eq!(
+            by_tiles.columns[0].data.text(1800).as_deref(),
+            Some("name 1800")
+        );
+        let errors: Vec<_> = by_tiles
+            .tally
+            .type_errors
+            .iter()
+            .map(|e| (e.line, e.column.as_str()))
+            .collect();
+        assert_eq!(errors, [(1802, "score")]);
+    }
+
+    #[test]
+    fn a_run_of_settled_values_takes_what_one_value_at_a_time_takes() {
+        // What the column path accepts, the row path takes the same way; what it refuses, it
+        // leaves untouched for the row path to decide.
+        let nulls = NullMarkers::new(&CsvOptions::default().null_markers);
+        let texts = [
+            "1",
+            "-2",
+            "+3",
+            "2.5",
+            "1e3",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+            "true",
+            "FALSE",
+            "yes",
+            "2024-02-29",
+            "2024-02-30",
+            "2024-01-01T10:00:00Z",
+            "",
+            "NA",
+            "null",
+            "x",
+        ];
+        for ty in [
+            ColumnType::Int64,
+            ColumnType::Float64,
+            ColumnType::Bool,
+            ColumnType::String,
+            ColumnType::Timestamp,
+        ] {
+            for text in texts {
+                for declared in [Some(ty), None] {
+                    let mut one = Builder::new("c".into(), declared, Some(ty), 4);
+                    let mut run = one.clone();
+                    let mark = run.ready().expect("the type is known");
+                    let mut errors = (Vec::new(), 0);
+                    let taken = one.push_any(text, 1, &nulls, &mut errors);
+                    let settled = run
+                        .data
+                        .as_mut()
+                        .expect("made by ready")
+                        .push_settled_all(std::iter::once(text), &nulls);
+                    if settled {
+                        assert!(taken.is_ok() && errors.1 == 0, "{ty:?} {text:?}");
+                        // A missing first value is only counted until the column is made.
+                        assert_eq!(one.take_chunk(), run.take_chunk(), "{ty:?} {text:?}");
+                    } else {
+                        assert_eq!(run.data.as_ref().map(Data::len), Some(mark.values));
+                        assert!(
+                            taken.is_err()
+                                || errors.1 == 1
+                                || one.data.as_ref().map(Data::column_type) != Some(ty),
+                            "{ty:?} {text:?}: refused by the run, taken plainly one at a time"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -228,7 +228,8 @@ impl NumericSummary {
         }
     }
 
-    /// Adds many values at once (NaN: missing). Moments, min and max are exact; a large batch
+    /// Adds many values at once (NaN: missing). Moments, min and max come from every value
+    /// (summed in lanes, so rounded unlike one running sum, in the last bits); a large batch
     /// goes into the sketch as KLL's sampler and compactors would take it: one value drawn at
     /// random from each run of 2^s values (weight 2^s), then sorted once and halved down to the
     /// sketch's capacity. Sorting the whole batch was most of the profile's cost; a sample of 16
@@ -243,7 +244,8 @@ impl NumericSummary {
         );
         let mut nans = 0;
         let mut add = |lane: usize, x: f64| {
-            // A NaN compares false: it moves neither bound.
+            // A NaN compares false: it moves neither bound. (Between -0 and +0, the first seen
+            // in a lane stays, where `f64::min` may keep either.)
             nans += u64::from(x.is_nan());
             sum[lane] += if x.is_nan() { 0.0 } else { x };
             min[lane] = if x < min[lane] { x } else { min[lane] };
