@@ -2254,6 +2254,12 @@ mod tests {
         (plain, quoted)
     }
 
+    /// Where a table's kept type errors are: line and column.
+    fn error_places(table: &ParsedTable) -> Vec<(u64, &str)> {
+        let errors = table.tally.type_errors.iter();
+        errors.map(|e| (e.line, e.column.as_str())).collect()
+    }
+
     #[test]
     fn tiles_parse_as_the_row_by_row_reader_does() {
         // Spaces around values, missing values, CRLF, an empty line and a line of blanks (after
@@ -2303,13 +2309,7 @@ mod tests {
         assert_eq!(by_tiles, by_rows);
         assert_eq!(by_tiles.tally.rows, 3500);
         assert_eq!(by_tiles.columns[0].data.column_type(), ColumnType::Float64);
-        let errors: Vec<_> = by_tiles
-            .tally
-            .type_errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
-        assert_eq!(errors, [(1404, "flag"), (1504, "score")]);
+        assert_eq!(error_places(&by_tiles), [(1404, "flag"), (1504, "score")]);
         assert_eq!(by_tiles.columns[1].data.null_count(), 3500 / 7 + 1);
 
         // The first error in the rows' order is the one reported, whichever column it is in
@@ -2398,13 +2398,7 @@ mod tests {
             by_tiles.columns[0].data.text(1800).as_deref(),
             Some("name 1800")
         );
-        let errors: Vec<_> = by_tiles
-            .tally
-            .type_errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
-        assert_eq!(errors, [(1802, "score")]);
+        assert_eq!(error_places(&by_tiles), [(1802, "score")]);
     }
 
     #[test]
