@@ -376,6 +376,11 @@ impl Missing {
         self.0.len()
     }
 
+    /// Back to `kept` flags, as `kept` said they were.
+    fn rewind(&mut self, kept: usize) {
+        self.0.truncate(kept);
+    }
+
     fn count(&self) -> usize {
         self.0.iter().filter(|&&m| m).count()
     }
@@ -463,7 +468,7 @@ impl<T: Copy + Default> Nullable<T> {
 
     fn rewind(&mut self, mark: Mark) {
         self.values.truncate(mark.values);
-        self.missing.0.truncate(mark.missing);
+        self.missing.rewind(mark.missing);
     }
 
     /// Pushes each value, or a missing one for a null marker; false at the first value that
@@ -544,7 +549,7 @@ impl Texts {
     fn rewind(&mut self, mark: Mark) {
         self.ends.truncate(mark.values);
         self.text.truncate(mark.text);
-        self.missing.0.truncate(mark.missing);
+        self.missing.rewind(mark.missing);
     }
 
     pub fn get(&self, row: usize) -> Option<&str> {
@@ -1618,12 +1623,7 @@ fn parse_block(
         parse_plain(block, options.delimiter, &mut rows)?;
     } else {
         let mut reader = csv_reader(&block.bytes, options);
-        let mut lines = Lines {
-            bytes: &block.bytes,
-            first_line: block.first_line,
-            counted: 0,
-            line: block.first_line,
-        };
+        let mut lines = Lines::new(&block.bytes, block.first_line);
         let mut record = csv::StringRecord::new();
         loop {
             let line = lines.at(reader.position());
@@ -1661,7 +1661,16 @@ struct Lines<'b> {
     line: u64,
 }
 
-impl Lines<'_> {
+impl<'b> Lines<'b> {
+    fn new(bytes: &'b [u8], first_line: u64) -> Self {
+        Self {
+            bytes,
+            first_line,
+            counted: 0,
+            line: first_line,
+        }
+    }
+
     fn at(&mut self, position: &csv::Position) -> u64 {
         let mut start = usize::try_from(position.byte())
             .map_or(self.bytes.len(), |at| at.min(self.bytes.len()));
@@ -1877,13 +1886,18 @@ impl<'t> Tile<'t> {
         } else {
             is_row(count, self.width, &self.text[first], line)
         };
-        if !matches!(row, Ok(true)) {
-            self.fields.truncate(self.row_start);
-            // A ragged record's error comes after the records before it.
-            if row.is_err() {
-                self.parse(rows)?;
+        match row {
+            Ok(true) => {}
+            Ok(false) => {
+                self.fields.truncate(self.row_start);
+                return Ok(());
             }
-            return row.map(|_| ());
+            Err(ragged) => {
+                // Its error comes after the records before it.
+                self.fields.truncate(self.row_start);
+                self.parse(rows)?;
+                return Err(ragged);
+            }
         }
         self.fields.push(last);
         let mut trimmed = false;
@@ -1940,21 +1954,14 @@ impl<'t> Tile<'t> {
             }
             parsed
         });
-        let records = self.records.iter().zip(self.fields.chunks_exact(width));
-        if by_columns {
-            for (record, fields) in records {
-                let hash = if record.trimmed {
-                    rows.joined_hash(fields.iter().map(value))
-                } else {
-                    hash_bytes(text[record.text.clone()].as_bytes())
-                };
-                rows.row_hashes.push(hash);
-            }
-        } else {
-            for (record, fields) in records {
-                // The fields are trimmed already: a trimmed record is hashed by its values.
-                let whole = (!record.trimmed).then(|| &text[record.text.clone()]);
-                rows.take(record.line, width, fields.iter().map(value), whole)?;
+        for (record, fields) in self.records.iter().zip(self.fields.chunks_exact(width)) {
+            // The fields are trimmed already: a trimmed record is hashed by its values.
+            let whole = (!record.trimmed).then(|| &text[record.text.clone()]);
+            let values = fields.iter().map(value);
+            if by_columns {
+                rows.push_hash(whole, values);
+            } else {
+                rows.take(record.line, width, values, whole)?;
             }
         }
         self.records.clear();
@@ -2015,13 +2022,22 @@ impl Rows<'_> {
             trimmed |= value.len() != field.len();
             builder.push(value, line, &self.nulls, &mut self.errors)?;
         }
+        self.push_hash(record.filter(|_| !trimmed), fields.map(trim));
+        Ok(())
+    }
+
+    /// Records a row's hash: of `record`, the row's text when its values joined are that text
+    /// (a plain record with nothing trimmed), hashed where it is; else of the values joined.
+    fn push_hash<'f>(
+        &mut self,
+        record: Option<&str>,
+        values: impl Iterator<Item = &'f str> + Clone,
+    ) {
         let hash = match record {
-            // The values joined are the record as read: hashed where it is.
-            Some(record) if !trimmed => hash_bytes(record.as_bytes()),
-            _ => self.joined_hash(fields.map(trim)),
+            Some(record) => hash_bytes(record.as_bytes()),
+            None => self.joined_hash(values),
         };
         self.row_hashes.push(hash);
-        Ok(())
     }
 
     /// The hash of a row's values joined by the delimiter, which is the hash of a plain

@@ -250,8 +250,6 @@ pub struct Preprocessor {
 }
 
 impl Preprocessor {
-    /// Fits each step on the output of the previous one; returns the fitted steps and the
-    /// transformed training frame.
     /// Fits the steps in order, each on the output of the one before, and returns that output:
     /// the frame is consumed, so no step's input outlives the step.
     pub fn fit(
